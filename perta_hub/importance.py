@@ -1,0 +1,377 @@
+"""Per-parameter importance (PerTA-grad, PerTA-fisher): the gradient engine.
+
+For a causal LM and a set of question/answer examples, with
+``loss_i = mean NLL over the answer tokens of example i`` and ``g_i = d loss_i / d theta``:
+
+- ``grad``:   ``I = | (1/N) sum_i g_i |``  (absolute value of the mean gradient);
+- ``fisher``: ``I = (1/N) sum_i g_i ** 2`` (diagonal empirical Fisher, per-example gradients).
+
+Memory: every selected parameter has one fp32 accumulator (same shape as the parameter, on
+its device). A ``register_post_accumulate_grad_hook`` folds each ``.grad`` into its
+accumulator as soon as autograd has produced it and sets ``.grad`` to None, so the model's
+gradients are never held all at once (peak: the weights, the accumulators, the activations,
+and the gradient of one parameter).
+
+grad runs whole micro-batches: the loss of a micro-batch is the *sum* over its examples of
+their answer-averaged NLL, so its gradient is ``sum_i g_i``; the signed sums are accumulated,
+summed across processes, divided by the total number of examples, and only then made absolute.
+fisher runs each example alone (micro-batch of one, padding stripped) and squares each
+gradient in the hook. Why micro-batch 1 rather than ``torch.func.vmap`` per-sample gradients:
+see ``docs/compute-weights.md`` (the benchmark ``benchmarks/bench_weights.py`` measures both).
+
+Distributed: under ``accelerate launch`` (several processes, no FSDP) each process takes its
+own shard of the examples; at the end the accumulators and the example/token counts are summed
+over processes with ``all_reduce`` before dividing, so the result equals the one-process result
+whatever the shard sizes. Under FSDP2 (``fully_shard``, accelerate ``fsdp_version: 2``) the hooks
+receive reduce-scattered gradient shards; see :func:`accumulate_importance`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from perta_hub.errors import DataError, InputError, NonFiniteError
+
+if TYPE_CHECKING:
+    import torch
+
+METHODS = ("grad", "fisher")
+IGNORE_INDEX = -100
+_BATCH_KEYS = ("input_ids", "attention_mask", "labels")
+
+
+@dataclass
+class ImportanceResult:
+    """One pass (forget or retain) of :func:`accumulate_importance`.
+
+    Attributes:
+        importance: parameter name -> fp32 tensor of the parameter's shape, on the CPU
+            (filled on every process; under FSDP gathered to full tensors).
+        num_examples: examples seen by all processes together.
+        num_answer_tokens: answer (label) tokens over all those examples.
+        seconds: wall-clock time of the pass, in seconds.
+        input_tokens: non-padding input tokens run through the model by this process.
+    """
+
+    importance: dict[str, torch.Tensor]
+    num_examples: int
+    num_answer_tokens: int
+    seconds: float
+    input_tokens: int = 0
+
+
+def select_parameters(model: torch.nn.Module, params: str | None) -> dict[str, torch.nn.Parameter]:
+    """The trainable parameters whose name matches ``params`` (``re.search``; None = all), in model order.
+
+    Raises:
+        InputError: the regex is invalid or matches no parameter.
+    """
+    named = dict(model.named_parameters())  # tied parameters appear once, under their first name
+    if params is None:
+        return named
+    try:
+        pattern = re.compile(params)
+    except re.error as err:
+        raise InputError(f"--params {params!r} is not a valid regular expression: {err}") from err
+    chosen = {name: p for name, p in named.items() if pattern.search(name)}
+    if not chosen:
+        sample = ", ".join(list(named)[:4])
+        raise InputError(
+            f"--params {params!r} matches none of the model's {len(named)} parameters (e.g. {sample}); "
+            "fix the regular expression (it is matched with re.search against these names)"
+        )
+    return chosen
+
+
+def answer_nll_sum(
+    model: torch.nn.Module, batch: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, int, int]:
+    """Sum over the batch's examples of their answer-averaged NLL.
+
+    Args:
+        model: a causal LM returning ``.logits`` of shape (B, T', V).
+        batch: ``input_ids``, ``attention_mask``, ``labels`` of shape (B, T) (labels aligned with
+            the inputs, ``-100`` outside the answer; the model predicts ``labels[:, t+1]`` at ``t``).
+    Returns:
+        (scalar loss = sum_i mean_{answer tokens of i} NLL, number of examples, number of answer tokens).
+        The gradient of the loss is ``sum_i g_i``.
+    Raises:
+        DataError: an example has no answer token.
+    """
+    import torch.nn.functional as F
+
+    input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    targets = labels[:, 1:]
+    answer = targets != IGNORE_INDEX
+    per_example = answer.sum(dim=1)
+    if bool((per_example == 0).any()):
+        bad = int((per_example == 0).sum())
+        raise DataError(
+            f"{bad} example(s) of a batch have no answer token (all labels are -100); "
+            "encode the data with perta_hub.data.encode_dataset, which drops such examples"
+        )
+    kwargs: dict[str, Any] = {"attention_mask": attention_mask}
+    if _accepts_logits_to_keep(model):
+        # Only the positions that predict an answer token need logits (saves the prompt's lm_head).
+        keep = answer.any(dim=0).nonzero().squeeze(1)
+        kwargs["logits_to_keep"] = keep
+        targets, answer = targets[:, keep], answer[:, keep]
+    else:
+        keep = None
+    logits = model(input_ids=input_ids, use_cache=False, **kwargs).logits
+    if keep is None:
+        logits = logits[:, :-1]
+    nll = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(targets.shape)
+    loss = (nll.sum(dim=1) / per_example.to(nll.dtype)).sum()
+    return loss, int(input_ids.shape[0]), int(per_example.sum())
+
+
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def split_examples(batch: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """The batch's examples one by one, each of shape (1, L_i) with its padding removed."""
+    out = []
+    mask = batch["attention_mask"].bool()
+    for i in range(batch["input_ids"].shape[0]):
+        keep = mask[i]
+        out.append({
+            "input_ids": batch["input_ids"][i, keep][None],
+            "attention_mask": batch["attention_mask"][i, keep][None],
+            "labels": batch["labels"][i, keep][None],
+        })
+    return out
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor (FSDP2), or the tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+class _Accumulators:
+    """fp32 accumulators fed by post-accumulate-grad hooks; each ``.grad`` is freed once folded in."""
+
+    def __init__(self, params: Mapping[str, torch.nn.Parameter], square: bool) -> None:
+        import torch
+
+        self.square = square
+        self.sums: dict[str, torch.Tensor] = {}
+        self._handles = []
+        for name, p in params.items():
+            local = _local(p)
+            self.sums[name] = torch.zeros(local.shape, dtype=torch.float32, device=local.device)
+            self._handles.append(p.register_post_accumulate_grad_hook(self._hook(self.sums[name])))
+
+    def _hook(self, acc: torch.Tensor) -> Callable[[torch.nn.Parameter], None]:
+        def fold(p: torch.nn.Parameter) -> None:
+            if p.grad is None:
+                return
+            g = _local(p.grad)
+            if g.dtype != acc.dtype:
+                g = g.float()
+            if self.square:
+                acc.addcmul_(g, g)
+            else:
+                acc.add_(g)
+            p.grad = None
+
+        return fold
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def accumulate_importance(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    *,
+    method: str,
+    params: str | None = None,
+    device: torch.device | str | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    total_examples: int | None = None,
+    desc: str = "importance",
+    progress: bool = True,
+    fsdp: bool = False,
+) -> ImportanceResult:
+    """Run ``method`` over ``batches`` and return the per-parameter importance.
+
+    Args:
+        model: a causal LM (eval mode is set; dropout off). Parameters not selected by ``params``
+            get ``requires_grad=False`` for the pass (and are restored after).
+        batches: collated micro-batches (``input_ids``, ``attention_mask``, ``labels``; (B, T)).
+            For ``grad`` each is one forward/backward; for ``fisher`` each example is run alone.
+        method: ``"grad"`` or ``"fisher"``.
+        params: regex selecting parameter names (``re.search``); None = every parameter.
+        device: where batches are moved (default: the device of the first parameter).
+        autocast_dtype: e.g. ``torch.bfloat16`` on GPU; None = no autocast.
+        total_examples: this process's number of examples (progress bar total), if known.
+        desc: progress bar label.
+        progress: show a tqdm bar (examples/s, tokens/s) on the main process.
+        fsdp: the model is sharded with FSDP2 and every process runs in lockstep. The hooks then
+            see reduce-scattered gradient shards (averaged over processes); ``grad`` takes the
+            mean over processes back to a sum, ``fisher`` requires every process to feed the
+            *same* examples (a mixed gradient cannot be squared per example) and does not sum
+            counts across processes.
+    Returns:
+        :class:`ImportanceResult` with fp32 CPU tensors keyed by parameter name.
+    Raises:
+        DataError: no example at all, or an example without answer tokens.
+        NonFiniteError: a NaN/Inf importance (diverged model or bad data).
+    """
+    import torch
+
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    selected = select_parameters(model, params)
+    was_training = model.training
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in selected)
+    model.eval()
+    if device is None:
+        device = next(iter(selected.values())).device
+    device = torch.device(device)
+    acc = _Accumulators(selected, square=(method == "fisher"))
+    world, rank = _world()
+    bar = _progress(total_examples, desc, enabled=progress and rank == 0)
+    n_examples = n_tokens = n_inputs = 0
+    start = time.perf_counter()
+    try:
+        for batch in batches:
+            batch = {k: batch[k].to(device, non_blocking=True) for k in _BATCH_KEYS}
+            pieces = [batch] if method == "grad" else split_examples(batch)
+            for piece in pieces:
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    loss, n, t = answer_nll_sum(model, piece)
+                loss.backward()
+                n_examples += n
+                n_tokens += t
+                n_inputs += int(piece["attention_mask"].sum())
+                if bar is not None:
+                    bar.update(n)
+                    _postfix(bar, n_inputs, start)
+    finally:
+        acc.remove()
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags[name])
+            p.grad = None
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    sums = acc.sums
+    counts = torch.tensor([n_examples, n_tokens], dtype=torch.float64, device=device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not (fsdp and method == "fisher"):
+            dist.all_reduce(counts)
+        if not fsdp:
+            for t in sums.values():
+                dist.all_reduce(t)
+    total_n, total_t = int(counts[0].item()), int(counts[1].item())
+    if total_n == 0:
+        raise DataError(f"{desc}: no example to compute the importance on; check the data and its split")
+    # Under FSDP the hooks saw mean-over-processes gradients: grad turns them back into a sum.
+    scale = (world if fsdp and method == "grad" else 1) / total_n
+    out: dict[str, torch.Tensor] = {}
+    for name, t in sums.items():
+        if fsdp:
+            t = _gather_full(selected[name], t)
+        t.mul_(scale)
+        if method == "grad":
+            t.abs_()
+        if not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(
+                f"the {desc} importance of {name} has NaN/Inf values; check that the model's loss is finite "
+                "on this data (e.g. run on CPU in float32)"
+            )
+        out[name] = t.cpu()
+        del t
+    return ImportanceResult(out, total_n, total_t, time.perf_counter() - start, n_inputs)
+
+
+def _gather_full(param: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """The full tensor of a DTensor parameter's local accumulator (FSDP2)."""
+    if not hasattr(param, "device_mesh"):
+        return local
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(local, param.device_mesh, param.placements, shape=param.shape,
+                              stride=param.stride()).full_tensor()
+
+
+def _world() -> tuple[int, int]:
+    """(world size, rank) of the default process group, (1, 0) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True, file=sys.stderr)
+
+
+def _postfix(bar: Any, tokens: int, start: float) -> None:
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    bar.set_postfix_str(f"{tokens / elapsed:,.0f} tok/s (input tokens)", refresh=False)
+
+
+def cast_importance(
+    tensors: Mapping[str, torch.Tensor], dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Cast fp32 importances to the storage ``dtype``.
+
+    Returns:
+        (cast tensors, number of entries that were non-zero in fp32 and became zero).
+    Raises:
+        NonFiniteError: an entry overflows to Inf in ``dtype`` (float16 holds at most 65504).
+    """
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    underflow = 0
+    for name, t in tensors.items():
+        c = t.to(dtype)
+        if dtype != t.dtype:
+            underflow += int(((c == 0) & (t != 0)).sum())
+            if not bool(torch.isfinite(c).all()):
+                raise NonFiniteError(
+                    f"importance of {name} overflows in {str(dtype).removeprefix('torch.')} (max "
+                    f"{float(t.max()):.3g}); use --dtype bfloat16 or float32"
+                )
+        out[name] = c
+    return out, underflow
+
+
+def peak_memory(device: torch.device | str) -> tuple[int, str]:
+    """(peak bytes, what was measured): CUDA max allocated on a GPU, else the process's max RSS."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "GPU max allocated"
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss_kb * (1 if sys.platform == "darwin" else 1024)), "max RSS"
