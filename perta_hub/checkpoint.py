@@ -1,0 +1,298 @@
+"""Reading safetensors checkpoints and artifacts, one tensor at a time.
+
+A source is a local folder, a single ``.safetensors`` file, or a Hub repo id (``org/name`` or
+``org/name@revision``, downloaded with only the files needed). Headers are parsed up front (names,
+dtypes, shapes, byte sizes, truncation check) without reading any weight; tensors are then read one
+at a time with ``safetensors.safe_open`` (memory-mapped).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from perta_hub.errors import CheckpointError, InputError
+from perta_hub.fingerprint import content_hash, quick_fingerprint
+
+# safetensors dtype codes -> (torch dtype name, bytes per element)
+DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
+    "BOOL": ("bool", 1), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
+}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Everything a model folder needs besides its weights (the Hub download asks for these and the weights).
+MODEL_FILE_PATTERNS = [
+    "*.json", "*.jinja", "*.model", "*.txt", "*.tiktoken", "README.md",
+]
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor lives: file, safetensors dtype code, shape and byte size."""
+
+    name: str
+    file: Path
+    dtype_code: str
+    shape: tuple[int, ...]
+    nbytes: int
+    offset: int  # start of the tensor's data inside the file's data section
+
+    @property
+    def torch_dtype_name(self) -> str:
+        return DTYPES[self.dtype_code][0]
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """Parse a safetensors header and check the file holds all the bytes it promises.
+
+    Raises:
+        CheckpointError: the file is truncated, not safetensors, or its header is corrupt.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            prefix = fh.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(f"{path} is not a safetensors file (only {size} bytes); re-download or re-create it")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > min(size - 8, 100 << 20):
+                raise CheckpointError(f"{path} has a corrupt safetensors header (length {header_len}); re-download or re-create it")
+            header = json.loads(fh.read(header_len))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} has a corrupt safetensors header ({err}); re-download or re-create it") from err
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} has a corrupt safetensors header; re-download or re-create it")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            if entry["dtype"] not in DTYPES:
+                raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
+            end = max(end, int(entry["data_offsets"][1]))
+        except (KeyError, TypeError, IndexError) as err:
+            raise CheckpointError(f"{path} has a corrupt header entry for {name}; re-download or re-create it") from err
+    if size < 8 + header_len + end:
+        raise CheckpointError(
+            f"{path} is truncated ({size} bytes, the header needs {8 + header_len + end}); "
+            "re-download or re-create it"
+        )
+    return header
+
+
+def _entries(path: Path, only: set[str] | None = None) -> list[TensorEntry]:
+    header = read_header(path)
+    out = []
+    for name, entry in header.items():
+        if name == "__metadata__" or (only is not None and name not in only):
+            continue
+        start, end = (int(x) for x in entry["data_offsets"])
+        out.append(TensorEntry(name, path, entry["dtype"], tuple(entry["shape"]), end - start, start))
+    out.sort(key=lambda e: e.offset)
+    return out
+
+
+class Checkpoint:
+    """A set of safetensors files read lazily, tensor by tensor.
+
+    Attributes:
+        root: local folder holding the files.
+        source: what the user passed (folder path or repo id).
+        prefix: file prefix (``model`` for models, ``task_vector`` etc. for artifacts).
+        entries: name -> TensorEntry, in shard order (file order, then position in file).
+    """
+
+    def __init__(self, root: Path, source: str, prefix: str, files: list[Path],
+                 entries: dict[str, TensorEntry], hub_sha: str | None) -> None:
+        self.root = root
+        self.source = source
+        self.prefix = prefix
+        self.files = files
+        self.entries = entries
+        self._hub_sha = hub_sha
+        self._handles: dict[Path, Any] = {}
+
+    # -- metadata ---------------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.entries[name].shape
+
+    def dtype(self, name: str) -> Any:
+        import torch
+
+        return getattr(torch, self.entries[name].torch_dtype_name)
+
+    @property
+    def num_parameters(self) -> int:
+        total = 0
+        for entry in self.entries.values():
+            n = 1
+            for dim in entry.shape:
+                n *= dim
+            total += n
+        return total
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.nbytes for e in self.entries.values())
+
+    @cached_property
+    def config(self) -> dict[str, Any] | None:
+        """The folder's ``config.json`` (None when absent)."""
+        path = self.root / "config.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @property
+    def is_hub(self) -> bool:
+        return self._hub_sha is not None
+
+    @cached_property
+    def revision(self) -> str:
+        """The Hub commit sha, or ``sha256:<hex>`` of the local files' content (cached by size and mtime)."""
+        return self._hub_sha or "sha256:" + content_hash(self.files + self._side_files())
+
+    @property
+    def repo_id(self) -> str | None:
+        """The Hub repo id (without ``@revision``) for Hub sources, else None."""
+        return self.source.partition("@")[0] if self.is_hub else None
+
+    @property
+    def identity(self) -> str:
+        """Cheap identity for run ids: the Hub sha, or the local files' names, sizes and mtimes."""
+        return self._hub_sha or "local:" + quick_fingerprint(self.files)
+
+    def provenance(self) -> dict[str, Any]:
+        """``{"source", "repo_id", "revision"}`` as recorded in ``perta_config.json``."""
+        return {"source": self.source, "repo_id": self.repo_id, "revision": self.revision}
+
+    def _side_files(self) -> list[Path]:
+        return [p for p in (self.root / "config.json",) if p.is_file()]
+
+    # -- reading ----------------------------------------------------------------------------------
+    def get(self, name: str) -> Any:
+        """Read one tensor (``torch.Tensor`` in its stored dtype, on CPU)."""
+        from safetensors import SafetensorError
+
+        entry = self.entries[name]
+        try:
+            handle = self._handles.get(entry.file)
+            if handle is None:
+                self.close()  # keep one file mapped at a time: memory stays bounded by a shard
+                handle = self._handles[entry.file] = _safe_open(entry.file)
+            return handle.get_tensor(name)
+        except SafetensorError as err:
+            raise CheckpointError(f"cannot read tensor {name} from {entry.file}: {err}; re-download or re-create it") from err
+
+    def close(self) -> None:
+        """Release the memory maps."""
+        self._handles.clear()
+
+    def iter_tensors(self) -> Iterator[tuple[str, Any]]:
+        for name in self.entries:
+            yield name, self.get(name)
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.source!r}, {len(self.entries)} tensors, {len(self.files)} files)"
+
+
+def _safe_open(path: Path) -> Any:
+    from safetensors import safe_open
+
+    return safe_open(str(path), framework="pt", device="cpu")
+
+
+def find_weight_files(folder: Path, prefix: str | None = None) -> tuple[str, list[Path]]:
+    """Locate the safetensors files of ``folder`` (through ``<prefix>.safetensors.index.json`` when sharded).
+
+    Returns:
+        (prefix, files in shard order).
+    Raises:
+        CheckpointError: no safetensors weights (a pickle checkpoint gets its own message).
+    """
+    prefixes = [prefix] if prefix else ["model"] + sorted(
+        p.name[: -len(".safetensors.index.json")] for p in folder.glob("*.safetensors.index.json")
+    ) + sorted(p.stem for p in folder.glob("*.safetensors") if "-of-" not in p.stem)
+    for pre in prefixes:
+        index = folder / f"{pre}.safetensors.index.json"
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise CheckpointError(f"{index} is not a valid safetensors index ({err}); re-download or re-create it") from err
+            files = list(dict.fromkeys(weight_map.values()))
+            missing = [f for f in files if not (folder / f).is_file()]
+            if missing:
+                raise CheckpointError(f"{folder} is incomplete: {missing[0]} named in {index.name} is missing; re-download it")
+            return pre, [folder / f for f in files]
+        single = folder / f"{pre}.safetensors"
+        if single.is_file():
+            return pre, [single]
+    raise CheckpointError(_no_weights_message(folder))
+
+
+def _no_weights_message(folder: Path) -> str:
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+    if pickles:
+        return (f"{folder} holds pickle weights ({pickles[0]}), not safetensors: pickle files can run code "
+                "when loaded. Convert them (e.g. load and save_pretrained(safe_serialization=True)), or pass "
+                "--allow-pickle if you trust the source")
+    return f"{folder} holds no safetensors weights; pass a model folder, a .safetensors file or a Hub repo id"
+
+
+def open_checkpoint(source: str | Path, *, prefix: str | None = None, allow_pickle: bool = False,
+                    extra_patterns: list[str] | None = None) -> Checkpoint:
+    """Open a checkpoint or an artifact group for streaming reads.
+
+    Args:
+        source: local folder, a ``.safetensors`` file, or a Hub repo id ``org/name[@revision]``.
+        prefix: the file prefix to read (``model`` by default; ``task_vector``, ``importance_forget``...).
+        allow_pickle: convert a ``.bin`` checkpoint to a temporary safetensors copy instead of refusing.
+        extra_patterns: more files to download from the Hub (the weights and small JSON files always are).
+    """
+    from perta_hub import hub
+
+    source = str(source)
+    hub_sha = None
+    path = Path(source).expanduser()
+    if not path.exists():
+        if not hub.looks_like_repo_id(source):
+            raise InputError(f"{source} does not exist; pass an existing folder or a Hub repo id (org/name[@revision])")
+        pre = prefix or "model"
+        patterns = [f"{pre}*.safetensors", f"{pre}.safetensors.index.json", *MODEL_FILE_PATTERNS, *(extra_patterns or [])]
+        if not prefix:
+            patterns.append("*.safetensors")
+        if allow_pickle:
+            patterns += ["*.bin", "*.bin.index.json"]
+        path, hub_sha = hub.download(source, patterns)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(_no_weights_message(path.parent) if path.suffix in PICKLE_SUFFIXES
+                                  else f"{path} is not a .safetensors file")
+        files, root, pre = [path], path.parent, path.stem
+    else:
+        root = path
+        try:
+            pre, files = find_weight_files(path, prefix)
+        except CheckpointError:
+            if not allow_pickle:
+                raise
+            from perta_hub.pickle_import import convert_pickle_checkpoint
+
+            root, pre, files = convert_pickle_checkpoint(path)
+    entries: dict[str, TensorEntry] = {}
+    for file in files:
+        for entry in _entries(file):
+            if entry.name in entries:
+                raise CheckpointError(f"tensor {entry.name} appears in both {entries[entry.name].file.name} and {file.name}")
+            entries[entry.name] = entry
+    return Checkpoint(root, source, pre, files, entries, hub_sha)

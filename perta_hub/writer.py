@@ -1,0 +1,241 @@
+"""Streaming shard writer: planned layout, temporary names, atomic renames, resume, overlapped I/O.
+
+Three threads form a pipeline: a reader loads the inputs of the next tensors (prefetch), the caller's
+thread combines them, and a writer ``pwrite``s each result at its planned offset. Each shard is written
+as ``.<name>.partial``, fsynced and renamed when complete, so a finished file is always whole. A re-run
+skips shards whose file already carries the planned header (same layout, same run id) and size.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perta_hub.errors import MismatchError
+from perta_hub.sharding import PlannedShard, index_json
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output folder and the metadata stored in each of its shards (``format: pt``, run id...)."""
+
+    folder: Path
+    metadata: dict[str, str]
+
+
+def shard_is_complete(path: Path, header: bytes, data_size: int) -> bool:
+    """True when ``path`` exists with exactly the planned header and total size."""
+    try:
+        if path.stat().st_size != len(header) + data_size:
+            return False
+        with path.open("rb") as fh:
+            return fh.read(len(header)) == header
+    except OSError:
+        return False
+
+
+def partial_name(folder: Path, filename: str) -> Path:
+    return folder / f".{filename}.partial"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a small text file through a temporary name and a rename."""
+    tmp = path.with_name(f".{path.name}.partial")
+    with tmp.open("w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _as_bytes(tensor: Any) -> Any:
+    import torch
+
+    return tensor.detach().reshape(-1).contiguous().view(torch.uint8).numpy()
+
+
+def _pwrite_all(fd: int, data: Any, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+class _Stop(Exception):
+    """Raised inside a pipeline thread when another thread failed."""
+
+
+class _Pipe:
+    """A bounded queue whose ``put``/``get`` give up when the pipeline is stopping."""
+
+    def __init__(self, size: int, stop: threading.Event) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=size)
+        self.stop = stop
+
+    def put(self, item: Any) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stop
+
+    def get(self) -> Any:
+        while not self.stop.is_set():
+            try:
+                return self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        raise _Stop
+
+
+def stream_shards(
+    shards: Sequence[PlannedShard],
+    outputs: Sequence[Output],
+    prefix: str,
+    load: Callable[[str], Any],
+    combine: Callable[[str, Any], Sequence[Any]],
+    *,
+    desc: str = "writing",
+    prefetch: int = 2,
+    progress: bool = True,
+) -> int:
+    """Write every planned shard into every output folder, skipping complete ones.
+
+    Args:
+        shards: the plan (same layout for every output).
+        outputs: the folders (created if needed) and their shard metadata.
+        prefix: file prefix of the index (``model``, ``task_vector``...).
+        load: ``name -> inputs`` (runs in the reader thread; e.g. reads tensors with safe_open).
+        combine: ``(name, inputs) -> one tensor per output``, each with the planned dtype and shape.
+        prefetch: how many tensors may wait between two stages (bounds memory).
+    Returns:
+        the number of data bytes written (0 when everything was already complete).
+    """
+    from tqdm.auto import tqdm
+
+    for out in outputs:
+        out.folder.mkdir(parents=True, exist_ok=True)
+        for stale in out.folder.glob(".*.partial"):
+            stale.unlink()
+    todo: list[tuple[PlannedShard, list[int]]] = []
+    for shard in shards:
+        pending = [i for i, out in enumerate(outputs)
+                   if not shard_is_complete(out.folder / shard.filename, shard.header(out.metadata), shard.data_size)]
+        if pending:
+            todo.append((shard, pending))
+
+    total = sum(shard.data_size * len(pending) for shard, pending in todo)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    to_combine, to_write = _Pipe(prefetch, stop), _Pipe(prefetch, stop)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress or total == 0)
+
+    def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except _Stop:
+                pass
+            except BaseException as err:  # handed to the caller's thread
+                errors.append(err)
+                stop.set()
+        return run
+
+    def read() -> None:
+        for shard, _ in todo:
+            for spec in shard.tensors:
+                to_combine.put((spec, load(spec.name)))
+            to_combine.put((_END, shard))
+        to_combine.put(None)
+
+    def write() -> None:
+        open_files: dict[int, int] = {}
+        current: tuple[PlannedShard, list[int]] | None = None
+        try:
+            for shard, pending in todo:
+                current = (shard, pending)
+                for i in pending:
+                    out = outputs[i]
+                    header = shard.header(out.metadata)
+                    fd = os.open(partial_name(out.folder, shard.filename), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    open_files[i] = fd
+                    _pwrite_all(fd, header, 0)
+                    os.ftruncate(fd, len(header) + shard.data_size)
+                header_lens = {i: len(shard.header(outputs[i].metadata)) for i in pending}
+                while True:
+                    item = to_write.get()
+                    if item[0] is _END:
+                        break
+                    spec, results = item
+                    start = shard.offsets[spec.name][0]
+                    for i in pending:
+                        _pwrite_all(open_files[i], _as_bytes(results[i]), header_lens[i] + start)
+                    bar.update(spec.nbytes * len(pending))
+                for i in pending:
+                    fd = open_files.pop(i)
+                    os.fsync(fd)
+                    os.close(fd)
+                    folder = outputs[i].folder
+                    os.replace(partial_name(folder, shard.filename), folder / shard.filename)
+                    _fsync_dir(folder)
+            current = None
+        finally:
+            for fd in open_files.values():
+                os.close(fd)
+            if current is not None:  # never leave a partial file behind
+                for i in current[1]:
+                    partial_name(outputs[i].folder, current[0].filename).unlink(missing_ok=True)
+
+    threads = [threading.Thread(target=guarded(read), daemon=True, name="perta-read"),
+               threading.Thread(target=guarded(write), daemon=True, name="perta-write")]
+    for thread in threads:
+        thread.start()
+    try:
+        while True:
+            item = to_combine.get()
+            if item is None:
+                break
+            spec, inputs = item
+            if spec is _END:
+                to_write.put((_END, inputs))
+                continue
+            results = combine(spec.name, inputs)
+            for result in results:
+                if tuple(result.shape) != spec.shape:
+                    raise MismatchError(f"{spec.name}: computed shape {tuple(result.shape)} but planned {spec.shape}")
+            to_write.put((spec, results))
+    except _Stop:
+        pass
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        if errors or stop.is_set():
+            stop.set()
+        for thread in threads:
+            thread.join()
+        bar.close()
+    if errors:
+        raise errors[0]
+
+    for out in outputs:
+        write_atomic(out.folder / f"{prefix}.safetensors.index.json", index_json(list(shards)))
+    return total
