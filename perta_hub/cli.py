@@ -29,9 +29,9 @@ class _Group(click.Group):
             click.echo("Interrupted: re-run the same command to resume; complete shards are kept.", err=True)
             sys.exit(130)
         except OSError as err:
-            if err.errno == errno.ENOSPC:
+            if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 click.echo(
-                    f"Error: no space left on the device ({err.filename or 'output'}); free space and re-run "
+                    f"Error: cannot write more ({err.strerror}: {err.filename or 'output'}); free space and re-run "
                     "the same command: complete shards are kept, partial ones are discarded.",
                     err=True,
                 )
@@ -43,6 +43,88 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="perta-hub")
 def main() -> None:
     """Per-parameter task arithmetic (PerTA) unlearning for LLMs, integrated with the Hugging Face Hub."""
+
+
+# -- publishing to the Hub: shared options and the helper the writing commands call ------------------------
+
+
+class PushOptions:
+    """The ``--push REPO --revision --create-pr --public/--private`` options of a command that writes a folder."""
+
+    def __init__(self, repo: str | None, revision: str | None, create_pr: bool, private: bool | None) -> None:
+        self.repo, self.revision, self.create_pr, self.private = repo, revision, create_pr, private
+
+    def __bool__(self) -> bool:
+        return self.repo is not None
+
+    def check(self, n_outputs: int = 1) -> None:
+        """Refuse option combinations that cannot work, before any work is done."""
+        from perta_hub.errors import InputError
+
+        if self.repo is None and (self.revision or self.create_pr or self.private is not None):
+            raise InputError("--revision, --create-pr and --public/--private only apply with --push REPO")
+        if self.create_pr and self.revision not in (None, "main"):
+            raise InputError("--create-pr opens a pull request against main; leave out --revision")
+        if self.repo is not None and n_outputs != 1:
+            raise InputError(f"--push publishes one folder, but this run writes {n_outputs}; push each one with "
+                             "`perta-hub push DIR REPO`")
+
+    def push(self, folder: Any) -> Any:
+        """Publish ``folder`` if ``--push`` was given (prints the result); returns the PushResult or None."""
+        if self.repo is None:
+            return None
+        return push_and_report(folder, self.repo, private=self.private, revision=self.revision,
+                               create_pr=self.create_pr)
+
+
+def hub_push_options(func: Any) -> Any:
+    """Add ``--push REPO --revision --create-pr --public/--private`` to a command.
+
+    The command receives them as one ``push_options: PushOptions`` argument, calls
+    ``push_options.check(n)`` before writing and ``push_options.push(folder)`` after.
+    """
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, push: str | None, push_revision: str | None, create_pr: bool,
+                private: bool | None, **kwargs: Any) -> Any:
+        return func(*args, push_options=PushOptions(push, push_revision, create_pr, private), **kwargs)
+
+    options = [
+        click.option("--push", "push", metavar="REPO", default=None,
+                     help="After writing, publish the output folder to this Hub repo (org/name; created if missing)."),
+        click.option("--revision", "push_revision", default=None,
+                     help="Branch of the --push repo to commit to (created from main if missing) [default: main]."),
+        click.option("--create-pr", is_flag=True, default=False,
+                     help="Open a pull request on the --push repo instead of committing to main."),
+        click.option("--private/--public", "private", default=None,
+                     help="Visibility of a new --push repo. Task vectors and weight maps are private unless "
+                          "--public; models are public unless --private."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def push_and_report(folder: Any, repo: str, *, private: bool | None, revision: str | None = None,
+                    create_pr: bool = False, commit_message: str | None = None) -> Any:
+    """Push a folder with :func:`perta_hub.hub.publish` and print what happened (warning once if public)."""
+    from perta_hub.hub import public_artifact_warning, publish, split_repo_id
+
+    warning = public_artifact_warning(folder, split_repo_id(repo)[0], private)
+    if warning:
+        click.echo(warning, err=True)
+    result = publish(folder, repo, private=private, revision=revision, create_pr=create_pr,
+                     commit_message=commit_message)
+    visibility = {True: "private", False: "public"}.get(result.private, "visibility: Hub default")
+    if result.pr_url:
+        click.echo(f"Opened pull request {result.pr_url} on {result.repo_id} ({visibility}): commit {result.commit}")
+    elif result.changed:
+        click.echo(f"Pushed {folder} to {result.repo_id}@{result.revision} ({visibility}): commit {result.commit}")
+    else:
+        click.echo(f"{result.repo_id}@{result.revision} already holds {folder} ({visibility}): commit "
+                   f"{result.commit}; nothing uploaded")
+    return result
 
 
 @main.command("task-vector")
@@ -90,3 +172,148 @@ def apply_command(model: str, task_vector_source: str, weights: str | None, alph
                  device=device, max_shard_size=max_shard_size, allow_pickle=allow_pickle)
     for folder in outs:
         click.echo(f"unlearned model written to {folder}")
+
+
+@main.command("compute-weights")
+@click.argument("model")
+@click.option("--forget", required=True,
+              help="Forget data: Hub dataset 'org/name:config' (e.g. locuslab/TOFU:forget10), 'tofu:CONFIG' "
+                   "(bundled TOFU copy) or a local .json/.jsonl/.parquet file.")
+@click.option("--retain", required=True, help="Retain data, in the same forms as --forget.")
+@click.option("--method", type=click.Choice(["grad", "fisher"]), required=True,
+              help="grad: I = |mean over examples of the gradient|; fisher: I = mean over examples of the "
+                   "per-example gradient squared.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Weight-map artifact folder to create.")
+@click.option("--question-field", default="question", show_default=True, help="Column holding the question.")
+@click.option("--answer-field", default="answer", show_default=True, help="Column holding the answer.")
+@click.option("--max-length", type=click.IntRange(min=2), default=512, show_default=True,
+              help="Tokens per example (prompt + answer); longer examples are cut, and dropped if no answer "
+                   "token is left.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Examples per forward/backward step (grad); examples loaded per step (fisher runs each "
+                   "example alone).")
+@click.option("--retain-fraction", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Fraction (0, 1] of the retain rows to use, sampled with --seed [default: all rows].")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None,
+              help="At most this many retain rows (examples), sampled with --seed [default: all rows].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the retain subsample (an integer).")
+@click.option("--params", default=None,
+              help="Regular expression (re.search) on parameter names: only matching parameters get importances; "
+                   "apply leaves the others at w = 1 [default: every parameter].")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True,
+              help="Storage dtype of the importances (computed in float32); values that underflow to zero are "
+                   "counted and reported.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where gradients are computed; auto picks cuda when a GPU is visible (bf16 autocast there).")
+@click.option("--gradient-checkpointing", is_flag=True, default=False,
+              help="Recompute decoder layers during backward: less activation memory, about 30% more time "
+                   "[default: off].")
+@click.option("--gradients-at", type=click.Choice(["target", "anchor"]), default="target", show_default=True,
+              help="Role of MODEL in the task arithmetic (recorded in perta_config.json): the model being "
+                   "unlearned (target) or the anchor of the task vector.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of <config>.json files that 'repo:config' data specs resolve to (offline copy).")
+@click.option("--max-shard-size", default="5GB", show_default=True,
+              help="Largest artifact shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
+@click.option("--allow-pickle", is_flag=True, help="Accept a .bin (pickle) model. Pickle can run code: only for trusted sources.")
+def compute_weights_command(model: str, forget: str, retain: str, method: str, out_dir: str, question_field: str,
+                            answer_field: str, max_length: int, batch_size: int, retain_fraction: float | None,
+                            max_examples: int | None, seed: int, params: str | None, dtype: str, device: str,
+                            gradient_checkpointing: bool, gradients_at: str, data_dir: str | None,
+                            max_shard_size: str, allow_pickle: bool) -> None:
+    """Per-parameter importances of MODEL for the forget and retain data, saved as a weight map.
+
+    MODEL is a folder or a Hub id org/name[@revision]. Data-parallel: prefix with
+    `accelerate launch --num_processes N` (same result as one process).
+    """
+    from perta_hub.weights import compute_weights
+
+    summary = compute_weights(
+        model, forget, retain, out_dir, method=method, question_field=question_field, answer_field=answer_field,
+        max_length=max_length, batch_size=batch_size, retain_fraction=retain_fraction, max_examples=max_examples,
+        seed=seed, params=params, dtype=dtype, device=device, gradient_checkpointing=gradient_checkpointing,
+        data_dir=data_dir, max_shard_size=max_shard_size, gradients_at=gradients_at, allow_pickle=allow_pickle,
+    )
+    if summary.is_main:
+        click.echo(summary.final_line())
+
+
+@main.command("evaluate")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--benchmark", type=click.Choice(["tofu"]), default="tofu", show_default=True,
+              help="Benchmark to run (TOFU, with open-unlearning's metric definitions).")
+@click.option("--forget-split", type=click.Choice(["forget01", "forget05", "forget10"]), default="forget10",
+              show_default=True, help="TOFU forget split (its retain model is retain99 / retain95 / retain90).")
+@click.option("--retain-logs", type=click.Path(dir_okay=False), default=None,
+              help="JSON of the retain model's evaluation on the same forget split (this command's -o output, "
+                   "or open-unlearning's TOFU_EVAL.json): the reference for forget quality.")
+@click.option("--retain-model", default=None,
+              help="Retain model (folder or Hub id) to evaluate first; its JSON is saved beside -o as "
+                   "<stem>.retain.json (or ./tofu_<split>_retain_logs.json) for reuse with --retain-logs.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Results JSON (TOFU_EVAL.json-style keys, every per-question value) [default: not written].")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of TOFU <config>.json files (e.g. perta_hub/resources/tofu) [default: Hub locuslab/TOFU].")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None,
+              help="Evaluate only the first N rows of each split, for quick runs (the JSON is marked as a "
+                   "subset) [default: all rows].")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda when a GPU is visible), cpu, or cuda[:N].")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True, help="Model dtype; auto is bfloat16 on GPU, float32 on CPU.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Sequences per forward pass and per generate call.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Greedy generation budget for ROUGE, in tokens (the benchmark uses 200).")
+@click.option("--max-length", type=click.IntRange(min=2), default=512, show_default=True,
+              help="Tokens per example (prompt + answer); longer ones are cut.")
+@click.option("--write-card", is_flag=True, default=False,
+              help="Write the results into each model folder's README.md as model-index eval results.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="PNG of forget quality (log scale) against model utility, one point per MODEL.")
+def evaluate_command(models: tuple[str, ...], benchmark: str, forget_split: str, retain_logs: str | None,
+                     retain_model: str | None, output: str | None, data_dir: str | None, max_examples: int | None,
+                     device: str, dtype: str, batch_size: int, max_new_tokens: int, max_length: int,
+                     write_card: bool, plot: str | None) -> None:
+    """TOFU forget quality, model utility and extraction strength of one or more MODELs.
+
+    Each MODEL is a folder or a Hub id org/name[@revision]; several (e.g. apply outputs for several
+    alphas) give one table and, with --plot, one PNG.
+    """
+    from perta_hub.evaluation import run_evaluation
+
+    run = run_evaluation(
+        list(models), benchmark=benchmark, forget_split=forget_split, retain_logs=retain_logs,
+        retain_model=retain_model, output=output, write_card=write_card, plot=plot,
+        echo=lambda msg: click.echo(msg, err=True), data_dir=data_dir, max_examples=max_examples,
+        device=device, dtype=dtype, batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length,
+    )
+    click.echo(run["table"])
+    for label, path in (("results", run["output"]), ("plot", run["plot"])):
+        if path is not None:
+            click.echo(f"Wrote {label} to {path}")
+    for card in run["cards"]:
+        click.echo(f"Wrote eval results into {card}")
+
+
+@main.command("push")
+@click.argument("folder", metavar="DIR", type=click.Path(exists=True, file_okay=False))
+@click.argument("repo", metavar="REPO")
+@click.option("--private/--public", "private", default=None,
+              help="Visibility of a new repo. Task vectors and weight maps (kind in perta_config.json) are private "
+                   "unless --public; other folders are public unless --private.")
+@click.option("--revision", default=None, help="Branch to commit to (created from main if missing) [default: main].")
+@click.option("--create-pr", is_flag=True, default=False, help="Open a pull request against main instead of committing.")
+@click.option("--commit-message", default=None,
+              help="Commit title [default: 'perta-hub: ' + the command recorded in perta_config.json].")
+def push_command(folder: str, repo: str, private: bool | None, revision: str | None, create_pr: bool,
+                 commit_message: str | None) -> None:
+    """Publish an artifact or model folder DIR to the Hub repo REPO (org/name, created if missing).
+
+    Stale weight shards of an earlier version are deleted, unchanged files are not uploaded again (re-run
+    an interrupted push to complete it), and the commit sha is printed and recorded in perta_config.json
+    and the card. The token comes from HF_TOKEN or `hf auth login`.
+    """
+    push_and_report(folder, repo, private=private, revision=revision, create_pr=create_pr,
+                    commit_message=commit_message)
