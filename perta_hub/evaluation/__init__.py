@@ -1,0 +1,27 @@
+"""Benchmark evaluation of (unlearned) models: TOFU metrics faithful to open-unlearning.
+
+Modules: ``metrics`` (pure functions on numbers), ``scoring`` (teacher-forced NLL, greedy
+generation), ``tofu`` (the runner and its JSON), ``report`` (table, model-card entries),
+``plot`` (the sweep PNG). Importing this package loads no heavy library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def evaluate_tofu(model: Any, **kwargs: Any) -> dict[str, Any]:
+    """Evaluate one model on TOFU; see :func:`perta_hub.evaluation.tofu.evaluate_tofu`."""
+    from perta_hub.evaluation.tofu import evaluate_tofu as _run
+
+    return _run(model, **kwargs)
+
+
+def run_evaluation(models: Any, **kwargs: Any) -> dict[str, Any]:
+    """What ``perta-hub evaluate`` does; see :func:`perta_hub.evaluation.tofu.run_evaluation`."""
+    from perta_hub.evaluation.tofu import run_evaluation as _run
+
+    return _run(models, **kwargs)
+
+
+__all__ = ["evaluate_tofu", "run_evaluation"]

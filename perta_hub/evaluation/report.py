@@ -1,0 +1,111 @@
+"""Presenting TOFU results: the terminal table and model-card ``model-index`` entries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from perta_hub.errors import InputError
+
+# (column title, result key, field) shown in the terminal table, one row per model.
+COLUMNS = (
+    ("forget quality", "forget_quality", "agg_value"),
+    ("log10 FQ", "forget_quality", "log10"),
+    ("model utility", "model_utility", "agg_value"),
+    ("forget TR", "forget_truth_ratio", "agg_value"),
+    ("forget prob", "forget_Q_A_Prob", "agg_value"),
+    ("forget ROUGE-L", "forget_Q_A_ROUGE", "agg_value"),
+    ("forget ES", "extraction_strength", "agg_value"),
+    ("retain ES", "retain_extraction_strength", "agg_value"),
+)
+# The metrics written into a model card: (result key, human name).
+CARD_METRICS = (
+    ("forget_quality", "Forget quality (KS-test p-value)"),
+    ("model_utility", "Model utility (harmonic mean of 9)"),
+    ("forget_truth_ratio", "Forget truth ratio"),
+    ("forget_Q_A_Prob", "Forget probability"),
+    ("forget_Q_A_ROUGE", "Forget ROUGE-L recall"),
+    ("extraction_strength", "Forget extraction strength"),
+    ("retain_extraction_strength", "Retain extraction strength"),
+    ("retain_Q_A_Prob", "Retain probability"),
+    ("retain_Q_A_ROUGE", "Retain ROUGE-L recall"),
+    ("retain_Truth_Ratio", "Retain truth ratio"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+    return str(value)
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table, one row per evaluated model, with the headline TOFU numbers."""
+    header = ["model", *(c[0] for c in COLUMNS)]
+    rows = []
+    for res in results:
+        label = res.get("meta", {}).get("label") or res.get("meta", {}).get("model", "?")
+        if res.get("subset"):
+            label += f" (first {res['meta'].get('max_examples')})"
+        rows.append([label, *(_fmt(res.get(key, {}).get(field)) for _, key, field in COLUMNS)])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths,
+             strict=True))) for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = {res["forget_quality"].get("message") for res in results if res["forget_quality"].get("message")}
+    return "\n".join(lines + sorted(notes))
+
+
+def eval_results(results: dict[str, Any]) -> list[Any]:
+    """The headline numbers as ``huggingface_hub.EvalResult`` entries (for ``ModelCardData.eval_results``).
+
+    Dataset ``locuslab/TOFU`` with the forget split as config; a subset run records
+    ``dataset_args={"max_examples": N}``. Forget quality is left out when it is None.
+    """
+    from huggingface_hub import EvalResult
+
+    meta = results.get("meta", {})
+    split = meta.get("forget_split")
+    args = {"max_examples": meta.get("max_examples")} if results.get("subset") else None
+    out = []
+    for key, name in CARD_METRICS:
+        value = results.get(key, {}).get("agg_value")
+        if value is None:
+            continue
+        out.append(EvalResult(
+            task_type="text-generation", task_name="Machine unlearning (TOFU)",
+            dataset_type="locuslab/TOFU", dataset_name="TOFU", dataset_config=split, dataset_split="train",
+            dataset_args=args, metric_type=key, metric_name=name, metric_value=round(float(value), 6),
+        ))
+    return out
+
+
+def write_card(model_dir: str | Path, results: dict[str, Any]) -> Path:
+    """Write the results into ``model_dir/README.md`` as ``model-index`` entries (``huggingface_hub.ModelCard``).
+
+    An existing card keeps its text and other metadata; earlier TOFU results for the same forget
+    split and metric are replaced, results on other datasets are kept.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise InputError(f"--write-card needs a local model folder; {model_dir} is not one")
+    path = folder / "README.md"
+    new = eval_results(results)
+    if path.is_file():
+        card = ModelCard.load(path)
+    else:
+        data = ModelCardData(library_name="transformers", tags=["perta", "machine-unlearning"])
+        card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {folder.name}\n\nEvaluated with `perta-hub evaluate`.\n")
+    replaced = {(r.dataset_type, r.dataset_config, r.metric_type) for r in new}
+    kept = [r for r in (card.data.eval_results or [])
+            if (r.dataset_type, r.dataset_config, r.metric_type) not in replaced]
+    card.data.eval_results = kept + new
+    if not card.data.model_name:
+        card.data.model_name = folder.resolve().name
+    card.save(str(path))
+    return path

@@ -1,0 +1,219 @@
+"""Running a causal LM over QA examples: teacher-forced NLL and greedy generation.
+
+* :func:`score` — batched teacher-forced pass (right padding); per example the average
+  cross-entropy over the answer labels (nats per token) and the extraction strength.
+* :func:`generate` — batched greedy decoding (left padding, KV cache), cut at EOS.
+* :func:`load_model` — a local folder or Hub id (``org/name[@revision]``) with its tokenizer.
+
+torch and transformers are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perta_hub.data import IGNORE_INDEX, EncodedQA, collate
+from perta_hub.errors import CheckpointError, InputError
+from perta_hub.evaluation.metrics import extraction_strength
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation, with what is needed to record where it came from."""
+
+    model: Any
+    tokenizer: Any
+    source: str
+    path: Path
+    revision: str
+    device: str
+    dtype: str
+
+    @property
+    def pad_token_id(self) -> int:
+        """The tokenizer's pad id, else its EOS id (used only to fill padding; masks come from lengths)."""
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.tokenizer.eos_token_id)
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """EOS ids that end a generation: the tokenizer's EOS and the generation config's ``eos_token_id``."""
+        ids: list[int] = []
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(int(self.tokenizer.eos_token_id))
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for t in gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]:
+            if t is not None and int(t) not in ids:
+                ids.append(int(t))
+        return ids
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda was asked for but no GPU is visible; use --device cpu or auto")
+        return device
+    if device != "cpu":
+        raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto`` -> ``bfloat16`` on a GPU that supports it (else ``float16``), ``float32`` on CPU."""
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def load_model(source: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load ``AutoModelForCausalLM`` and ``AutoTokenizer`` from a folder or a Hub id, in eval mode.
+
+    Hub ids (``org/name[@revision]``) are downloaded with only the safetensors weights, JSON files
+    and tokenizer files (``perta_hub.hub.download``). The recorded revision is the Hub commit sha,
+    or ``sha256:<hex>`` of a local folder's content.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from perta_hub.checkpoint import open_checkpoint
+
+    ckpt = open_checkpoint(source)
+    root = Path(ckpt.root)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(root)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{source} has no usable tokenizer ({str(err).splitlines()[0]}); save the tokenizer beside the model"
+        ) from err
+    try:
+        model = AutoModelForCausalLM.from_pretrained(root, dtype=getattr(torch, dt))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{source} cannot be loaded as a causal LM: {str(err).splitlines()[0]}") from err
+    model.to(dev).eval()
+    return LoadedModel(model, tokenizer, str(source), root, ckpt.revision, dev, dt)
+
+
+@dataclass
+class Scored:
+    """Teacher-forced scores of one example.
+
+    Attributes:
+        avg_nll: mean cross-entropy over the answer labels (nats per token).
+        num_tokens: number of answer labels scored.
+        extraction_strength: ES over the answer labels without the final one (see metrics).
+    """
+
+    avg_nll: float
+    num_tokens: int
+    extraction_strength: float
+
+
+def score(
+    lm: LoadedModel,
+    examples: Sequence[EncodedQA],
+    *,
+    batch_size: int = 16,
+    group_size: int = 1,
+    desc: str = "scoring",
+    progress: bool = True,
+) -> list[Scored]:
+    """Teacher-forced scoring of ``examples`` in batches (right padding).
+
+    Args:
+        examples: encoded examples; each must carry at least one answer label.
+        batch_size: examples per forward pass (rounded down to a multiple of ``group_size``).
+        group_size: keep consecutive groups of this many examples in one batch (e.g. the five
+            perturbed answers of a question).
+    Returns:
+        one :class:`Scored` per example, in order. Cross-entropy is computed in float32 from the
+        logits of the labelled positions only.
+    """
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    per_batch = max(group_size, (batch_size // group_size) * group_size)
+    results: list[Scored] = []
+    starts = range(0, len(examples), per_batch)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        chunk = list(examples[start:start + per_batch])
+        batch = collate(chunk, lm.pad_token_id, padding_side="right")
+        with torch.inference_mode():
+            logits = lm.model(
+                input_ids=batch["input_ids"].to(lm.device), attention_mask=batch["attention_mask"].to(lm.device)
+            ).logits
+        labels = batch["labels"].to(lm.device)
+        for b in range(len(chunk)):
+            target = labels[b, 1:]
+            positions = (target != IGNORE_INDEX).nonzero(as_tuple=True)[0]
+            n = int(positions.numel())
+            if n == 0:
+                raise InputError(f"example {start + b} has no answer tokens to score")
+            row_logits = logits[b, positions].float()  # [n, vocab]: logits predicting the labels
+            gold = target[positions]
+            nll = F.cross_entropy(row_logits, gold, reduction="sum").item() / n
+            preds = row_logits.argmax(dim=-1)[:-1].tolist()  # without the final (EOS) label
+            es = extraction_strength(preds, gold[:-1].tolist())
+            results.append(Scored(avg_nll=nll, num_tokens=n, extraction_strength=es))
+        del logits
+    return results
+
+
+def generate(
+    lm: LoadedModel,
+    prompts: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 16,
+    max_new_tokens: int = 200,
+    desc: str = "generating",
+    progress: bool = True,
+) -> list[str]:
+    """Greedy generation for each prompt (token ids), batched with left padding and a KV cache.
+
+    Returns:
+        the generated texts: new tokens up to (not including) the first EOS, decoded with
+        ``skip_special_tokens=True`` and stripped.
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    stop = lm.stop_token_ids
+    config = GenerationConfig(
+        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, use_cache=True,
+        pad_token_id=lm.pad_token_id, eos_token_id=stop or None,
+    )
+    texts: list[str] = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
+        chunk = [list(p) for p in prompts[start:start + batch_size]]
+        batch = collate(chunk, lm.pad_token_id, padding_side="left")
+        with torch.inference_mode():
+            out = lm.model.generate(
+                input_ids=batch["input_ids"].to(lm.device),
+                attention_mask=batch["attention_mask"].to(lm.device),
+                generation_config=config,
+            )
+        new = out[:, batch["input_ids"].shape[1]:].tolist()
+        for ids in new:
+            cut = next((i for i, t in enumerate(ids) if t in stop), len(ids))
+            text = lm.tokenizer.decode(ids[:cut], skip_special_tokens=True)
+            texts.append(text.strip())
+    return texts

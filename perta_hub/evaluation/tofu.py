@@ -1,0 +1,406 @@
+"""The TOFU evaluation runner: one model in, one ``TOFU_EVAL.json``-style dict out.
+
+Key names follow open-unlearning's ``TOFU_EVAL.json`` (``forget_Q_A_Prob``, ``forget_truth_ratio``,
+``forget_quality``, ``model_utility``, ``extraction_strength``, ...); every per-question metric has
+``agg_value`` and ``value_by_index`` (keys are the row indices of the split, as strings).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from perta_hub.data import encode_prompt, encode_qa, load_qa
+from perta_hub.errors import DataError, InputError
+from perta_hub.evaluation import metrics
+
+FORGET_SPLITS = ("forget01", "forget05", "forget10")
+RETAIN_FOR = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+HUB_DATASET = "locuslab/TOFU"
+# The nine numbers whose harmonic mean is model utility, in the benchmark's order.
+UTILITY_KEYS = (
+    "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
+    "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
+    "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio",
+)
+NO_REFERENCE = (
+    "forget quality needs the retain model's forget truth ratios: pass --retain-logs FILE (the JSON "
+    "of an earlier evaluation of the retain model on the same forget split) or --retain-model M"
+)
+
+
+def split_configs(forget_split: str) -> dict[str, str]:
+    """Prefix -> TOFU config evaluated: forget, retain, ra (real authors), wf (world facts)."""
+    if forget_split not in FORGET_SPLITS:
+        raise InputError(f"unknown forget split {forget_split!r}; use one of {', '.join(FORGET_SPLITS)}")
+    return {
+        "forget": f"{forget_split}_perturbed",
+        "retain": "retain_perturbed",
+        "ra": "real_authors_perturbed",
+        "wf": "world_facts_perturbed",
+    }
+
+
+def load_split(config: str, *, data_dir: str | Path | None, max_examples: int | None) -> tuple[list[dict], int]:
+    """Rows of one TOFU config (the first ``max_examples`` when given) and the full row count."""
+    ds = load_qa(f"{HUB_DATASET}:{config}", data_dir=data_dir)
+    total = len(ds)
+    if max_examples is not None and max_examples < total:
+        ds = ds.select(range(max_examples))
+    rows = [dict(r) for r in ds]
+    required = {"question", "answer", "perturbed_answer"}
+    if config != "real_authors_perturbed" and config != "world_facts_perturbed":
+        required.add("paraphrased_answer")
+    missing = required - set(rows[0])
+    if missing:
+        raise DataError(
+            f"TOFU config {config} lacks the fields {', '.join(sorted(missing))} (fields present: "
+            f"{', '.join(sorted(rows[0]))}); pass the *_perturbed files of locuslab/TOFU"
+        )
+    return rows, total
+
+
+def _prob_entry(values: Sequence[Any]) -> dict[str, Any]:
+    by_index = {str(i): {"prob": metrics.probability(s.avg_nll), "avg_loss": s.avg_nll} for i, s in values}
+    return {"agg_value": metrics.mean(v["prob"] for v in by_index.values()), "value_by_index": by_index}
+
+
+def evaluate_split(
+    lm: Any, prefix: str, rows: list[dict], *, batch_size: int, max_new_tokens: int, max_length: int,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """All metrics of one split, keyed like ``TOFU_EVAL.json`` with ``prefix`` (forget/retain/ra/wf)."""
+    from perta_hub.evaluation.scoring import generate, score
+
+    tok = lm.tokenizer
+    forgetlike = prefix in ("forget", "retain")
+
+    def enc(question: str, answer: str, where: str) -> Any:
+        e = encode_qa(tok, question, answer, max_length=max_length)
+        if e.num_answer_tokens == 0:
+            raise DataError(
+                f"{prefix} {where}: the prompt alone fills max_length={max_length} tokens; raise --max-length"
+            )
+        return e
+
+    qa = [enc(r["question"], r["answer"], f"row {i}") for i, r in enumerate(rows)]
+    qa_scores = score(lm, qa, batch_size=batch_size, desc=f"{prefix} Q/A", progress=progress)
+    out: dict[str, dict[str, Any]] = {}
+    idx = range(len(rows))
+    out[f"{prefix}_Q_A_Prob"] = _prob_entry(list(zip(idx, qa_scores, strict=True)))
+
+    # perturbed answers: all of a question's answers in one batch
+    counts = [len(r["perturbed_answer"]) for r in rows]
+    if min(counts) == 0:
+        raise DataError(f"{prefix}: a question without perturbed answers (row {counts.index(0)})")
+    pert = [enc(r["question"], a, f"row {i} perturbed answer") for i, r in enumerate(rows)
+            for a in r["perturbed_answer"]]
+    group = counts[0] if len(set(counts)) == 1 else 1
+    pert_scores = score(lm, pert, batch_size=batch_size, group_size=group, desc=f"{prefix} perturbed",
+                        progress=progress)
+    pert_by_q: list[list[Any]] = []
+    pos = 0
+    for c in counts:
+        pert_by_q.append(pert_scores[pos:pos + c])
+        pos += c
+    out[f"{prefix}_Q_A_PERT_Prob"] = {
+        "agg_value": metrics.mean(metrics.mean(metrics.probability(s.avg_nll) for s in ss) for ss in pert_by_q),
+        "value_by_index": {
+            str(i): {"prob": [metrics.probability(s.avg_nll) for s in ss], "avg_loss": [s.avg_nll for s in ss]}
+            for i, ss in enumerate(pert_by_q)
+        },
+    }
+
+    if forgetlike:
+        para = [enc(r["question"], r["paraphrased_answer"], f"row {i} paraphrase") for i, r in enumerate(rows)]
+        correct = score(lm, para, batch_size=batch_size, desc=f"{prefix} paraphrased", progress=progress)
+        out[f"{prefix}_Q_A_PARA_Prob"] = _prob_entry(list(zip(idx, correct, strict=True)))
+    else:
+        correct = qa_scores
+        norm = [
+            metrics.normalised_probability(metrics.probability(c.avg_nll),
+                                           [metrics.probability(s.avg_nll) for s in ss])
+            for c, ss in zip(correct, pert_by_q, strict=True)
+        ]
+        out[f"{prefix}_Q_A_Prob_normalised"] = {
+            "agg_value": metrics.mean(norm), "value_by_index": {str(i): {"prob": v} for i, v in enumerate(norm)},
+        }
+
+    ratios = [metrics.truth_ratio(c.avg_nll, [s.avg_nll for s in ss])
+              for c, ss in zip(correct, pert_by_q, strict=True)]
+    tr_key = "forget_truth_ratio" if prefix == "forget" else f"{prefix}_Truth_Ratio"
+    aggregate = metrics.truth_ratio_forget if prefix == "forget" else metrics.truth_ratio_retain
+    out[tr_key] = {
+        "agg_value": aggregate(ratios),
+        "value_by_index": {str(i): {"score": tr} for i, tr in enumerate(ratios)},
+    }
+
+    # generation + ROUGE-L recall against the answer as the labels decode
+    prompts = [encode_prompt(tok, r["question"]) for r in rows]
+    texts = generate(lm, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                     desc=f"{prefix} generation", progress=progress)
+    rouge_by_index: dict[str, Any] = {}
+    for i, (e, text) in enumerate(zip(qa, texts, strict=True)):
+        gt = tok.decode([t for t in e.labels if t != -100], skip_special_tokens=True).strip()
+        rouge_by_index[str(i)] = {**metrics.rouge_scores(gt, text), "input": rows[i]["question"],
+                                  "ground_truth": gt, "generation": text}
+    out[f"{prefix}_Q_A_ROUGE"] = {
+        "agg_value": metrics.mean(v["rougeL_recall"] for v in rouge_by_index.values()),
+        "value_by_index": rouge_by_index,
+    }
+
+    if forgetlike:
+        es_key = "extraction_strength" if prefix == "forget" else "retain_extraction_strength"
+        es = {str(i): {"score": s.extraction_strength} for i, s in enumerate(qa_scores)}
+        out[es_key] = {"agg_value": metrics.mean(v["score"] for v in es.values()), "value_by_index": es}
+    return out
+
+
+def read_retain_logs(path: str | Path, forget_split: str | None = None) -> dict[str, float]:
+    """Per-question forget truth ratios (index -> TR) from an earlier evaluation's JSON.
+
+    Accepts the output of ``perta-hub evaluate`` on the retain model, and open-unlearning's
+    ``TOFU_EVAL.json`` (both hold ``forget_truth_ratio.value_by_index[i].score``).
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"--retain-logs {p} does not exist; evaluate the retain model first (--retain-model)")
+    try:
+        logs = json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"--retain-logs {p} is not JSON ({err}); pass the retain model's evaluation JSON") from err
+    try:
+        by_index = logs["forget_truth_ratio"]["value_by_index"]
+        ratios = {str(k): float(v["score"]) for k, v in by_index.items() if v is not None and v["score"] is not None}
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(
+            f"--retain-logs {p} has no forget_truth_ratio.value_by_index scores; pass the JSON written by "
+            "`perta-hub evaluate` (or open-unlearning's TOFU_EVAL.json) for the retain model"
+        ) from err
+    logged_split = (logs.get("meta") or {}).get("forget_split")
+    if forget_split and logged_split and logged_split != forget_split:
+        raise InputError(
+            f"--retain-logs {p} were computed on {logged_split}, not {forget_split}; evaluate the retain "
+            f"model ({RETAIN_FOR.get(forget_split, 'retain')}) on {forget_split}"
+        )
+    if not ratios:
+        raise InputError(f"--retain-logs {p} holds no truth ratios")
+    return ratios
+
+
+def forget_quality_entry(model_ratios: Mapping[str, float], retain: Mapping[str, float] | None,
+                         *, subset: bool, source: str | None) -> dict[str, Any]:
+    """The ``forget_quality`` entry: KS p-value against the retain model's TRs on the same questions."""
+    if retain is None:
+        return {"agg_value": None, "log10": None, "message": NO_REFERENCE}
+    common = [k for k in model_ratios if k in retain]
+    if not subset and set(retain) != set(model_ratios):
+        raise InputError(
+            f"the retain logs cover {len(retain)} questions, this forget split has {len(model_ratios)}; "
+            "use logs of the retain model evaluated on the same forget split"
+        )
+    if not common:
+        raise InputError("the retain logs share no question index with this evaluation")
+    p = metrics.forget_quality([model_ratios[k] for k in common], [retain[k] for k in common])
+    return {"agg_value": p, "log10": metrics.log10_or_none(p), "num_questions": len(common),
+            "reference": source}
+
+
+def model_utility_entry(results: Mapping[str, Any]) -> dict[str, Any]:
+    """``model_utility``: harmonic mean of the nine retain/real-author/world-fact numbers."""
+    parts = {k: float(results[k]["agg_value"]) for k in UTILITY_KEYS}
+    return {"agg_value": metrics.model_utility(list(parts.values())), "components": parts}
+
+
+def perta_labels(path: Path) -> dict[str, Any]:
+    """``alpha`` and ``method`` from a model folder's ``perta_config.json`` (empty when absent)."""
+    cfg = path / "perta_config.json"
+    if not cfg.is_file():
+        return {}
+    try:
+        data = json.loads(cfg.read_text())
+    except json.JSONDecodeError:
+        return {}
+    return {k: data[k] for k in ("alpha", "method") if k in data}
+
+
+def evaluate_tofu(
+    model: str | Any,
+    *,
+    forget_split: str = "forget10",
+    retain_logs: str | Path | Mapping[str, float] | None = None,
+    data_dir: str | Path | None = None,
+    max_examples: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 16,
+    max_new_tokens: int = 200,
+    max_length: int = 512,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate one model on TOFU, as open-unlearning does.
+
+    Args:
+        model: local folder or Hub id ``org/name[@revision]`` (or a ``LoadedModel``).
+        forget_split: ``forget01`` | ``forget05`` | ``forget10``.
+        retain_logs: the retain model's evaluation JSON (path) or its per-question forget truth
+            ratios (index -> TR); without it forget quality is None with a message.
+        data_dir: folder with the TOFU JSON files (default: the Hub dataset ``locuslab/TOFU``).
+        max_examples: evaluate only the first N rows of each split (the result says ``subset``).
+        device: ``auto`` | ``cpu`` | ``cuda``; dtype: ``auto`` (bf16 on GPU, fp32 on CPU) or a name.
+        batch_size: sequences per forward pass / per generate call.
+        max_new_tokens: generation budget (tokens) for ROUGE; max_length: token limit per example.
+    Returns:
+        a dict in the shape of open-unlearning's ``TOFU_EVAL.json`` plus ``meta`` and ``subset``.
+    """
+    from perta_hub import __version__
+    from perta_hub.evaluation.scoring import LoadedModel, load_model
+
+    configs = split_configs(forget_split)
+    if max_examples is not None and max_examples < 1:
+        raise InputError(f"--max-examples must be >= 1, got {max_examples}")
+    data = {p: load_split(c, data_dir=data_dir, max_examples=max_examples) for p, c in configs.items()}
+    subset = any(len(rows) < total for rows, total in data.values())
+    retain_source = None
+    if retain_logs is not None and not isinstance(retain_logs, Mapping):
+        retain_source = str(retain_logs)
+        retain_logs = read_retain_logs(retain_logs, forget_split)
+
+    t0 = time.perf_counter()
+    lm = model if isinstance(model, LoadedModel) else load_model(str(model), device=device, dtype=dtype)
+    results: dict[str, Any] = {}
+    for prefix, (rows, _) in data.items():
+        results.update(evaluate_split(lm, prefix, rows, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                      max_length=max_length, progress=progress))
+    model_ratios = {k: v["score"] for k, v in results["forget_truth_ratio"]["value_by_index"].items()}
+    results["forget_quality"] = forget_quality_entry(model_ratios, retain_logs, subset=subset,
+                                                     source=retain_source)
+    results["model_utility"] = model_utility_entry(results)
+    labels = perta_labels(lm.path)
+    results["subset"] = subset
+    results["meta"] = {
+        "benchmark": "tofu",
+        "forget_split": forget_split,
+        "model": lm.source,
+        "revision": lm.revision,
+        "label": model_label(lm.source, labels),
+        **labels,
+        "data": str(Path(data_dir).resolve()) if data_dir is not None else HUB_DATASET,
+        "splits": configs,
+        "subset": subset,
+        "max_examples": max_examples,
+        "num_examples": {p: len(rows) for p, (rows, _) in data.items()},
+        "device": lm.device,
+        "dtype": lm.dtype,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "max_length": max_length,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "perta_hub_version": __version__,
+    }
+    return results
+
+
+def model_label(source: str, labels: Mapping[str, Any]) -> str:
+    """Short label for tables and plots: ``method alpha=A`` from perta_config.json, else the folder name."""
+    if labels:
+        parts = [str(labels["method"])] if labels.get("method") is not None else []
+        if labels.get("alpha") is not None:
+            parts.append(f"alpha={labels['alpha']}")
+        if parts:
+            return " ".join(parts)
+    path = Path(source)
+    return path.name if path.exists() else source
+
+
+def save_results(results: Any, path: str | Path) -> Path:
+    """Write results as indented JSON (creating the parent folder); returns the path."""
+    out = Path(path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+    return out
+
+
+def retain_logs_path(output: str | Path | None, forget_split: str) -> Path:
+    """Where ``--retain-model`` saves its logs: beside ``-o`` (``<stem>.retain.json``), else the cwd."""
+    if output is not None:
+        out = Path(output).expanduser()
+        return out.with_name(f"{out.stem}.retain.json")
+    return Path(f"tofu_{forget_split}_retain_logs.json")
+
+
+def run_evaluation(
+    models: Sequence[str],
+    *,
+    benchmark: str = "tofu",
+    forget_split: str = "forget10",
+    retain_logs: str | Path | None = None,
+    retain_model: str | None = None,
+    output: str | Path | None = None,
+    write_card: bool = False,
+    plot: str | Path | None = None,
+    echo: Any = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """What ``perta-hub evaluate`` does: evaluate each model, then write JSON, cards, table and plot.
+
+    Args:
+        models: one or more local folders / Hub ids.
+        retain_logs / retain_model: the forget-quality reference (at most one); ``retain_model`` is
+            evaluated first and its JSON saved (see :func:`retain_logs_path`) for reuse as ``retain_logs``.
+        output: JSON path; one model gives its ``TOFU_EVAL.json``-style dict, several give
+            ``{"benchmark", "forget_split", "models": [dict, ...]}``.
+        write_card: write each (local) model's results into its README.md ``model-index``.
+        plot: PNG path for the forget quality / model utility plot.
+        echo: a ``print``-like callable for progress lines (None: silent).
+        options: passed to :func:`evaluate_tofu` (data_dir, max_examples, device, dtype, batch_size,
+            max_new_tokens, max_length, progress).
+    Returns:
+        ``{"results": [...], "table": str, "output": Path|None, "retain_logs": Path|None,
+        "plot": Path|None, "cards": [Path, ...]}``.
+    """
+    from perta_hub.evaluation.report import format_table
+    from perta_hub.evaluation.report import write_card as write_model_card
+
+    say = echo or (lambda *_: None)
+    if benchmark != "tofu":
+        raise InputError(f"unknown benchmark {benchmark!r}; only 'tofu' is supported")
+    if not models:
+        raise InputError("pass at least one MODEL (a folder or a Hub id)")
+    if retain_logs is not None and retain_model is not None:
+        raise InputError("pass either --retain-logs or --retain-model, not both")
+    split_configs(forget_split)
+    if write_card:
+        for m in models:
+            if not Path(m).expanduser().is_dir():
+                raise InputError(f"--write-card writes into a local model folder; {m} is not one")
+    if retain_logs is not None:
+        read_retain_logs(retain_logs, forget_split)  # fail before any model runs
+    saved_logs = None
+    if retain_model is not None:
+        say(f"Evaluating the retain model {retain_model} on {forget_split} ...")
+        ref = evaluate_tofu(retain_model, forget_split=forget_split, **options)
+        saved_logs = save_results(ref, retain_logs_path(output, forget_split))
+        say(f"Saved the retain model's logs to {saved_logs}; reuse them with --retain-logs {saved_logs}")
+        retain_logs = saved_logs
+    results = []
+    for m in models:
+        say(f"Evaluating {m} on TOFU {forget_split} ...")
+        results.append(evaluate_tofu(m, forget_split=forget_split, retain_logs=retain_logs, **options))
+    out_path = None
+    if output is not None:
+        payload: Any = results[0] if len(results) == 1 else {
+            "benchmark": "tofu", "forget_split": forget_split, "models": results}
+        out_path = save_results(payload, output)
+    cards = [write_model_card(Path(m).expanduser(), r) for m, r in zip(models, results, strict=True)] \
+        if write_card else []
+    plot_path = None
+    if plot is not None:
+        from perta_hub.evaluation.plot import plot_sweep
+
+        plot_path = plot_sweep(results, plot)
+    return {"results": results, "table": format_table(results), "output": out_path,
+            "retain_logs": saved_logs, "plot": plot_path, "cards": cards}
