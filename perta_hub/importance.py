@@ -244,7 +244,7 @@ def accumulate_importance(
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     for name, p in model.named_parameters():
         p.requires_grad_(name in selected)
-    model.eval()
+    eval_mode(model)
     if device is None:
         device = next(iter(selected.values())).device
     device = torch.device(device)
@@ -253,13 +253,18 @@ def accumulate_importance(
     bar = _progress(total_examples, desc, enabled=progress and rank == 0)
     n_examples = n_tokens = n_inputs = 0
     start = time.perf_counter()
+    batches = list(batches)
+    padding_steps = _lockstep_padding(len(batches), device) if fsdp and method == "grad" else 0
     try:
-        for batch in batches:
+        for step, batch in enumerate(batches + batches[:1] * padding_steps):
             batch = {k: batch[k].to(device, non_blocking=True) for k in _BATCH_KEYS}
             pieces = [batch] if method == "grad" else split_examples(batch)
             for piece in pieces:
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     loss, n, t = answer_nll_sum(model, piece)
+                if step >= len(batches):  # FSDP lockstep filler: same collectives, zero contribution
+                    (loss * 0).backward()
+                    continue
                 loss.backward()
                 n_examples += n
                 n_tokens += t
@@ -305,6 +310,40 @@ def accumulate_importance(
         out[name] = t.cpu()
         del t
     return ImportanceResult(out, total_n, total_t, time.perf_counter() - start, n_inputs)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer during backward (transformers' activation checkpointing, non-reentrant).
+
+    transformers checkpoints a layer only while that layer's ``training`` flag is set; :func:`eval_mode`
+    sets that one flag (not ``.train()``, which would turn on the dropout of its submodules).
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise InputError(f"{type(model).__name__} does not support gradient checkpointing; "
+                         "drop --gradient-checkpointing")
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    eval_mode(model)
+
+
+def eval_mode(model: torch.nn.Module) -> None:
+    """``model.eval()`` (no dropout), keeping the layers marked for gradient checkpointing checkpointed."""
+    model.eval()
+    for module in model.modules():
+        if getattr(module, "gradient_checkpointing", False) is True and hasattr(module, "_gradient_checkpointing_func"):
+            module.training = True
+
+
+def _lockstep_padding(num_batches: int, device: torch.device) -> int:
+    """Steps this process must add so that every process runs as many steps (FSDP collectives)."""
+    import torch
+    import torch.distributed as dist
+
+    steps = torch.tensor([num_batches], device=device)
+    dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+    missing = int(steps.item()) - num_batches
+    if missing and num_batches == 0:
+        raise InputError("fewer examples than processes under FSDP; run with fewer processes")
+    return missing
 
 
 def _gather_full(param: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
