@@ -217,11 +217,12 @@ def apply_command(model: str, task_vector_source: str, weights: str | None, alph
 @click.option("--max-shard-size", default="5GB", show_default=True,
               help="Largest artifact shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
 @click.option("--allow-pickle", is_flag=True, help="Accept a .bin (pickle) model. Pickle can run code: only for trusted sources.")
+@hub_push_options
 def compute_weights_command(model: str, forget: str, retain: str, method: str, out_dir: str, question_field: str,
                             answer_field: str, max_length: int, batch_size: int, retain_fraction: float | None,
                             max_examples: int | None, seed: int, params: str | None, dtype: str, device: str,
                             gradient_checkpointing: bool, gradients_at: str, data_dir: str | None,
-                            max_shard_size: str, allow_pickle: bool) -> None:
+                            max_shard_size: str, allow_pickle: bool, push_options: PushOptions) -> None:
     """Per-parameter importances of MODEL for the forget and retain data, saved as a weight map.
 
     MODEL is a folder or a Hub id org/name[@revision]. Data-parallel: prefix with
@@ -229,6 +230,7 @@ def compute_weights_command(model: str, forget: str, retain: str, method: str, o
     """
     from perta_hub.weights import compute_weights
 
+    push_options.check(1)
     summary = compute_weights(
         model, forget, retain, out_dir, method=method, question_field=question_field, answer_field=answer_field,
         max_length=max_length, batch_size=batch_size, retain_fraction=retain_fraction, max_examples=max_examples,
@@ -237,6 +239,7 @@ def compute_weights_command(model: str, forget: str, retain: str, method: str, o
     )
     if summary.is_main:
         click.echo(summary.final_line())
+        push_options.push(summary.out_dir)
 
 
 @main.command("evaluate")
