@@ -1,13 +1,38 @@
 """Everything that talks to the Hugging Face Hub (through ``huggingface_hub``).
 
-Sources are local folders or repo ids, ``org/name`` or ``org/name@revision``.
+Sources are local folders or repo ids, ``org/name`` or ``org/name@revision``. Downloads fetch only the
+files a command needs into the HF cache and return the resolved commit sha; ``push_folder`` publishes
+an artifact or model folder (private by default for task vectors and weight maps). ``HF_ENDPOINT``,
+``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` and the usual token sources (``HF_TOKEN``, the login cache) are
+respected; tokens are never printed or written anywhere.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from perta_hub.errors import HubError, InputError
+
+CONFIG_NAME = "perta_config.json"
+#: kinds in ``perta_config.json`` derived from the forget data: their repos are private unless ``--public``.
+PRIVATE_KINDS = ("task_vector", "weight_map")
+#: remote files a push replaces wholesale: those not in the folder being pushed are deleted (stale shards).
+#: The card (README.md), ``.gitattributes`` and anything else on the repo are never deleted.
+STALE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth",
+                  "*.ckpt", "*.gguf"]
+#: local files never uploaded: hidden files (run markers, ``.*.partial`` temporaries, caches) and locks.
+IGNORE_PATTERNS = [".*", "*/.*", "*.partial", "*.lock", "__pycache__/*"]
+PUBLISHED_START = "<!-- perta-hub:published -->"
+PUBLISHED_END = "<!-- /perta-hub:published -->"
+_NETWORK_ERRORS = {"ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException",
+                   "NetworkError", "ReadError", "WriteError", "RemoteProtocolError", "ConnectionError",
+                   "ConnectionRefusedError", "ConnectionResetError"}
 
 
 def split_repo_id(source: str) -> tuple[str, str | None]:
@@ -33,6 +58,283 @@ def download(source: str, allow_patterns: list[str], repo_type: str = "model") -
         (local snapshot folder, resolved commit sha).
     """
     from huggingface_hub import HfApi, snapshot_download
+
+    repo_id, revision = split_repo_id(source)
+    try:
+        with _hub_errors(repo_id, revision, "downloading"):
+            folder = Path(
+                snapshot_download(repo_id, revision=revision, repo_type=repo_type, allow_patterns=allow_patterns)
+            )
+            sha = folder.name if len(folder.name) == 40 else _resolve_sha(HfApi(), repo_id, revision, repo_type)
+    except ValueError as err:  # malformed repo ids
+        raise InputError(f"{source!r} is neither an existing folder nor a valid repo id: {err}") from err
+    return folder, sha
+
+
+def _resolve_sha(api: Any, repo_id: str, revision: str | None, repo_type: str) -> str:
+    info = api.repo_info(repo_id, revision=revision, repo_type=repo_type)
+    return str(info.sha)
+
+
+# -- publishing -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did.
+
+    ``commit`` is the commit that holds the pushed files (the one recorded in ``perta_config.json`` and
+    the card); ``head`` is the branch (or PR) head afterwards, which may be a later commit that only
+    records ``commit``. ``changed`` is False when the repo already held these files.
+    """
+
+    repo_id: str
+    commit: str
+    head: str
+    revision: str
+    url: str
+    private: bool | None
+    pr_url: str | None
+    changed: bool
+
+
+def folder_kind(folder: str | Path) -> str | None:
+    """The ``kind`` recorded in a folder's ``perta_config.json`` (None for a plain folder)."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("kind")
+    except ValueError:
+        return None
+
+
+def resolve_private(folder: str | Path, private: bool | None) -> bool | None:
+    """Visibility of a new repo: task vectors and weight maps are private unless ``private=False``
+    (``--public``); other folders follow ``private`` (None leaves it to the Hub's default, public)."""
+    if folder_kind(folder) in PRIVATE_KINDS:
+        return private is not False
+    return private
+
+
+def public_artifact_warning(folder: str | Path, repo_id: str, private: bool | None) -> str | None:
+    """The warning to print once when a task vector or weight map is pushed public, else None."""
+    kind = folder_kind(folder)
+    if kind in PRIVATE_KINDS and private is False:
+        return (f"Warning: {repo_id} will be public, but this {kind.replace('_', ' ')} is derived from the forget "
+                "data and can reveal it; push without --public to keep it private.")
+    return None
+
+
+def default_commit_message(folder: str | Path) -> str:
+    """``perta-hub: <the command that made the folder>`` (from ``perta_config.json``), else a plain message."""
+    try:
+        command = json.loads((Path(folder) / CONFIG_NAME).read_text()).get("command")
+    except (OSError, ValueError):
+        command = None
+    message = f"perta-hub: {command}" if command else f"Upload {Path(folder).name} with perta-hub"
+    return message if len(message) <= 400 else message[:397] + "..."
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Publish a folder to a Hub repo and return the commit sha that holds it (see :func:`publish`)."""
+    return publish(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
+                   commit_message=commit_message, token=token).commit
+
+
+def publish(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> PushResult:
+    """Publish an artifact or model folder: ``create_repo(exist_ok=True)`` then ``upload_folder``.
+
+    Remote weight files (``*.safetensors``, indexes, ``*.bin``...) that the folder no longer has are
+    deleted in the same commit (stale shards of an earlier version); the card and other files stay.
+    Files already on the Hub with the same content are not uploaded again, so re-running an
+    interrupted push completes it. The commit holding the files is then recorded under ``hub`` in
+    the folder's ``perta_config.json`` and in its card, and those two files are pushed in a second,
+    small commit (a commit cannot contain its own sha). Re-pushing an unchanged folder makes no commit.
+
+    Args:
+        folder: the artifact or model folder.
+        repo_id: ``org/name`` (created if missing).
+        private: visibility of a new repo; None: private for task vectors and weight maps, the Hub's
+            default (public) for models. An existing public repo is refused for a task vector or weight
+            map unless ``private=False``.
+        revision: a branch to push to (created from ``main`` if missing) or ``refs/pr/N``; default ``main``.
+        create_pr: open a pull request against ``main`` instead of committing to it.
+        commit_message: default ``perta-hub: <command that made the folder>``.
+        token: a write token; default ``HF_TOKEN`` or the login cache.
+    Raises:
+        InputError: the folder is missing or incomplete, or the options conflict.
+        HubError: no or rejected token, no write access, missing repo or revision, network down, Hub errors.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import get_token
+
+    folder = Path(folder).expanduser()
+    _check_folder(folder)
+    repo_id, at_revision = split_repo_id(repo_id)
+    if at_revision and revision and at_revision != revision:
+        raise InputError(f"the repo id says @{at_revision} but --revision says {revision}; give one")
+    revision = revision or at_revision
+    if create_pr and revision not in (None, "main"):
+        raise InputError("--create-pr opens a pull request against main; leave out --revision")
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise InputError(f"cannot push to the commit {revision}; give a branch name")
+    token = token or get_token()
+    if not token:
+        raise HubError(f"pushing to {repo_id} needs a Hugging Face token with write access: set HF_TOKEN or run "
+                       "`hf auth login`")
+    visibility = resolve_private(folder, private)
+    branch = revision or "main"
+    api = HfApi(token=token)
+    message = commit_message or default_commit_message(folder)
+
+    with _hub_errors(repo_id, revision, "pushing to"):
+        url = str(api.create_repo(repo_id, private=visibility, exist_ok=True))
+        info = api.repo_info(repo_id)
+        if folder_kind(folder) in PRIVATE_KINDS and not info.private and private is not False:
+            raise HubError(f"{repo_id} exists and is public, but {folder_kind(folder)} artifacts are private by "
+                           "default (they are derived from the forget data): make the repo private, push to "
+                           "another repo, or pass --public to publish it there anyway")
+        if branch != "main" and not branch.startswith("refs/pr/"):
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        head_before = api.repo_info(repo_id, revision=branch).sha
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), commit_message=message,
+            commit_description=_command_of(folder), revision=None if create_pr else branch, create_pr=create_pr,
+            ignore_patterns=IGNORE_PATTERNS, delete_patterns=STALE_PATTERNS,
+        )
+        pr_url = getattr(commit, "pr_url", None)
+        target = getattr(commit, "pr_revision", None) or branch
+        changed = commit.oid != head_before or bool(pr_url)
+        data_commit = commit.oid if changed else (_recorded_commit(folder, repo_id, target) or commit.oid)
+        head = data_commit
+        recorded = _record_publication(folder, repo_id, target, data_commit, url)
+        if recorded:
+            from huggingface_hub import CommitOperationAdd
+
+            ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in recorded]
+            head = api.create_commit(repo_id, ops, commit_message=f"Record the published commit {data_commit[:12]}",
+                                     revision=target).oid
+    return PushResult(repo_id, data_commit, head, target, url, info.private if info else visibility, pr_url, changed)
+
+
+def _check_folder(folder: Path) -> None:
+    """Refuse a missing folder, one still being written, or one whose index lists missing shards."""
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder; push an artifact or model folder")
+    if (folder / ".perta-run").exists():
+        raise InputError(f"{folder} is incomplete (its run was interrupted or is still going); re-run the command "
+                         "that writes it, then push")
+    for index in folder.glob("*.index.json"):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, TypeError) as err:
+            raise InputError(f"{index} is not a valid shard index ({err}); re-create {folder}") from err
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            raise InputError(f"{folder} is incomplete: {index.name} lists missing shards ({', '.join(missing[:3])}); "
+                             "re-run the command that writes it")
+    if not any(p.is_file() for p in folder.iterdir()):
+        raise InputError(f"{folder} is empty; nothing to push")
+
+
+def _command_of(folder: Path) -> str:
+    try:
+        command = json.loads((folder / CONFIG_NAME).read_text()).get("command")
+    except (OSError, ValueError):
+        return ""
+    return f"Made with:\n\n```\n{command}\n```\n" if command else ""
+
+
+def _recorded_commit(folder: Path, repo_id: str, revision: str) -> str | None:
+    """The commit an earlier push of this folder to ``repo_id``/``revision`` recorded, if any."""
+    try:
+        hub = json.loads((folder / CONFIG_NAME).read_text()).get("hub") or {}
+    except (OSError, ValueError):
+        return None
+    if hub.get("repo_id") == repo_id and hub.get("revision") == revision and hub.get("commit"):
+        return str(hub["commit"])
+    return None
+
+
+def _record_publication(folder: Path, repo_id: str, revision: str, commit: str, url: str) -> list[str]:
+    """Write ``hub`` into ``perta_config.json`` and a published line into ``README.md``; names changed."""
+    from perta_hub.writer import write_atomic
+
+    changed = []
+    record = {"repo_id": repo_id, "revision": revision, "commit": commit, "url": url}
+    config_path = folder / CONFIG_NAME
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        if config.get("hub") != record:
+            config["hub"] = record
+            write_atomic(config_path, json.dumps(config, indent=2, default=str) + "\n")
+            changed.append(CONFIG_NAME)
+    card_path = folder / "README.md"
+    if card_path.is_file():
+        text = card_path.read_text(encoding="utf-8")
+        new = set_published(text, repo_id, revision, commit)
+        if new != text:
+            write_atomic(card_path, new)
+            changed.append("README.md")
+    return changed
+
+
+def set_published(card: str, repo_id: str, revision: str, commit: str) -> str:
+    """The card text with its "published" line (between markers) set to this repo and commit."""
+    line = (f"{PUBLISHED_START}\nPublished on the Hub as `{repo_id}` (revision `{revision}`); the files are those "
+            f"of commit `{commit}`.\n{PUBLISHED_END}")
+    pattern = re.compile(re.escape(PUBLISHED_START) + r".*?" + re.escape(PUBLISHED_END), re.DOTALL)
+    if pattern.search(card):
+        return pattern.sub(lambda _m: line, card)
+    return card.rstrip("\n") + "\n\n" + line + "\n"
+
+
+# -- errors -------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _hub_errors(repo_id: str, revision: str | None, action: str) -> Iterator[None]:
+    """Turn huggingface_hub / HTTP failures into one-line ``HubError``s that say what to do."""
+    try:
+        yield
+    except HubError:
+        raise
+    except Exception as err:  # noqa: BLE001 - classified below, re-raised when unknown
+        message = _classify(err, repo_id, revision, action)
+        if message is None:
+            raise
+        raise HubError(message) from err
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _classify(err: Exception, repo_id: str, revision: str | None, action: str) -> str | None:
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -41,40 +343,45 @@ def download(source: str, allow_patterns: list[str], repo_type: str = "model") -
         RevisionNotFoundError,
     )
 
-    repo_id, revision = split_repo_id(source)
-    try:
-        folder = Path(
-            snapshot_download(repo_id, revision=revision, repo_type=repo_type, allow_patterns=allow_patterns)
-        )
-    except RevisionNotFoundError as err:
-        raise HubError(f"revision {revision!r} does not exist in {repo_id}; check the branch, tag or sha") from err
-    except (RepositoryNotFoundError, GatedRepoError) as err:
-        raise HubError(
-            f"{repo_id} was not found on {_endpoint()} or you have no access; check the name and your HF_TOKEN"
-        ) from err
-    except LocalEntryNotFoundError as err:
-        raise HubError(
-            f"{repo_id} is not in the local cache and the Hub cannot be reached (HF_HUB_OFFLINE or no "
-            "network); connect, or pass a local folder"
-        ) from err
-    except HfHubHTTPError as err:
-        raise HubError(f"downloading {repo_id} failed: {_one_line(err)}; try again later") from err
-    except ValueError as err:  # malformed repo ids
-        raise InputError(f"{source!r} is neither an existing folder nor a valid repo id: {err}") from err
-    sha = folder.name if len(folder.name) == 40 else _resolve_sha(HfApi(), repo_id, revision, repo_type)
-    return folder, sha
-
-
-def _resolve_sha(api: object, repo_id: str, revision: str | None, repo_type: str) -> str:
-    info = api.repo_info(repo_id, revision=revision, repo_type=repo_type)  # type: ignore[attr-defined]
-    return str(info.sha)
+    endpoint = _endpoint()
+    resume = " Re-run the same command: files already uploaded are not sent again."
+    for item in _chain(err):
+        name = type(item).__name__
+        if name == "LocalTokenNotFoundError":
+            return f"{action} {repo_id} needs a Hugging Face token: set HF_TOKEN or run `hf auth login`"
+        if isinstance(item, RevisionNotFoundError):
+            return f"revision {revision!r} does not exist in {repo_id}; check the branch, tag or commit sha"
+        if isinstance(item, (RepositoryNotFoundError, GatedRepoError)):
+            return (f"{repo_id} was not found on {endpoint} or your token has no access to it; check the name and "
+                    "HF_TOKEN")
+        if isinstance(item, LocalEntryNotFoundError):
+            return (f"{repo_id} is not in the local cache and {endpoint} cannot be reached (HF_HUB_OFFLINE is set or "
+                    "the network is down); connect and retry, or pass a local folder")
+        if isinstance(item, HfHubHTTPError) and item.response is not None:
+            status = item.response.status_code
+            detail = (getattr(item, "server_message", None) or "").strip().splitlines()
+            why = f" ({detail[0]})" if detail else ""
+            if status == 401:
+                return (f"{endpoint} rejected your Hugging Face token (401{why}) while {action} {repo_id}; set a valid "
+                        "token in HF_TOKEN or run `hf auth login`")
+            if status == 403:
+                return (f"your token may not write to {repo_id} (403{why}); use a token with write access to that "
+                        "namespace")
+            if status == 412:
+                return f"{repo_id} changed while {action} it (412{why});{resume}"
+            if status >= 500:
+                return f"{endpoint} failed with HTTP {status}{why} while {action} {repo_id}; nothing was lost.{resume}"
+            return f"{action} {repo_id} failed with HTTP {status}{why}"
+        if name in _NETWORK_ERRORS or isinstance(item, ConnectionError):
+            return (f"cannot reach {endpoint} while {action} {repo_id} ({name}); check the network and HF_ENDPOINT."
+                    + (resume if action == "pushing to" else ""))
+        if isinstance(item, ValueError) and "Invalid metadata in README.md" in str(item):
+            lines = [ln.strip("- ").strip() for ln in str(item).splitlines()[1:] if ln.strip()]
+            return f"the Hub rejected the card README.md: {'; '.join(lines) or 'invalid metadata'}; fix the card"
+    return None
 
 
 def _endpoint() -> str:
     from huggingface_hub import constants
 
     return constants.ENDPOINT
-
-
-def _one_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
