@@ -1,0 +1,233 @@
+"""Benchmark: the streaming merger against mergekit and against the disk's write floor.
+
+Builds (once, cached in ``.bench_cache/``) a synthetic sharded Llama checkpoint in bf16 (default:
+hidden 2048, 16 layers, intermediate 5632, vocab 32000, ~1.1B parameters, 500 MB shards), a fine-tuned
+twin, its task vector (fp32) and a weight map (bf16), then measures, each as a fresh process:
+
+- ``perta-hub apply`` with the task vector only;
+- ``perta-hub apply`` with the task vector and the weight map;
+- mergekit's ``task_arithmetic`` (base = target, the fine-tuned twin with weight -alpha), when
+  ``mergekit-yaml`` is found (``--mergekit PATH`` or on PATH);
+- the floor: writing the same number of output bytes, in the same shard sizes, with fsync.
+
+Prints wall time and peak RSS of each, and the ratios, one comparison per line.
+
+    python benchmarks/bench_apply.py                 # the 1B model of the issue
+    python benchmarks/bench_apply.py --device cuda --layers 32 --hidden 4096 --intermediate 11008  # 7B-sized
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def llama_shapes(hidden: int, layers: int, intermediate: int, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Parameter names and shapes of a Llama (untied, kv heads = heads / 4, head dim 128 or hidden/16)."""
+    heads = max(1, hidden // 128)
+    kv = max(1, heads // 4)
+    head_dim = hidden // heads
+    shapes = [("model.embed_tokens.weight", (vocab, hidden))]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes += [(p + "input_layernorm.weight", (hidden,)), (p + "post_attention_layernorm.weight", (hidden,)),
+                   (p + "self_attn.q_proj.weight", (heads * head_dim, hidden)),
+                   (p + "self_attn.k_proj.weight", (kv * head_dim, hidden)),
+                   (p + "self_attn.v_proj.weight", (kv * head_dim, hidden)),
+                   (p + "self_attn.o_proj.weight", (hidden, heads * head_dim)),
+                   (p + "mlp.gate_proj.weight", (intermediate, hidden)),
+                   (p + "mlp.up_proj.weight", (intermediate, hidden)),
+                   (p + "mlp.down_proj.weight", (hidden, intermediate))]
+    shapes += [("model.norm.weight", (hidden,)), ("lm_head.weight", (vocab, hidden))]
+    return shapes
+
+
+def write_model(folder: Path, shapes, shard_bytes: int, seed: int, base: Path | None, config: dict) -> None:
+    """Write a sharded bf16 checkpoint; with ``base``, each tensor is base + small noise (a fine-tuned twin)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    groups, size = [[]], 0
+    for name, shape in shapes:
+        nbytes = 2 * int(torch.tensor(shape).prod())
+        if groups[-1] and size + nbytes > shard_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append((name, shape))
+        size += nbytes
+    weight_map = {}
+    for i, group in enumerate(groups, start=1):
+        fname = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
+        state = {}
+        for name, shape in group:
+            if base is not None:
+                src = json.loads((base / "model.safetensors.index.json").read_text())["weight_map"][name]
+                with safe_open(base / src, "pt") as f:
+                    t = f.get_tensor(name).float()
+                t += 0.001 * torch.randn(shape, generator=gen)
+            else:
+                t = torch.randn(shape, generator=gen) * 0.02 if len(shape) > 1 else torch.ones(shape)
+            state[name] = t.to(torch.bfloat16)
+            weight_map[name] = fname
+        save_file(state, folder / fname, metadata={"format": "pt"})
+        del state
+    total = sum(2 * int(torch.tensor(s).prod()) for _, s in shapes)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                     "weight_map": weight_map}))
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def build_inputs(cache: Path, args: argparse.Namespace) -> tuple[Path, Path, Path, Path]:
+    """The target, its fine-tuned twin, the task vector and a weight map (cached by size)."""
+    key = f"h{args.hidden}-l{args.layers}-i{args.intermediate}-v{args.vocab}-s{args.shard_mb}"
+    root = cache / key
+    target, tuned, tv, wm = root / "target", root / "tuned", root / "tv", root / "wm"
+    shapes = llama_shapes(args.hidden, args.layers, args.intermediate, args.vocab)
+    heads = max(1, args.hidden // 128)
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": args.hidden,
+              "intermediate_size": args.intermediate, "num_hidden_layers": args.layers,
+              "num_attention_heads": heads, "num_key_value_heads": max(1, heads // 4), "vocab_size": args.vocab,
+              "tie_word_embeddings": False, "torch_dtype": "bfloat16", "dtype": "bfloat16",
+              "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
+    shard = args.shard_mb * 10**6
+    if not (target / "config.json").exists():
+        print(f"building the synthetic target in {target} ...", flush=True)
+        write_model(target, shapes, shard, 0, None, config)
+    if not (tuned / "config.json").exists():
+        print("building the fine-tuned twin ...", flush=True)
+        write_model(tuned, shapes, shard, 1, target, config)
+    if not (tv / "perta_config.json").exists():
+        print("building the task vector ...", flush=True)
+        run([sys.executable, "-m", "perta_hub", "task-vector", "--base", str(target), "--finetuned", str(tuned),
+             "-o", str(tv), "--max-shard-size", f"{2 * args.shard_mb}MB"])
+    if not (wm / "perta_config.json").exists():
+        print("building a random weight map ...", flush=True)
+        build_weight_map(wm, shapes, args.shard_mb)
+    return target, tuned, tv, wm
+
+
+def build_weight_map(folder: Path, shapes, shard_mb: int) -> None:
+    import torch
+
+    from perta_hub.artifacts import save_artifact
+
+    class Lazy(dict):  # tensors made on demand, so memory stays at one tensor
+        def __init__(self, seed: int) -> None:
+            super().__init__({name: torch.empty(shape, dtype=torch.bfloat16, device="meta") for name, shape in shapes})
+            self.gen = torch.Generator().manual_seed(seed)
+
+        def __getitem__(self, name: str):
+            meta = super().__getitem__(name)
+            return torch.rand(meta.shape, generator=self.gen).to(torch.bfloat16)
+
+    save_artifact(folder, "weight_map", {"importance_forget": Lazy(1), "importance_retain": Lazy(2)},
+                  {"method": "random", "p": 1.0, "lam": 1.0, "eps": 1e-12}, max_shard_size=f"{shard_mb}MB")
+
+
+def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS in GB of that process tree's largest process)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{cmd[:4]} failed: {proc.stderr.read()[-2000:]}")
+    return wall, usage.ru_maxrss / 1e6  # ru_maxrss is in KiB on Linux
+
+
+def warm(*folders: Path) -> None:
+    """Read the inputs once so every contender starts with them in the page cache."""
+    for folder in folders:
+        for f in folder.glob("*.safetensors"):
+            with f.open("rb") as fh:
+                while fh.read(64 << 20):
+                    pass
+
+
+def write_floor(out: Path, target: Path) -> tuple[float, float]:
+    """Write as many bytes as the output, shard by shard, with fsync: the disk's floor."""
+    script = f"""
+import os, pathlib
+out = pathlib.Path({str(out)!r}); out.mkdir(parents=True, exist_ok=True)
+buf = bytearray(64 << 20)
+for f in sorted(pathlib.Path({str(target)!r}).glob("model-*.safetensors")):
+    left = f.stat().st_size
+    with open(out / f.name, "wb") as fh:
+        while left:
+            n = min(left, len(buf)); fh.write(memoryview(buf)[:n]); left -= n
+        fh.flush(); os.fsync(fh.fileno())
+"""
+    return run([sys.executable, "-c", script])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=2048)
+    parser.add_argument("--layers", type=int, default=16)
+    parser.add_argument("--intermediate", type=int, default=5632)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--shard-mb", type=int, default=500, help="input and output shard size, MB (10^6 bytes)")
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".bench_cache")
+    parser.add_argument("--mergekit", default=shutil.which("mergekit-yaml"), help="path of mergekit-yaml")
+    args = parser.parse_args()
+
+    target, tuned, tv, wm = build_inputs(args.cache, args)
+    n_params = sum(int(__import__("math").prod(s)) for _, s in llama_shapes(args.hidden, args.layers,
+                                                                             args.intermediate, args.vocab))
+    print(f"model: {n_params / 1e9:.2f}B parameters, bf16, {args.shard_mb} MB shards, device {args.device}")
+    results: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory(dir=args.cache) as scratch:
+        scratch_dir = Path(scratch)
+        env_cmd = [sys.executable, "-m", "perta_hub", "apply", str(target), "--task-vector", str(tv),
+                   "--alpha", str(args.alpha), "--device", args.device, "--max-shard-size", f"{args.shard_mb}MB"]
+        warm(target, tv)
+        results["perta-hub apply (task vector)"] = run(env_cmd + ["-o", str(scratch_dir / "tv_only")])
+        warm(target, tv, wm)
+        results["perta-hub apply (task vector + weight map)"] = run(
+            env_cmd + ["--weights", str(wm), "-o", str(scratch_dir / "perta")])
+        if args.mergekit:
+            config = scratch_dir / "mergekit.yml"
+            config.write_text(json.dumps({
+                "merge_method": "task_arithmetic", "base_model": str(target), "dtype": "bfloat16",
+                "models": [{"model": str(tuned), "parameters": {"weight": -args.alpha}}],
+            }))
+            warm(target, tuned)
+            mk_cmd = [args.mergekit, str(config), str(scratch_dir / "mergekit"), "--lazy-unpickle",
+                      "--out-shard-size", f"{args.shard_mb // 2}M"]  # parameters, bf16
+            if args.device == "cuda":
+                mk_cmd.append("--cuda")
+            results["mergekit task_arithmetic"] = run(mk_cmd)
+        else:
+            print("mergekit not found (pip install mergekit, or --mergekit PATH): skipped")
+        results["write floor (same bytes, fsync)"] = write_floor(scratch_dir / "floor", target)
+
+    for name, (wall, rss) in results.items():
+        print(f"{name:45s} wall {wall:7.2f} s   peak RSS {rss:5.2f} GB")
+    tv_wall, tv_rss = results["perta-hub apply (task vector)"]
+    floor = results["write floor (same bytes, fsync)"][0]
+    print(f"ratio apply(tv) / write floor                  {tv_wall / floor:5.2f}x  (target <= 1.25x)")
+    print(f"ratio apply(tv+weights) / apply(tv)            "
+          f"{results['perta-hub apply (task vector + weight map)'][0] / tv_wall:5.2f}x")
+    if "mergekit task_arithmetic" in results:
+        mk_wall, mk_rss = results["mergekit task_arithmetic"]
+        print(f"speed-up of apply(tv) over mergekit            {mk_wall / tv_wall:5.2f}x  (target >= 2x)")
+        print(f"peak RSS apply(tv) / mergekit                  {tv_rss / mk_rss:5.2f}x")
+    print(f"peak RSS of apply(tv)                          {tv_rss:5.2f} GB  (target <= 1 GB)")
+
+
+if __name__ == "__main__":
+    main()
