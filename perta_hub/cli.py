@@ -137,13 +137,16 @@ def push_and_report(folder: Any, repo: str, *, private: bool | None, revision: s
 @click.option("--max-shard-size", default="5GB", show_default=True,
               help="Largest shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin (pickle) checkpoints. Pickle can run code: only for trusted sources.")
+@hub_push_options
 def task_vector_command(base: str, finetuned: str, out_dir: str, dtype: str, max_shard_size: str,
-                        allow_pickle: bool) -> None:
+                        allow_pickle: bool, push_options: PushOptions) -> None:
     """Write the task vector FINETUNED - BASE (streamed, in float32) as an artifact folder."""
     from perta_hub.task_vector import task_vector
 
+    push_options.check(1)
     out = task_vector(base, finetuned, out_dir, dtype=dtype, max_shard_size=max_shard_size, allow_pickle=allow_pickle)
     click.echo(f"task vector written to {out}")
+    push_options.push(out)
 
 
 @main.command("apply")
@@ -162,16 +165,19 @@ def task_vector_command(base: str, finetuned: str, out_dir: str, dtype: str, max
 @click.option("--max-shard-size", default="5GB", show_default=True,
               help="Largest output shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
 @click.option("--allow-pickle", is_flag=True, help="Accept a .bin (pickle) target. Pickle can run code: only for trusted sources.")
+@hub_push_options
 def apply_command(model: str, task_vector_source: str, weights: str | None, alphas: tuple[str, ...], out_dir: str,
                   p: float | None, lam: float | None, eps: float | None, device: str, max_shard_size: str,
-                  allow_pickle: bool) -> None:
+                  allow_pickle: bool, push_options: PushOptions) -> None:
     """Unlearn: theta = theta_MODEL - alpha * (w * tau), streamed shard by shard."""
     from perta_hub.merge import apply
 
+    push_options.check(len(alphas))
     outs = apply(model, task_vector_source, alphas=list(alphas), out_dir=out_dir, weights=weights, p=p, lam=lam, eps=eps,
                  device=device, max_shard_size=max_shard_size, allow_pickle=allow_pickle)
     for folder in outs:
         click.echo(f"unlearned model written to {folder}")
+    push_options.push(outs[0])
 
 
 @main.command("compute-weights")
