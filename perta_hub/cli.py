@@ -127,9 +127,95 @@ def push_and_report(folder: Any, repo: str, *, private: bool | None, revision: s
     return result
 
 
+# -- fine-tuning options shared by `finetune` and `task-vector MODEL --forget DATA` ----------------------------
+
+def _option(flag: str, field: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
+    return flag, field, kwargs
+
+
+#: (flag, TrainingOptions field, click.option keywords) of every training option, in --help order
+_TRAINING_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+    _option("--epochs", "epochs", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+            help="Passes over the data (TOFU recipe: 5); a fraction stops part-way through the last one."),
+    _option("--lr", "lr", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True,
+            help="Peak learning rate of AdamW, reached after --warmup, then linear decay to 0."),
+    _option("--batch-size", "batch_size", type=click.IntRange(min=1), default=4, show_default=True,
+            help="Examples per process per forward/backward (micro-batch)."),
+    _option("--grad-accum", "grad_accum", type=click.IntRange(min=1), default=None,
+            help="Micro-batches per optimizer step [default: ceil(32 / (batch-size x processes)), so that "
+                 "batch-size x grad-accum x processes = 32 examples per step]."),
+    _option("--weight-decay", "weight_decay", type=click.FloatRange(min=0), default=0.01, show_default=True,
+            help="AdamW decoupled weight decay."),
+    _option("--warmup", "warmup", type=click.FloatRange(min=0), default=1.0, show_default=True,
+            help="Linear learning-rate warmup, in epochs (converted to optimizer steps)."),
+    _option("--max-length", "max_length", type=click.IntRange(min=2), default=512, show_default=True,
+            help="Tokens per example (prompt + answer); longer ones are cut, and dropped if no answer token "
+                 "is left."),
+    _option("--seed", "seed", type=int, default=0, show_default=True,
+            help="Seed of the data order and of the LoRA initialisation (an integer)."),
+    _option("--gradient-checkpointing", "gradient_checkpointing", is_flag=True, default=False,
+            help="Recompute activations in backward: less memory, about 30% more time [default: off]."),
+    _option("--device", "device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+            help="auto picks cuda when a GPU is visible (then bf16); under `accelerate launch` each process "
+                 "takes its own GPU."),
+    _option("--train-dtype", "train_dtype", type=click.Choice(["auto", "bfloat16", "float32"]), default="auto",
+            show_default=True,
+            help="Weights' dtype while training: auto = bfloat16 on GPU (bf16 weights, gradients and AdamW "
+                 "states), float32 on CPU; float32 on GPU = mixed precision (bf16 autocast, 2x memory)."),
+    _option("--optim", "optim", default="adamw_torch", show_default=True,
+            help="transformers optimizer name; adamw_bnb_8bit / paged_adamw_8bit need the optional "
+                 "bitsandbytes package."),
+    _option("--max-steps", "max_steps", type=click.IntRange(min=1), default=None,
+            help="Stop after this many optimizer steps (overrides --epochs) [default: by epochs]."),
+    _option("--lora-rank", "lora_rank", type=click.IntRange(min=1), default=None,
+            help="Fine-tune LoRA adapters of rank R (peft) instead of the whole model [default: full "
+                 "fine-tuning]."),
+    _option("--lora-alpha", "lora_alpha", type=click.FloatRange(min=0, min_open=True), default=None,
+            help="LoRA alpha; the update is (alpha / R) * B @ A [default: 2 x R]."),
+    _option("--lora-targets", "lora_targets", default="all-linear", show_default=True,
+            help="Modules that get adapters: all-linear (every linear layer but the output head) or "
+                 "comma-separated names such as q_proj,v_proj."),
+    _option("--question-field", "question_field", default="question", show_default=True,
+            help="Column holding the question."),
+    _option("--answer-field", "answer_field", default="answer", show_default=True,
+            help="Column holding the answer."),
+    _option("--data-dir", "data_dir", type=click.Path(file_okay=False), default=None,
+            help="Folder of <config>.json files that 'repo:config' data specs resolve to (offline copy)."),
+]
+
+
+def training_options(func: Any) -> Any:
+    """Add the fine-tuning options; the command receives ``training: TrainingOptions`` and
+    ``training_given: list[str]`` (the flags set on the command line)."""
+    import functools
+
+    from click.core import ParameterSource
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from perta_hub.finetune import TrainingOptions
+
+        ctx = click.get_current_context()
+        values = {field: kwargs.pop(field) for _, field, _ in _TRAINING_OPTIONS}
+        given = [flag for flag, field, _ in _TRAINING_OPTIONS
+                 if ctx.get_parameter_source(field) not in (ParameterSource.DEFAULT, None)]
+        return func(*args, training=TrainingOptions(**values), training_given=given, **kwargs)
+
+    for flag, field, kwargs in reversed(_TRAINING_OPTIONS):
+        wrapper = click.option(flag, field, **kwargs)(wrapper)
+    return wrapper
+
+
 @main.command("task-vector")
-@click.option("--base", required=True, help="Anchor model: folder, .safetensors file or Hub id org/name[@revision].")
-@click.option("--finetuned", required=True, help="The anchor fine-tuned on the forget data (same architecture).")
+@click.argument("model", required=False)
+@click.option("--forget", default=None,
+              help="With MODEL: forget data to fine-tune MODEL on first ('org/name:config' such as "
+                   "locuslab/TOFU:forget10, 'tofu:CONFIG' for the bundled copy, or a .json/.jsonl/.parquet file).")
+@click.option("--finetuned-dir", type=click.Path(file_okay=False), default=None,
+              help="With MODEL --forget: keep the fine-tuned model in this folder [default: a temporary folder "
+                   "beside -o, deleted once the task vector is written].")
+@click.option("--base", default=None, help="Anchor model: folder, .safetensors file or Hub id org/name[@revision].")
+@click.option("--finetuned", default=None, help="The anchor fine-tuned on the forget data (same architecture).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Artifact folder to create (resumed if an identical run was interrupted).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
@@ -137,16 +223,85 @@ def push_and_report(folder: Any, repo: str, *, private: bool | None, revision: s
 @click.option("--max-shard-size", default="5GB", show_default=True,
               help="Largest shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin (pickle) checkpoints. Pickle can run code: only for trusted sources.")
+@training_options
 @hub_push_options
-def task_vector_command(base: str, finetuned: str, out_dir: str, dtype: str, max_shard_size: str,
-                        allow_pickle: bool, push_options: PushOptions) -> None:
-    """Write the task vector FINETUNED - BASE (streamed, in float32) as an artifact folder."""
-    from perta_hub.task_vector import task_vector
+def task_vector_command(model: str | None, forget: str | None, finetuned_dir: str | None, base: str | None,
+                        finetuned: str | None, out_dir: str, dtype: str, max_shard_size: str, allow_pickle: bool,
+                        training: Any, training_given: list[str], push_options: PushOptions) -> None:
+    """Write a task vector (theta_finetuned - theta_base, streamed, in float32) as an artifact folder.
 
+    \b
+    Two forms:
+      perta-hub task-vector --base A --finetuned B -o DIR
+          the difference B - A of two existing checkpoints;
+      perta-hub task-vector MODEL --forget DATA -o DIR [training options] [--finetuned-dir DIR]
+          fine-tunes MODEL on DATA (as `perta-hub finetune`; with --lora-rank R the task vector is the
+          adapters' merged low-rank delta, zero elsewhere), then writes the difference against MODEL.
+    Multi-GPU: prefix the second form with `accelerate launch [--config_file FSDP_OR_DEEPSPEED.yaml]`.
+    """
+    from perta_hub.errors import InputError
+
+    convenience = model is not None or forget is not None or finetuned_dir is not None
+    explicit = base is not None or finetuned is not None
+    if convenience and explicit:
+        raise InputError("use either `task-vector MODEL --forget DATA` (fine-tune, then the difference) or "
+                         "`task-vector --base A --finetuned B`, not both")
     push_options.check(1)
-    out = task_vector(base, finetuned, out_dir, dtype=dtype, max_shard_size=max_shard_size, allow_pickle=allow_pickle)
+    if not convenience:
+        if base is None or finetuned is None:
+            raise InputError("pass --base A --finetuned B (two checkpoints), or MODEL --forget DATA to fine-tune "
+                             "MODEL first")
+        if training_given:
+            raise InputError(f"{', '.join(training_given)}: training options only apply to "
+                             "`task-vector MODEL --forget DATA`; --base/--finetuned take two existing checkpoints")
+        from perta_hub.task_vector import task_vector
+
+        out = task_vector(base, finetuned, out_dir, dtype=dtype, max_shard_size=max_shard_size,
+                          allow_pickle=allow_pickle)
+    else:
+        if model is None or forget is None:
+            raise InputError("the fine-tuning form needs both MODEL and --forget DATA: "
+                             "`perta-hub task-vector MODEL --forget DATA -o DIR`")
+        from perta_hub.finetune import task_vector_from_data
+
+        artifact, result = task_vector_from_data(model, forget, out_dir, finetuned_dir=finetuned_dir,
+                                                 options=training, dtype=dtype, max_shard_size=max_shard_size,
+                                                 allow_pickle=allow_pickle)
+        if artifact is None:  # another process of an `accelerate launch` run: the main one reports
+            return
+        click.echo(result.final_line())
+        out = artifact
     click.echo(f"task vector written to {out}")
     push_options.push(out)
+
+
+@main.command("finetune")
+@click.argument("model")
+@click.option("--data", required=True,
+              help="Question/answer data: Hub dataset 'org/name:config' (e.g. locuslab/TOFU:forget10), "
+                   "'tofu:CONFIG' (bundled TOFU copy) or a local .json/.jsonl/.parquet file.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Model folder to create (refused if it holds anything else; returned as is if it already "
+                   "holds this exact run).")
+@click.option("--max-shard-size", default="5GB", show_default=True,
+              help="Largest weight shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
+@click.option("--allow-pickle", is_flag=True, help="Accept a .bin (pickle) model. Pickle can run code: only for trusted sources.")
+@training_options
+def finetune_command(model: str, data: str, out_dir: str, max_shard_size: str, allow_pickle: bool, training: Any,
+                     training_given: list[str]) -> None:
+    """Fine-tune MODEL on question/answer DATA (loss on the answers): the privacy-tuned theta_ft.
+
+    MODEL is a folder or a Hub id org/name[@revision]. transformers' Trainer does the training; the
+    output is a transformers checkpoint (config, tokenizer, sharded safetensors; with --lora-rank the
+    merged model plus the adapter in adapter/) with a card and perta_config.json. Several GPUs:
+    `accelerate launch [--config_file FSDP_OR_DEEPSPEED.yaml] -m perta_hub finetune ...`.
+    """
+    from perta_hub.finetune import finetune
+
+    result = finetune(model, data, out_dir, options=training, max_shard_size=max_shard_size,
+                      allow_pickle=allow_pickle)
+    if result.is_main:
+        click.echo(result.final_line())
 
 
 @main.command("apply")
