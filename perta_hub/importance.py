@@ -283,13 +283,11 @@ def accumulate_importance(
     sums = acc.sums
     counts = torch.tensor([n_examples, n_tokens], dtype=torch.float64, device=device)
     if world > 1:
-        import torch.distributed as dist
-
         if not (fsdp and method == "fisher"):
-            dist.all_reduce(counts)
+            _all_reduce_sum(counts)
         if not fsdp:
             for t in sums.values():
-                dist.all_reduce(t)
+                _all_reduce_sum(t)
     total_n, total_t = int(counts[0].item()), int(counts[1].item())
     if total_n == 0:
         raise DataError(f"{desc}: no example to compute the importance on; check the data and its split")
@@ -333,13 +331,26 @@ def eval_mode(model: torch.nn.Module) -> None:
             module.training = True
 
 
+def _all_reduce_sum(t: torch.Tensor) -> None:
+    """In-place sum over processes; CPU tensors go through the GPU when the backend is NCCL."""
+    import torch
+    import torch.distributed as dist
+
+    if t.device.type == "cpu" and dist.get_backend() == "nccl":
+        on_gpu = t.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(on_gpu)
+        t.copy_(on_gpu)
+    else:
+        dist.all_reduce(t)
+
+
 def _lockstep_padding(num_batches: int, device: torch.device) -> int:
     """Steps this process must add so that every process runs as many steps (FSDP collectives)."""
     import torch
     import torch.distributed as dist
 
     steps = torch.tensor([num_batches], device=device)
-    dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+    dist.all_reduce(steps, op=dist.ReduceOp.MAX)  # FSDP runs on GPUs: device is the process's GPU
     missing = int(steps.item()) - num_batches
     if missing and num_batches == 0:
         raise InputError("fewer examples than processes under FSDP; run with fewer processes")

@@ -143,6 +143,10 @@ def compute_weights(
     state = PartialState(cpu=device == "cpu")
     is_main = state.is_main_process
     say = echo or ((lambda line: print(line, file=sys.stderr, flush=True)) if is_main else (lambda line: None))
+    if _single_process_cpu_launch(state):
+        say("compute-weights: `accelerate launch --cpu` started ONE process (accelerate starts several CPU "
+            "processes only through MPI, --mpirun_hostfile); the result is the same, computed by one process. "
+            "For N CPU processes without MPI: CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N")
     fsdp = state.distributed_type.value == "FSDP"
     run_device = _resolve_device(device, state)
     out = Path(out_dir).expanduser()
@@ -288,6 +292,15 @@ def _dataset_id(spec: str, data_dir: str | Path | None) -> dict[str, Any]:
     if data_dir is not None:
         info["data_dir"] = str(data_dir)
     return info
+
+
+def _single_process_cpu_launch(state: Any) -> bool:
+    """True when ``accelerate launch --cpu --num_processes N>1`` ran us as a single process (no MPI)."""
+    import os
+
+    return (state.num_processes == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1")
+            and "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ
+            and "PMI_SIZE" not in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ)
 
 
 def _resolve_device(device: str, state: Any) -> torch.device:

@@ -257,29 +257,59 @@ def test_engine_rejects_examples_without_answer(make_model):
         accumulate_importance(model, [batch], method="grad", progress=False)
 
 
+def _accelerate_launch(launch_args: list[str], command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+         "-m", "perta_hub", *command],
+        env=env, capture_output=True, text=True, timeout=300, cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _assert_same_artifact(one: Path, two: Path) -> None:
+    c1, c2 = (json.loads((d / "perta_config.json").read_text()) for d in (one, two))
+    for role in ("forget_data", "retain_data"):
+        assert c1[role]["num_examples"] == c2[role]["num_examples"]
+        assert c1[role]["num_answer_tokens"] == c2[role]["num_answer_tokens"]
+    for group in ("importance_forget", "importance_retain"):
+        a, b = load_state(one, group), load_state(two, group)
+        assert set(a) == set(b)
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6 * float(a[name].abs().max()))
+
+
 def test_two_process_accelerate_launch_equals_one_process(tmp_path, make_model, qa_files):
     model_dir = make_model("m")
-    forget, retain = qa_files  # 5 and 9 examples: uneven shards over 2 processes
+    forget, retain = qa_files  # 5 and 9 examples: uneven shards (2+3, 4+5) over 2 processes
     common = [str(model_dir), "--forget", forget, "--retain", retain, "--batch-size", "2", "--dtype", "float32",
               "--device", "cpu"]
     for method in ("grad", "fisher"):
         one, two = tmp_path / f"one-{method}", tmp_path / f"two-{method}"
         _run(["compute-weights", *common, "--method", method, "-o", str(one)])
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.run(
-            [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-             "-m", "perta_hub", "compute-weights", *common, "--method", method, "-o", str(two)],
-            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        # Two real processes on the CPU (torchrun + gloo): accelerate's multi-process launcher with no GPU visible.
+        proc = _accelerate_launch(["--multi_gpu", "--num_processes", "2"],
+                                  ["compute-weights", *common, "--method", method, "-o", str(two)], tmp_path)
+        assert "in 2 processes" in proc.stderr
         cfg = json.loads((two / "perta_config.json").read_text())
-        assert cfg["compute"]["num_processes"] == 2 and cfg["forget_data"]["num_examples"] == 5
-        assert cfg["retain_data"]["num_answer_tokens"] == json.loads(
-            (one / "perta_config.json").read_text())["retain_data"]["num_answer_tokens"]
-        for group in ("importance_forget", "importance_retain"):
-            a, b = load_state(one, group), load_state(two, group)
-            assert set(a) == set(b)
-            for name in a:
-                torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-9 * float(a[name].abs().max()))
+        assert cfg["compute"]["num_processes"] == 2 and cfg["compute"]["distributed"] == "data_parallel"
+        _assert_same_artifact(one, two)
+
+
+def test_single_process_cpu_launch_is_detected(monkeypatch):
+    """`accelerate launch --num_processes 2 --cpu` (no MPI) runs one process with this environment."""
+    from accelerate import PartialState
+
+    from perta_hub.weights import _single_process_cpu_launch
+
+    for key in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    state = PartialState(cpu=True)
+    assert _single_process_cpu_launch(state)
+    monkeypatch.delenv("MASTER_PORT")  # --num_processes 1
+    assert not _single_process_cpu_launch(state)
