@@ -189,6 +189,7 @@ def publish(
 
     folder = Path(folder).expanduser()
     _check_folder(folder)
+    _check_card(folder)
     repo_id, at_revision = split_repo_id(repo_id)
     if at_revision and revision and at_revision != revision:
         raise InputError(f"the repo id says @{at_revision} but --revision says {revision}; give one")
@@ -254,6 +255,49 @@ def _check_folder(folder: Path) -> None:
                              "re-run the command that writes it")
     if not any(p.is_file() for p in folder.iterdir()):
         raise InputError(f"{folder} is empty; nothing to push")
+
+
+def _check_card(folder: Path) -> None:
+    """Refuse a card the Hub would reject, or one that quotes forget-set examples (when the forget data
+    recorded in ``perta_config.json`` can be read locally: a file, the bundled TOFU copy, a data dir)."""
+    from perta_hub.cards import check_card, find_forget_examples
+
+    card = folder / "README.md"
+    if not card.is_file():
+        return
+    text = card.read_text(encoding="utf-8")
+    problems = check_card(text)
+    if problems:
+        raise InputError(f"the card {card} is invalid: {'; '.join(problems)}; fix it, then push")
+    texts = _local_forget_texts(folder)
+    found = find_forget_examples(text, texts) if texts else []
+    if found:
+        raise InputError(f"the card {card} quotes {len(found)} forget-set example(s); cards must never contain "
+                         "forget data: remove them, then push")
+
+
+def _local_forget_texts(folder: Path) -> list[str]:
+    """Questions and answers of the forget data an artifact records, if readable without network."""
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return []
+    info = config.get("forget_data")
+    if not isinstance(info, dict) or not info.get("spec"):
+        return []
+    local = info.get("local_file") and Path(info["local_file"]).expanduser().is_file()
+    data_dir = info.get("data_dir") if info.get("data_dir") and Path(info["data_dir"]).is_dir() else None
+    if not (local or info.get("bundled") or data_dir):
+        return []
+    from perta_hub.data import load_qa
+    from perta_hub.errors import PertaError
+
+    try:
+        rows = load_qa(str(info["spec"]), data_dir=data_dir)
+    except PertaError:
+        return []
+    fields = [info.get("question_field") or "question", info.get("answer_field") or "answer"]
+    return [str(row[f]) for row in rows for f in fields if isinstance(row.get(f), str)]
 
 
 def _command_of(folder: Path) -> str:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hub_server import HubServer, point_client_at
 
 from perta_hub.cli import main
-from perta_hub.errors import HubError
+from perta_hub.errors import HubError, InputError
 
 TOKEN = "hf_user_write_token"
 READ_TOKEN = "hf_user_read_token"
@@ -302,7 +302,84 @@ def test_card_with_model_index_round_trips(hub: HubServer, make_model: Any, tmp_
     assert (result.dataset_type, result.dataset_config, result.metric_type, result.metric_value) == (
         "locuslab/TOFU", "forget01", "forget_quality", 0.405)
 
-    # an invalid model-index is rejected by the Hub's card validation before anything is uploaded
+    # the Hub's validation (the server's /api/validate-yaml) rejects a relation it does not know
+    with pytest.raises(ValueError, match="base_model_relation"):
+        ModelCard("---\nbase_model: user/base\nbase_model_relation: copy\n---\n# x\n").validate()
+
+    # an invalid model-index is refused before anything is sent
     (model / "README.md").write_text("---\nmodel-index:\n- name: x\n  results:\n  - task: {}\n---\n# bad\n")
-    with pytest.raises(HubError, match="rejected the card README.md: .*task.type"):
-        push_folder(model, "user/m")
+    with pytest.raises(InputError, match="card .* is invalid: model-index does not parse"):
+        push_folder(model, "user/other")
+    assert ("model", "user/other") not in hub.repos
+
+
+# -- end to end: artifacts and models by repo id --------------------------------------------------------------
+
+
+def test_apply_with_hub_inputs_push_and_from_pretrained(hub: HubServer, make_model: Any, tmp_path: Path,
+                                                         tofu_dir: Path) -> None:
+    import torch
+    from huggingface_hub import ModelCard
+    from transformers import AutoModelForCausalLM
+
+    from perta_hub.cards import find_forget_examples
+    from perta_hub.weights import compute_weights
+    from tests.helpers import load_state
+
+    target = make_model("target", seed=0)
+    (target / "README.md").write_text("---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n# target\n")
+    tuned = make_model("tuned", seed=1)
+    tv = tmp_path / "tv"
+    assert run_cli("task-vector", "--base", str(target), "--finetuned", str(tuned), "-o", str(tv),
+                   "--max-shard-size", "40KB", "--push", "user/tv").exit_code == 0
+    wm = compute_weights(str(target), "tofu:forget01", "tofu:retain99", tmp_path / "wm", method="grad",
+                         max_examples=4, dtype="float32", device="cpu", max_shard_size="40KB", progress=False,
+                         echo=lambda _msg: None).out_dir
+    forget_texts = [r[f] for r in json.loads((tofu_dir / "forget01.json").read_text()) for f in ("question", "answer")]
+    assert find_forget_examples((wm / "README.md").read_text(), forget_texts) == []
+    for folder, repo in ((wm, "user/wm"), (target, "user/target")):
+        result = run_cli("push", str(folder), repo)
+        assert result.exit_code == 0, result.output
+    assert hub.repo("user/tv").private and hub.repo("user/wm").private and not hub.repo("user/target").private
+
+    local = tmp_path / "local"
+    assert run_cli("apply", str(target), "--task-vector", str(tv), "--weights", str(wm), "--alpha", "0.8",
+                   "-o", str(local), "--device", "cpu").exit_code == 0
+    remote = tmp_path / "remote"
+    result = run_cli("apply", "user/target", "--task-vector", "user/tv", "--weights", "user/wm", "--alpha", "0.8",
+                     "-o", str(remote), "--device", "cpu", "--push", "user/unlearned")
+    assert result.exit_code == 0, result.output
+    assert "Pushed" in result.output and "Warning" not in result.output
+    expected, got = load_state(local), load_state(remote)
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+
+    config = json.loads((remote / "perta_config.json").read_text())
+    assert config["target"]["revision"] == hub.repo("user/target").refs["main"]
+    assert config["task_vector"]["revision"] == hub.repo("user/tv").refs["main"]
+    assert config["weights"]["revision"] == hub.repo("user/wm").refs["main"]
+    assert config["hub"]["repo_id"] == "user/unlearned" and hub.repo("user/unlearned").private is False
+
+    card = ModelCard.load("user/unlearned")
+    assert card.data.base_model == "user/target"
+    assert card.data.base_model_relation == "merge" and card.data.license == "apache-2.0"
+
+    ids = torch.tensor([[5, 17, 42, 99, 3, 250]])
+    with torch.no_grad():
+        hub_logits = AutoModelForCausalLM.from_pretrained("user/unlearned").eval()(ids).logits
+        local_logits = AutoModelForCausalLM.from_pretrained(remote).eval()(ids).logits
+    assert torch.equal(hub_logits, local_logits)
+
+
+def test_offline_mode_uses_the_cache(hub: HubServer, make_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    from perta_hub.hub import download, push_folder
+
+    sha = push_folder(make_model("model"), "user/m")
+    online, _ = download("user/m", ["*.json"])
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    before = len(hub.log)
+    folder, resolved = download("user/m", ["*.json"])
+    assert (folder, resolved) == (online, sha) and len(hub.log) == before  # no request at all
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
+        download("user/never-downloaded", ["*.json"])
