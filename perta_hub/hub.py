@@ -335,21 +335,29 @@ def _record_publication(folder: Path, repo_id: str, revision: str, commit: str, 
     card_path = folder / "README.md"
     if card_path.is_file():
         text = card_path.read_text(encoding="utf-8")
-        new = set_published(text, repo_id, revision, commit)
+        new = set_published(text, repo_id, revision, commit, folder_kind(folder))
         if new != text:
             write_atomic(card_path, new)
             changed.append("README.md")
     return changed
 
 
-def set_published(card: str, repo_id: str, revision: str, commit: str) -> str:
-    """The card text with its "published" line (between markers) set to this repo and commit."""
-    line = (f"{PUBLISHED_START}\nPublished on the Hub as `{repo_id}` (revision `{revision}`); the files are those "
-            f"of commit `{commit}`.\n{PUBLISHED_END}")
+def set_published(card: str, repo_id: str, revision: str, commit: str, kind: str | None = None) -> str:
+    """The card text with its "published" block (between markers) set to this repo and commit.
+
+    The block also says how to use the repo pinned to that commit (``kind`` from ``perta_config.json``).
+    """
+    pinned = f"{repo_id}@{commit}"
+    usage = {
+        "task_vector": f"perta-hub apply MODEL --task-vector {pinned} --alpha 1.0 -o OUT",
+        "weight_map": f"perta-hub apply MODEL --task-vector TASK_VECTOR --weights {pinned} --alpha 1.0 -o OUT",
+    }.get(kind or "", f'AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{commit}")')
+    block = (f"{PUBLISHED_START}\nPublished on the Hub as `{repo_id}` (revision `{revision}`); the files are those "
+             f"of commit `{commit}`. Pinned to it:\n\n```\n{usage}\n```\n{PUBLISHED_END}")
     pattern = re.compile(re.escape(PUBLISHED_START) + r".*?" + re.escape(PUBLISHED_END), re.DOTALL)
     if pattern.search(card):
-        return pattern.sub(lambda _m: line, card)
-    return card.rstrip("\n") + "\n\n" + line + "\n"
+        return pattern.sub(lambda _m: block, card)
+    return card.rstrip("\n") + "\n\n" + block + "\n"
 
 
 # -- errors -------------------------------------------------------------------------------------------------
