@@ -95,7 +95,10 @@ def test_task_vector_is_private_by_default_and_records_commit(hub: HubServer, ma
     at_commit = hub.files("user/tv", commit)
     assert {k for k in at_commit if k.endswith(".safetensors")} == {p.name for p in tv.glob("*.safetensors")}
     assert "hub" not in json.loads(at_commit["perta_config.json"])
-    assert "perta-hub task-vector" in repo.commits[commit].title or "perta-hub" in repo.commits[commit].title
+    command = json.loads((tv / "perta_config.json").read_text())["command"]
+    assert repo.commits[commit].title == f"perta-hub: {command}" and command in repo.commits[commit].message
+    for content in [*hub.files("user/tv").values(), *files_of(tv).values()]:
+        assert TOKEN.encode() not in content  # never written anywhere
 
     # loads back by repo id (and at the recorded commit) as an artifact
     from perta_hub.artifacts import load_artifact
