@@ -399,6 +399,8 @@ def _classify(err: Exception, repo_id: str, revision: str | None, action: str) -
     resume = " Re-run the same command: files already uploaded are not sent again."
     for item in _chain(err):
         name = type(item).__name__
+        if name == "OfflineModeIsEnabled":
+            return f"{action} {repo_id} needs the network, but HF_HUB_OFFLINE is set; unset it and retry"
         if name == "LocalTokenNotFoundError":
             return f"{action} {repo_id} needs a Hugging Face token: set HF_TOKEN or run `hf auth login`"
         if isinstance(item, RevisionNotFoundError):

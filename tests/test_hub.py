@@ -386,3 +386,5 @@ def test_offline_mode_uses_the_cache(hub: HubServer, make_model: Any, monkeypatc
     assert (folder, resolved) == (online, sha) and len(hub.log) == before  # no request at all
     with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
         download("user/never-downloaded", ["*.json"])
+    with pytest.raises(HubError, match="pushing to user/m needs the network, but HF_HUB_OFFLINE is set"):
+        push_folder(make_model("other"), "user/m")
