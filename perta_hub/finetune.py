@@ -289,6 +289,15 @@ def _load_model(root: Path, source: str, dtype: Any) -> Any:
         raise CheckpointError(f"cannot load {source} as a causal LM with transformers: {first}") from err
 
 
+def _single_process_cpu_launch(state: Any) -> bool:
+    """True when ``accelerate launch --cpu --num_processes N>1`` ran us as a single process (no MPI)."""
+    import os
+
+    return (state.num_processes == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1")
+            and "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ
+            and "PMI_SIZE" not in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ)
+
+
 def _resolve_device(device: str) -> str:
     import torch
 
@@ -426,6 +435,10 @@ def finetune(
     state = PartialState(cpu=opts.device == "cpu")
     is_main = state.is_main_process
     say = echo or ((lambda line: print(line, file=sys.stderr, flush=True)) if is_main else (lambda line: None))
+    if _single_process_cpu_launch(state):
+        say("finetune: `accelerate launch --cpu` started ONE process (accelerate starts several CPU processes only "
+            "through MPI, --mpirun_hostfile); the recipe is unchanged (same effective batch). For N CPU processes "
+            "without MPI: CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N")
     device = "cpu" if opts.device == "cpu" else _resolve_device(opts.device)
     out = Path(out_dir).expanduser()
     check_output_folder(out)
