@@ -326,7 +326,6 @@ def test_apply_with_hub_inputs_push_and_from_pretrained(hub: HubServer, make_mod
     from transformers import AutoModelForCausalLM
 
     from perta_hub.cards import find_forget_examples
-    from perta_hub.weights import compute_weights
     from tests.helpers import load_state
 
     target = make_model("target", seed=0)
@@ -335,14 +334,16 @@ def test_apply_with_hub_inputs_push_and_from_pretrained(hub: HubServer, make_mod
     tv = tmp_path / "tv"
     assert run_cli("task-vector", "--base", str(target), "--finetuned", str(tuned), "-o", str(tv),
                    "--max-shard-size", "40KB", "--push", "user/tv").exit_code == 0
-    wm = compute_weights(str(target), "tofu:forget01", "tofu:retain99", tmp_path / "wm", method="grad",
-                         max_examples=4, dtype="float32", device="cpu", max_shard_size="40KB", progress=False,
-                         echo=lambda _msg: None).out_dir
+    wm = tmp_path / "wm"
+    result = run_cli("compute-weights", str(target), "--forget", "tofu:forget01", "--retain", "tofu:retain99",
+                     "--method", "grad", "-o", str(wm), "--max-examples", "4", "--dtype", "float32", "--device", "cpu",
+                     "--max-shard-size", "40KB", "--push", "user/wm")
+    assert result.exit_code == 0, result.output
     forget_texts = [r[f] for r in json.loads((tofu_dir / "forget01.json").read_text()) for f in ("question", "answer")]
-    assert find_forget_examples((wm / "README.md").read_text(), forget_texts) == []
-    for folder, repo in ((wm, "user/wm"), (target, "user/target")):
-        result = run_cli("push", str(folder), repo)
-        assert result.exit_code == 0, result.output
+    assert find_forget_examples(hub.files("user/wm")["README.md"].decode(), forget_texts) == []
+    assert find_forget_examples(forget_texts[0] + " " + forget_texts[1], forget_texts) == [0, 1]  # the check works
+    result = run_cli("push", str(target), "user/target")
+    assert result.exit_code == 0, result.output
     assert hub.repo("user/tv").private and hub.repo("user/wm").private and not hub.repo("user/target").private
 
     local = tmp_path / "local"
