@@ -287,8 +287,9 @@ def task_vector_command(model: str | None, forget: str | None, finetuned_dir: st
               help="Largest weight shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
 @click.option("--allow-pickle", is_flag=True, help="Accept a .bin (pickle) model. Pickle can run code: only for trusted sources.")
 @training_options
+@hub_push_options
 def finetune_command(model: str, data: str, out_dir: str, max_shard_size: str, allow_pickle: bool, training: Any,
-                     training_given: list[str]) -> None:
+                     training_given: list[str], push_options: PushOptions) -> None:
     """Fine-tune MODEL on question/answer DATA (loss on the answers): the privacy-tuned theta_ft.
 
     MODEL is a folder or a Hub id org/name[@revision]. transformers' Trainer does the training; the
@@ -298,10 +299,12 @@ def finetune_command(model: str, data: str, out_dir: str, max_shard_size: str, a
     """
     from perta_hub.finetune import finetune
 
+    push_options.check(1)
     result = finetune(model, data, out_dir, options=training, max_shard_size=max_shard_size,
                       allow_pickle=allow_pickle)
     if result.is_main:
         click.echo(result.final_line())
+        push_options.push(result.out_dir)
 
 
 @main.command("apply")

@@ -20,8 +20,9 @@ from typing import Any
 from perta_hub.errors import HubError, InputError
 
 CONFIG_NAME = "perta_config.json"
-#: kinds in ``perta_config.json`` derived from the forget data: their repos are private unless ``--public``.
-PRIVATE_KINDS = ("task_vector", "weight_map")
+#: kinds in ``perta_config.json`` derived from the forget data: their repos are private unless ``--public``
+#: (task vectors, weight maps, and the model fine-tuned on the forget data that a task vector is made from).
+PRIVATE_KINDS = ("task_vector", "weight_map", "finetuned_model")
 #: remote files a push replaces wholesale: those not in the folder being pushed are deleted (stale shards).
 #: The card (README.md), ``.gitattributes`` and anything else on the repo are never deleted.
 STALE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth",
