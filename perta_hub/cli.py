@@ -98,8 +98,8 @@ def hub_push_options(func: Any) -> Any:
         click.option("--create-pr", is_flag=True, default=False,
                      help="Open a pull request on the --push repo instead of committing to main."),
         click.option("--private/--public", "private", default=None,
-                     help="Visibility of a new --push repo. Task vectors and weight maps are private unless "
-                          "--public; models are public unless --private."),
+                     help="Visibility of a new --push repo. Task vectors, weight maps and models fine-tuned on "
+                          "the forget data are private unless --public; unlearned models are public unless --private."),
     ]
     for option in reversed(options):
         wrapper = option(wrapper)
@@ -468,8 +468,8 @@ def evaluate_command(models: tuple[str, ...], benchmark: str, forget_split: str,
 @click.argument("folder", metavar="DIR", type=click.Path(exists=True, file_okay=False))
 @click.argument("repo", metavar="REPO")
 @click.option("--private/--public", "private", default=None,
-              help="Visibility of a new repo. Task vectors and weight maps (kind in perta_config.json) are private "
-                   "unless --public; other folders are public unless --private.")
+              help="Visibility of a new repo. Task vectors, weight maps and fine-tuned models (kind in "
+                   "perta_config.json) are private unless --public; other folders are public unless --private.")
 @click.option("--revision", default=None, help="Branch to commit to (created from main if missing) [default: main].")
 @click.option("--create-pr", is_flag=True, default=False, help="Open a pull request against main instead of committing.")
 @click.option("--commit-message", default=None,

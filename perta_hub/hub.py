@@ -212,9 +212,9 @@ def publish(
         url = str(api.create_repo(repo_id, private=visibility, exist_ok=True))
         info = api.repo_info(repo_id)
         if folder_kind(folder) in PRIVATE_KINDS and not info.private and private is not False:
-            raise HubError(f"{repo_id} exists and is public, but {folder_kind(folder)} artifacts are private by "
-                           "default (they are derived from the forget data): make the repo private, push to "
-                           "another repo, or pass --public to publish it there anyway")
+            raise HubError(f"{repo_id} exists and is public, but a {str(folder_kind(folder)).replace('_', ' ')} is "
+                           "private by default (it is derived from the forget data): make the repo private, push "
+                           "to another repo, or pass --public to publish it there anyway")
         if branch != "main" and not branch.startswith("refs/pr/"):
             api.create_branch(repo_id, branch=branch, exist_ok=True)
         head_before = api.repo_info(repo_id, revision=branch).sha
