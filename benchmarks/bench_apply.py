@@ -137,14 +137,27 @@ def build_weight_map(folder: Path, shapes, shard_mb: int) -> None:
 
 
 def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in GB of that process tree's largest process)."""
+    """Run a command; return (wall seconds, peak RSS in GB).
+
+    The peak is the process's VmHWM read from /proc while it runs (ru_maxrss would count the memory of
+    the benchmark process it was forked from).
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak_kb = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if proc.returncode != 0:
         raise SystemExit(f"{cmd[:4]} failed: {proc.stderr.read()[-2000:]}")
-    return wall, usage.ru_maxrss / 1e6  # ru_maxrss is in KiB on Linux
+    return wall, peak_kb * 1024 / 1e9
 
 
 def warm(*folders: Path) -> None:

@@ -68,7 +68,7 @@ def save_artifact(
         specs = [TensorSpec(name, dtype_code(t.dtype), tuple(t.shape)) for name, t in tensors.items()]
         stream_shards(plan_shards(specs, max_shard_size, prefix), [Output(out, SHARD_METADATA)], prefix,
                       load=tensors.__getitem__, combine=lambda _name, t: [t.contiguous()],
-                      desc=f"writing {prefix}", progress=progress)
+                      desc=f"writing {prefix}", progress=progress, hash_outputs=True)
     config["run_id"] = run_id
     finish_output(out, config, artifact_card(kind, config))
     return out

@@ -74,7 +74,7 @@ def task_vector(
     local_inputs = [c.root for c in (anchor, tuned) if not c.is_hub]
     with claimed_outputs([out], [run_id], local_inputs):
         stream_shards(shards, [Output(out, SHARD_METADATA)], "task_vector", load, combine,
-                      desc="task vector", progress=progress)
+                      desc="task vector", progress=progress, hash_outputs=True)
         config = {
             "kind": "task_vector",
             "command": current_command(),

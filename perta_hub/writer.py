@@ -1,7 +1,8 @@
 """Streaming shard writer: planned layout, temporary names, atomic renames, resume, overlapped I/O.
 
-Three threads form a pipeline: a reader loads the inputs of the next tensors (prefetch), the caller's
-thread combines them, and a writer ``pwrite``s each result at its planned offset. Each shard is written
+Four threads form a pipeline: a reader loads the inputs of the next tensors (prefetch), the caller's
+thread combines them, a writer ``pwrite``s each result at its planned offset, and a finisher fsyncs and
+renames complete shards while the writer goes on with the next one. Each shard is written
 as ``.<name>.partial``, fsynced and renamed when complete, so a finished file is always whole. A re-run
 skips shards whose file already carries the planned header (same layout, same run id) and size.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import MismatchError
+from perta_hub.fingerprint import file_sha256
 from perta_hub.sharding import PlannedShard, index_json
 
 _END = object()
@@ -116,6 +118,7 @@ def stream_shards(
     desc: str = "writing",
     prefetch: int = 2,
     progress: bool = True,
+    hash_outputs: bool = False,
 ) -> int:
     """Write every planned shard into every output folder, skipping complete ones.
 
@@ -126,6 +129,8 @@ def stream_shards(
         load: ``name -> inputs`` (runs in the reader thread; e.g. reads tensors with safe_open).
         combine: ``(name, inputs) -> one tensor per output``, each with the planned dtype and shape.
         prefetch: how many tensors may wait between two stages (bounds memory).
+        hash_outputs: compute each finished shard's sha256 into the hash cache (artifacts are
+            inputs of later commands, which then find their content hash ready).
     Returns:
         the number of data bytes written (0 when everything was already complete).
     """
@@ -166,19 +171,23 @@ def stream_shards(
             to_combine.put((_END, shard))
         to_combine.put(None)
 
+    in_flight: set[Path] = set()  # partial files not yet renamed; removed if the run fails
+    lock = threading.Lock()
+    to_finish = _Pipe(max(2, len(outputs) * 2), stop)
+
     def write() -> None:
-        open_files: dict[int, int] = {}
-        current: tuple[PlannedShard, list[int]] | None = None
-        try:
-            for shard, pending in todo:
-                current = (shard, pending)
+        for shard, pending in todo:
+            fds: dict[int, int] = {}
+            try:
                 for i in pending:
                     out = outputs[i]
                     header = shard.header(out.metadata)
-                    fd = os.open(partial_name(out.folder, shard.filename), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                    open_files[i] = fd
-                    _pwrite_all(fd, header, 0)
-                    os.ftruncate(fd, len(header) + shard.data_size)
+                    path = partial_name(out.folder, shard.filename)
+                    with lock:
+                        in_flight.add(path)
+                    fds[i] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    _pwrite_all(fds[i], header, 0)
+                    os.ftruncate(fds[i], len(header) + shard.data_size)
                 header_lens = {i: len(shard.header(outputs[i].metadata)) for i in pending}
                 while True:
                     item = to_write.get()
@@ -187,25 +196,36 @@ def stream_shards(
                     spec, results = item
                     start = shard.offsets[spec.name][0]
                     for i in pending:
-                        _pwrite_all(open_files[i], _as_bytes(results[i]), header_lens[i] + start)
+                        _pwrite_all(fds[i], _as_bytes(results[i]), header_lens[i] + start)
                     bar.update(spec.nbytes * len(pending))
-                for i in pending:
-                    fd = open_files.pop(i)
-                    os.fsync(fd)
+            except BaseException:
+                for fd in fds.values():
                     os.close(fd)
+                raise
+            to_finish.put((shard, fds))
+        to_finish.put(None)
+
+    def finish() -> None:
+        """fsync and rename complete shards while the writer goes on with the next one."""
+        while (item := to_finish.get()) is not None:
+            shard, fds = item
+            try:
+                for i in list(fds):
+                    os.fsync(fds[i])
+                    os.close(fds.pop(i))
                     folder = outputs[i].folder
                     os.replace(partial_name(folder, shard.filename), folder / shard.filename)
+                    with lock:
+                        in_flight.discard(partial_name(folder, shard.filename))
                     _fsync_dir(folder)
-            current = None
-        finally:
-            for fd in open_files.values():
-                os.close(fd)
-            if current is not None:  # never leave a partial file behind
-                for i in current[1]:
-                    partial_name(outputs[i].folder, current[0].filename).unlink(missing_ok=True)
+                    if hash_outputs:
+                        file_sha256(folder / shard.filename)
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
 
-    threads = [threading.Thread(target=guarded(read), daemon=True, name="perta-read"),
-               threading.Thread(target=guarded(write), daemon=True, name="perta-write")]
+    threads = [threading.Thread(target=guarded(fn), daemon=True, name=f"perta-{fn.__name__}")
+               for fn in (read, write, finish)]
     for thread in threads:
         thread.start()
     try:
@@ -233,6 +253,9 @@ def stream_shards(
         for thread in threads:
             thread.join()
         bar.close()
+        if errors or stop.is_set():
+            for path in in_flight:  # never leave a partial file behind
+                path.unlink(missing_ok=True)
     if errors:
         raise errors[0]
 
