@@ -245,3 +245,13 @@ def test_retain_model_is_evaluated_first_and_saved(tiny_model, tofu_dir, tmp_pat
     saved = tmp_path / "r.retain.json"
     assert saved.is_file() and f"--retain-logs {saved}" in result.output
     assert json.loads(out.read_text())["forget_quality"]["agg_value"] == pytest.approx(1.0)
+
+
+def test_batches_keep_groups_together():
+    from perta_hub.evaluation.scoring import _batches
+
+    assert _batches(5, 2, None) == [(0, 2), (2, 4), (4, 5)]
+    # the five perturbed answers of each of three questions, batch of 12: two questions, then one
+    assert _batches(15, 12, [5, 5, 5]) == [(0, 10), (10, 15)]
+    # uneven groups never split; a group larger than the batch gets its own batch
+    assert _batches(10, 4, [3, 2, 5]) == [(0, 3), (3, 5), (5, 10)]

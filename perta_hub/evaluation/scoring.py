@@ -131,7 +131,7 @@ def score(
     examples: Sequence[EncodedQA],
     *,
     batch_size: int = 16,
-    group_size: int = 1,
+    groups: Sequence[int] | None = None,
     desc: str = "scoring",
     progress: bool = True,
 ) -> list[Scored]:
@@ -139,9 +139,9 @@ def score(
 
     Args:
         examples: encoded examples; each must carry at least one answer label.
-        batch_size: examples per forward pass (rounded down to a multiple of ``group_size``).
-        group_size: keep consecutive groups of this many examples in one batch (e.g. the five
-            perturbed answers of a question).
+        batch_size: examples per forward pass; a group larger than this gets a batch of its own.
+        groups: sizes of consecutive groups of examples that must share a batch (e.g. the five
+            perturbed answers of each question); default: every example alone.
     Returns:
         one :class:`Scored` per example, in order. Cross-entropy is computed in float32 from the
         logits of the labelled positions only.
@@ -150,11 +150,10 @@ def score(
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    per_batch = max(group_size, (batch_size // group_size) * group_size)
     results: list[Scored] = []
-    starts = range(0, len(examples), per_batch)
-    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
-        chunk = list(examples[start:start + per_batch])
+    for start, stop in tqdm(_batches(len(examples), batch_size, groups), desc=desc, disable=not progress,
+                            leave=False):
+        chunk = list(examples[start:stop])
         batch = collate(chunk, lm.pad_token_id, padding_side="right")
         with torch.inference_mode():
             logits = lm.model(
@@ -175,6 +174,23 @@ def score(
             results.append(Scored(avg_nll=nll, num_tokens=n, extraction_strength=es))
         del logits
     return results
+
+
+def _batches(n: int, batch_size: int, groups: Sequence[int] | None) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of at most ``batch_size`` examples that never split a group."""
+    sizes = list(groups) if groups is not None else [1] * n
+    if sum(sizes) != n:
+        raise ValueError(f"group sizes add up to {sum(sizes)}, not {n}")
+    spans: list[tuple[int, int]] = []
+    start = pos = 0
+    for size in sizes:
+        if pos > start and pos + size - start > batch_size:
+            spans.append((start, pos))
+            start = pos
+        pos += size
+    if pos > start:
+        spans.append((start, pos))
+    return spans
 
 
 def generate(

@@ -98,8 +98,7 @@ def evaluate_split(
         raise DataError(f"{prefix}: a question without perturbed answers (row {counts.index(0)})")
     pert = [enc(r["question"], a, f"row {i} perturbed answer") for i, r in enumerate(rows)
             for a in r["perturbed_answer"]]
-    group = counts[0] if len(set(counts)) == 1 else 1
-    pert_scores = score(lm, pert, batch_size=batch_size, group_size=group, desc=f"{prefix} perturbed",
+    pert_scores = score(lm, pert, batch_size=batch_size, groups=counts, desc=f"{prefix} perturbed",
                         progress=progress)
     pert_by_q: list[list[Any]] = []
     pos = 0
