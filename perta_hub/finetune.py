@@ -298,6 +298,28 @@ def _single_process_cpu_launch(state: Any) -> bool:
             and "PMI_SIZE" not in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ)
 
 
+def _check_deepspeed_saving() -> None:
+    """Under ``accelerate launch`` with DeepSpeed ZeRO-3, refuse (before training) a config that cannot
+    gather the weights for saving (``zero3_save_16bit_model`` / ``stage3_gather_16bit_weights_on_model_save``)."""
+    import os
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() not in ("true", "1"):
+        return
+    config_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "")
+    if config_file and config_file.lower() != "none" and Path(config_file).is_file():
+        try:
+            zero = json.loads(Path(config_file).read_text()).get("zero_optimization", {})
+        except ValueError:
+            return
+        stage, gather = zero.get("stage"), zero.get("stage3_gather_16bit_weights_on_model_save")
+    else:
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+        gather = os.environ.get("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "").lower() in ("true", "1")
+    if str(stage) == "3" and gather is not True:
+        raise InputError("DeepSpeed ZeRO-3 can only save the fine-tuned model with zero3_save_16bit_model: true in the "
+                         "accelerate config (stage3_gather_16bit_weights_on_model_save in a DeepSpeed JSON); set it")
+
+
 def _resolve_device(device: str) -> str:
     import torch
 
@@ -440,6 +462,7 @@ def finetune(
             "through MPI, --mpirun_hostfile); the recipe is unchanged (same effective batch). For N CPU processes "
             "without MPI: CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N")
     device = "cpu" if opts.device == "cpu" else _resolve_device(opts.device)
+    _check_deepspeed_saving()
     out = Path(out_dir).expanduser()
     check_output_folder(out)
 

@@ -255,3 +255,23 @@ def test_bad_input_is_one_clear_line(tmp_path, make_model, forget_file):
             _fails(["finetune", base, "--data", forget_file, "-o", out, "--optim", "paged_adamw_8bit"],
                    "needs bitsandbytes")
     assert not out.exists()
+
+
+def test_deepspeed_zero3_without_weight_gathering_is_refused_before_training(tmp_path, monkeypatch):
+    from perta_hub.errors import InputError
+    from perta_hub.finetune import _check_deepspeed_saving
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "false")
+    with pytest.raises(InputError, match="zero3_save_16bit_model"):
+        _check_deepspeed_saving()
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "true")
+    _check_deepspeed_saving()
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(ds))
+    with pytest.raises(InputError, match="stage3_gather_16bit_weights_on_model_save"):
+        _check_deepspeed_saving()
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    _check_deepspeed_saving()
