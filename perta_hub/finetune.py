@@ -199,16 +199,21 @@ class _Collator:
 
 def _is_complete(out: Path, run_id: str) -> dict[str, Any] | None:
     """The ``perta_config.json`` of ``out`` when it holds this run's complete output, else None."""
+    config = _complete_config(out)
+    return config if config is not None and config.get("run_id") == run_id else None
+
+
+def _complete_config(out: Path) -> dict[str, Any] | None:
+    """The ``perta_config.json`` of a finished perta-hub output folder (no run marker), else None."""
     from perta_hub.outputs import CONFIG_NAME, MARKER
 
     config = out / CONFIG_NAME
     if not config.is_file() or (out / MARKER).exists():
         return None
     try:
-        data = json.loads(config.read_text())
+        return json.loads(config.read_text())
     except ValueError:
         return None
-    return data if data.get("run_id") == run_id else None
 
 
 def _holds_other_run(out: Path, run_id: str) -> bool:
@@ -414,6 +419,88 @@ Command:
 # ---------------------------------------------------------------------------------------- fine-tuning
 
 
+@dataclass
+class Prepared:
+    """Everything a fine-tuning run is decided by, before any training (see :func:`prepare`).
+
+    Attributes:
+        run_id: hash of the base's identity, the encoded data (sha256 of the token ids), the resolved
+            recipe and the shard size: equal run ids mean the same fine-tuned model.
+    """
+
+    state: Any
+    is_main: bool
+    say: Callable[[str], None]
+    device: str
+    ckpt: Any
+    tokenizer: Any
+    encoded: Any
+    plan: dict[str, int]
+    train_dtype: str
+    bf16_autocast: bool
+    data_info: dict[str, Any]
+    recipe: dict[str, Any]
+    run_id: str
+
+
+def prepare(model: str | Path, data: str, opts: TrainingOptions, *, max_shard_size: int | str = "5GB",
+            allow_pickle: bool = False, echo: Callable[[str], None] | None = None) -> Prepared:
+    """Check the options, open the model and its tokenizer, encode the data and resolve the recipe."""
+    opts.check()
+    from accelerate import PartialState
+
+    state = PartialState(cpu=opts.device == "cpu")
+    is_main = state.is_main_process
+    say = echo or ((lambda line: print(line, file=sys.stderr, flush=True)) if is_main else (lambda line: None))
+    if _single_process_cpu_launch(state):
+        say("finetune: `accelerate launch --cpu` started ONE process (accelerate starts several CPU processes only "
+            "through MPI, --mpirun_hostfile); the recipe is unchanged (same effective batch). For N CPU processes "
+            "without MPI: CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N")
+    device = "cpu" if opts.device == "cpu" else _resolve_device(opts.device)
+    _check_deepspeed_saving()
+
+    from perta_hub.checkpoint import open_checkpoint
+    from perta_hub.data import encode_dataset, load_qa
+    from perta_hub.outputs import make_run_id
+
+    ckpt = open_checkpoint(model, allow_pickle=allow_pickle)
+    tokenizer = _load_tokenizer(ckpt.root, str(model))
+    try:
+        rows = load_qa(data, data_dir=opts.data_dir)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reported below, once
+            encoded = encode_dataset(tokenizer, rows, question_field=opts.question_field,
+                                     answer_field=opts.answer_field, max_length=opts.max_length)
+    except DataError as err:
+        raise DataError(f"data {data!r}: {err}") from err
+    say(f"finetune: data {data}: {encoded.report()}")
+
+    plan = plan_steps(len(encoded), opts, state.num_processes)
+    train_dtype = opts.train_dtype if opts.train_dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    bf16_autocast = device == "cuda"
+    data_info = {**_describe_data(data, opts.data_dir), "split": "train", "question_field": opts.question_field,
+                 "answer_field": opts.answer_field, "num_rows": len(rows), "num_examples": len(encoded),
+                 "num_answer_tokens": encoded.num_answer_tokens, "num_tokens": sum(len(e.input_ids) for e in encoded),
+                 "dropped_answer_beyond_max_length": len(encoded.dropped), "truncated": len(encoded.truncated),
+                 "sha256": _data_sha256(encoded)}
+    recipe = {
+        "epochs": opts.epochs, "lr": opts.lr, "optimizer": opts.optim, "lr_scheduler": "linear",
+        "weight_decay": opts.weight_decay, "warmup_epochs": opts.warmup, "warmup_steps": plan["warmup_steps"],
+        "batch_size": opts.batch_size, "grad_accum": plan["grad_accum"], "num_processes": state.num_processes,
+        "effective_batch": plan["effective_batch"], "steps_per_epoch": plan["steps_per_epoch"],
+        "total_steps": plan["total_steps"], "max_steps": opts.max_steps, "max_length": opts.max_length,
+        "seed": opts.seed, "train_dtype": train_dtype, "bf16_autocast": bf16_autocast,
+        "gradient_checkpointing": opts.gradient_checkpointing, "lora_rank": opts.lora_rank,
+    }
+    if opts.lora_rank is not None:
+        recipe.update(lora_alpha=float(opts.lora_alpha if opts.lora_alpha is not None else 2 * opts.lora_rank),
+                      lora_targets=opts.lora_targets)
+    run_id = make_run_id({"kind": KIND, "base": ckpt.identity, "data": data_info["sha256"], "recipe": recipe,
+                          "max_shard_size": str(max_shard_size)})
+    return Prepared(state, is_main, say, device, ckpt, tokenizer, encoded, plan, train_dtype, bf16_autocast,
+                    data_info, recipe, run_id)
+
+
 def finetune(
     model: str | Path,
     data: str,
@@ -451,64 +538,22 @@ def finetune(
 
     start = time.perf_counter()
     opts = _options(options, overrides)
-    opts.check()
-    from accelerate import PartialState
-
-    state = PartialState(cpu=opts.device == "cpu")
-    is_main = state.is_main_process
-    say = echo or ((lambda line: print(line, file=sys.stderr, flush=True)) if is_main else (lambda line: None))
-    if _single_process_cpu_launch(state):
-        say("finetune: `accelerate launch --cpu` started ONE process (accelerate starts several CPU processes only "
-            "through MPI, --mpirun_hostfile); the recipe is unchanged (same effective batch). For N CPU processes "
-            "without MPI: CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N")
-    device = "cpu" if opts.device == "cpu" else _resolve_device(opts.device)
-    _check_deepspeed_saving()
     out = Path(out_dir).expanduser()
     check_output_folder(out)
+    prep = prepare(model, data, opts, max_shard_size=max_shard_size, allow_pickle=allow_pickle, echo=echo)
+    state, is_main, say, device = prep.state, prep.is_main, prep.say, prep.device
+    ckpt, tokenizer, encoded, plan = prep.ckpt, prep.tokenizer, prep.encoded, prep.plan
+    train_dtype, bf16_autocast, data_info, recipe, run_id = (prep.train_dtype, prep.bf16_autocast, prep.data_info,
+                                                             prep.recipe, prep.run_id)
 
-    from perta_hub.checkpoint import open_checkpoint
     from perta_hub.compat import architecture
-    from perta_hub.data import encode_dataset, load_qa
-    from perta_hub.outputs import claimed_outputs, copy_side_files, current_command, finish_output, make_run_id
+    from perta_hub.outputs import claimed_outputs, copy_side_files, current_command, finish_output
 
-    ckpt = open_checkpoint(model, allow_pickle=allow_pickle)
-    tokenizer = _load_tokenizer(ckpt.root, str(model))
-    try:
-        rows = load_qa(data, data_dir=opts.data_dir)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # reported below, once
-            encoded = encode_dataset(tokenizer, rows, question_field=opts.question_field,
-                                     answer_field=opts.answer_field, max_length=opts.max_length)
-    except DataError as err:
-        raise DataError(f"data {data!r}: {err}") from err
-    say(f"finetune: data {data}: {encoded.report()}")
-
-    plan = plan_steps(len(encoded), opts, state.num_processes)
-    train_dtype = opts.train_dtype if opts.train_dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    bf16_autocast = device == "cuda"
-    data_info = {**_describe_data(data, opts.data_dir), "split": "train", "question_field": opts.question_field,
-                 "answer_field": opts.answer_field, "num_rows": len(rows), "num_examples": len(encoded),
-                 "num_answer_tokens": encoded.num_answer_tokens, "num_tokens": sum(len(e.input_ids) for e in encoded),
-                 "dropped_answer_beyond_max_length": len(encoded.dropped), "truncated": len(encoded.truncated),
-                 "sha256": _data_sha256(encoded)}
-    recipe = {
-        "epochs": opts.epochs, "lr": opts.lr, "optimizer": opts.optim, "lr_scheduler": "linear",
-        "weight_decay": opts.weight_decay, "warmup_epochs": opts.warmup, "warmup_steps": plan["warmup_steps"],
-        "batch_size": opts.batch_size, "grad_accum": plan["grad_accum"], "num_processes": state.num_processes,
-        "effective_batch": plan["effective_batch"], "steps_per_epoch": plan["steps_per_epoch"],
-        "total_steps": plan["total_steps"], "max_steps": opts.max_steps, "max_length": opts.max_length,
-        "seed": opts.seed, "train_dtype": train_dtype, "bf16_autocast": bf16_autocast,
-        "gradient_checkpointing": opts.gradient_checkpointing, "lora_rank": opts.lora_rank,
-    }
-    if opts.lora_rank is not None:
-        recipe.update(lora_alpha=float(opts.lora_alpha if opts.lora_alpha is not None else 2 * opts.lora_rank),
-                      lora_targets=opts.lora_targets)
-    run_id = make_run_id({"kind": KIND, "base": ckpt.identity, "data": data_info["sha256"], "recipe": recipe,
-                          "max_shard_size": str(max_shard_size)})
     done = _is_complete(out, run_id)
     if done is not None:
         say(f"finetune: {out} already holds this run (run id {run_id}); nothing to train")
-        return _result_from_config(out, done, time.perf_counter() - start, is_main)
+        return _result_from_config(out, done["results"], done["data"], done["training"],
+                                   time.perf_counter() - start, is_main)
     if _holds_other_run(out, run_id):
         if not replace_other_run:
             raise OutputError(f"{out} holds another fine-tuning run (other model, data or options); choose "
@@ -669,8 +714,9 @@ def _save_lora(net: Any, state_dict: dict[str, Any], root: Path, source: str, ou
             "adapter": ADAPTER_DIR, "merged": True}
 
 
-def _result_from_config(out: Path, config: dict[str, Any], seconds: float, is_main: bool) -> FinetuneResult:
-    results, data, training = config.get("results", {}), config.get("data", {}), config.get("training", {})
+def _result_from_config(out: Path, results: dict[str, Any], data: dict[str, Any], training: dict[str, Any],
+                        seconds: float, is_main: bool) -> FinetuneResult:
+    """The :class:`FinetuneResult` of a run recorded earlier (``reused=True``)."""
     return FinetuneResult(out, int(data.get("num_examples", 0)), int(data.get("num_answer_tokens", 0)),
                           int(results.get("steps", 0)), int(training.get("effective_batch", 0)),
                           float(results.get("train_loss", float("nan"))), int(results.get("tokens", 0)),
@@ -714,6 +760,7 @@ def task_vector_from_data(
     Returns:
         (the artifact folder, or None on processes other than the main one; the fine-tuning result).
     """
+    start = time.perf_counter()
     opts = _options(options, overrides)
     out = Path(out_dir).expanduser()
     check_output_folder(out)
@@ -722,6 +769,16 @@ def task_vector_from_data(
     if ft_dir.resolve() == out.resolve():
         raise InputError("--finetuned-dir and -o are the same folder; the model and the task vector need two")
     check_output_folder(ft_dir, "--finetuned-dir")
+    existing = _complete_config(out)
+    if existing is not None:  # a finished artifact: this very run (nothing to do), or something else (refused)
+        prep = prepare(model, forget, opts, max_shard_size=max_shard_size, allow_pickle=allow_pickle, echo=echo)
+        if existing.get("finetune_run_id") != prep.run_id:
+            raise OutputError(f"{out} already holds another task vector (other model, data or options); choose "
+                              "another -o or remove it")
+        prep.say(f"task-vector: {out} already holds this task vector (fine-tuning run {prep.run_id}); nothing to do")
+        result = _result_from_config(out, existing.get("training_results", {}), existing.get("forget_data", {}),
+                                     existing.get("training", {}), time.perf_counter() - start, prep.is_main)
+        return (out if prep.is_main else None), result
     result = finetune(model, forget, ft_dir, options=opts, max_shard_size=max_shard_size, allow_pickle=allow_pickle,
                       progress=progress, echo=echo, replace_other_run=not keep)
     if not result.is_main:
@@ -733,6 +790,7 @@ def task_vector_from_data(
         "training": ft_config["training"],
         "training_results": {k: v for k, v in ft_config["results"].items() if k != "loss_history"},
         "finetuned_kept": keep,
+        "finetune_run_id": ft_config["run_id"],
     }
     from perta_hub.checkpoint import open_checkpoint
 

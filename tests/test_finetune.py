@@ -144,9 +144,14 @@ def test_lora_task_vector_is_zero_outside_adapted_modules(tmp_path, make_model, 
 
     base = make_model("base")
     out = tmp_path / "tv"
-    _run(["task-vector", base, "--forget", forget_file, "-o", out, "--lora-rank", "4", "--lora-targets",
-          "q_proj,v_proj", "--max-steps", "2", *FAST])
+    args = ["task-vector", base, "--forget", forget_file, "-o", out, "--lora-rank", "4", "--lora-targets",
+            "q_proj,v_proj", "--max-steps", "2", *FAST]
+    _run(args)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # temporary model deleted
+    # the same command again finds its finished artifact (no training); another recipe is refused before training
+    assert "already holds this task vector" in _run(args)
+    _fails([*args, "--seed", "1"], "already holds another task vector")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     tau = load_state(out, "task_vector")
     assert set(tau) == set(load_state(base))  # the full tensor set: apply does not care
     adapted = {n for n in tau if n.endswith(("q_proj.weight", "v_proj.weight"))}
