@@ -359,16 +359,19 @@ def finetuned_card(config: dict[str, Any]) -> Any:
     from huggingface_hub import ModelCardData
 
     from perta_hub import __version__
-    from perta_hub.cards import _base_model, _datasets, _render
+    from perta_hub.cards import _base_model, _datasets, _render, inherited_license
 
     training = config.get("training", {})
     data = config.get("data", {})
     lora = config.get("lora")
+    base_model = _base_model(config.get("base"))
     card_data = ModelCardData(
         library_name="transformers",
-        base_model=_base_model(config.get("base")),
+        base_model=base_model,
         tags=["perta", "machine-unlearning", "forget-set-finetuned"] + (["lora"] if lora else []),
         datasets=_datasets(config),
+        **({"base_model_relation": "finetune"} if base_model else {}),
+        **inherited_license(config.get("base")),
     )
     base = config.get("base", {})
     rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in training.items())

@@ -107,6 +107,10 @@ def test_finetune_lowers_the_forget_loss_and_reloads(tmp_path, make_model, forge
     assert len(losses) == 5 and losses[-1] < losses[0]
     card = (out / "README.md").read_text()
     assert "library_name: transformers" in card and "Privacy note" in card and "| `lr` | `0.003` |" in card
+    from perta_hub.cards import check_card, find_forget_examples
+
+    assert check_card(card) == []
+    assert find_forget_examples(card, [t for r in tofu_rows("forget01")[:8] for t in r.values()]) == []
 
     # the same command again: the folder already holds this run, nothing is trained
     assert "already holds this run" in _run(args)
