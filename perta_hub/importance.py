@@ -52,8 +52,8 @@ class ImportanceResult:
     """One pass (forget or retain) of :func:`accumulate_importance`.
 
     Attributes:
-        importance: parameter name -> fp32 tensor of the parameter's shape, on the CPU
-            (filled on every process; under FSDP gathered to full tensors).
+        importance: parameter name -> fp32 tensor of the parameter's shape, on the CPU; filled on
+            the main process (rank 0) only, empty on the others (their memory is not spent on copies).
         num_examples: examples seen by all processes together.
         num_answer_tokens: answer (label) tokens over all those examples.
         seconds: wall-clock time of the pass, in seconds.
@@ -117,17 +117,16 @@ def answer_nll_sum(
             f"{bad} example(s) of a batch have no answer token (all labels are -100); "
             "encode the data with perta_hub.data.encode_dataset, which drops such examples"
         )
-    kwargs: dict[str, Any] = {"attention_mask": attention_mask}
+    # Logits only from the first position that predicts an answer token (the prompt's lm_head is skipped);
+    # an int logits_to_keep is a slice of the last positions, so its backward is a cheap view.
+    first = int(answer.any(dim=0).nonzero()[0])
     if _accepts_logits_to_keep(model):
-        # Only the positions that predict an answer token need logits (saves the prompt's lm_head).
-        keep = answer.any(dim=0).nonzero().squeeze(1)
-        kwargs["logits_to_keep"] = keep
-        targets, answer = targets[:, keep], answer[:, keep]
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                       logits_to_keep=input_ids.shape[1] - first).logits
     else:
-        keep = None
-    logits = model(input_ids=input_ids, use_cache=False, **kwargs).logits
-    if keep is None:
-        logits = logits[:, :-1]
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, first:]
+    logits = logits[:, :-1]  # the last position predicts nothing
+    targets = targets[:, first:]
     nll = F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX,
         reduction="none",
@@ -253,16 +252,19 @@ def accumulate_importance(
     bar = _progress(total_examples, desc, enabled=progress and rank == 0)
     n_examples = n_tokens = n_inputs = 0
     start = time.perf_counter()
-    batches = list(batches)
-    padding_steps = _lockstep_padding(len(batches), device) if fsdp and method == "grad" else 0
+    real_steps: int | None = None  # under FSDP grad, steps past this are lockstep fillers
+    if fsdp and method == "grad":
+        batches = list(batches)
+        real_steps = len(batches)
+        batches += batches[:1] * _lockstep_padding(real_steps, device)
     try:
-        for step, batch in enumerate(batches + batches[:1] * padding_steps):
+        for step, batch in enumerate(batches):
             batch = {k: batch[k].to(device, non_blocking=True) for k in _BATCH_KEYS}
             pieces = [batch] if method == "grad" else split_examples(batch)
             for piece in pieces:
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     loss, n, t = answer_nll_sum(model, piece)
-                if step >= len(batches):  # FSDP lockstep filler: same collectives, zero contribution
+                if real_steps is not None and step >= real_steps:  # FSDP lockstep filler: zero contribution
                     (loss * 0).backward()
                     continue
                 loss.backward()
@@ -282,31 +284,31 @@ def accumulate_importance(
             bar.close()
     sums = acc.sums
     counts = torch.tensor([n_examples, n_tokens], dtype=torch.float64, device=device)
-    if world > 1:
-        if not (fsdp and method == "fisher"):
-            _all_reduce_sum(counts)
-        if not fsdp:
-            for t in sums.values():
-                _all_reduce_sum(t)
+    if world > 1 and not (fsdp and method == "fisher"):
+        _reduce_sum(counts, everyone=True)
     total_n, total_t = int(counts[0].item()), int(counts[1].item())
     if total_n == 0:
         raise DataError(f"{desc}: no example to compute the importance on; check the data and its split")
     # Under FSDP the hooks saw mean-over-processes gradients: grad turns them back into a sum.
     scale = (world if fsdp and method == "grad" else 1) / total_n
     out: dict[str, torch.Tensor] = {}
-    for name, t in sums.items():
+    for name in list(sums):
+        t = sums.pop(name)  # free each accumulator as soon as it is folded into the result
         if fsdp:
             t = _gather_full(selected[name], t)
+        elif world > 1:
+            _reduce_sum(t, everyone=False)
+        if rank != 0:
+            continue
         t.mul_(scale)
         if method == "grad":
-            t.abs_()
+            t.abs_()  # only now: the signed sums of every micro-batch and process are complete
         if not bool(torch.isfinite(t).all()):
             raise NonFiniteError(
                 f"the {desc} importance of {name} has NaN/Inf values; check that the model's loss is finite "
                 "on this data (e.g. run on CPU in float32)"
             )
         out[name] = t.cpu()
-        del t
     return ImportanceResult(out, total_n, total_t, time.perf_counter() - start, n_inputs)
 
 
@@ -331,17 +333,20 @@ def eval_mode(model: torch.nn.Module) -> None:
             module.training = True
 
 
-def _all_reduce_sum(t: torch.Tensor) -> None:
-    """In-place sum over processes; CPU tensors go through the GPU when the backend is NCCL."""
+def _reduce_sum(t: torch.Tensor, everyone: bool) -> None:
+    """In-place sum over processes, onto every process or onto rank 0 only (NCCL: through the GPU)."""
     import torch
     import torch.distributed as dist
 
+    work = t
     if t.device.type == "cpu" and dist.get_backend() == "nccl":
-        on_gpu = t.to(torch.device("cuda", torch.cuda.current_device()))
-        dist.all_reduce(on_gpu)
-        t.copy_(on_gpu)
+        work = t.to(torch.device("cuda", torch.cuda.current_device()))
+    if everyone:
+        dist.all_reduce(work)
     else:
-        dist.all_reduce(t)
+        dist.reduce(work, dst=0)
+    if work is not t:
+        t.copy_(work)
 
 
 def _lockstep_padding(num_batches: int, device: torch.device) -> int:

@@ -167,7 +167,11 @@ def compute_weights(
     if fsdp:
         from accelerate import Accelerator
 
-        net = Accelerator().prepare(net)
+        accelerator = Accelerator()
+        if not accelerator.is_fsdp2:
+            raise InputError("FSDP version 1 hides per-parameter gradients from the hooks; set fsdp_version: 2 in "
+                             "the accelerate config (see docs/compute-weights.md)")
+        net = accelerator.prepare(net)
     autocast = torch.bfloat16 if run_device.type == "cuda" else None
     from perta_hub.importance import accumulate_importance, cast_importance, peak_memory, select_parameters
 
@@ -194,7 +198,7 @@ def compute_weights(
             total_examples=len(mine), desc=f"{method} {role}", progress=progress, fsdp=fsdp,
         )
         key = f"importance_{role}"
-        groups[key], underflow[key] = cast_importance(result.importance, storage)
+        groups[key], underflow[key] = cast_importance(result.importance, storage)  # empty off rank 0
         del result.importance  # one fp32 accumulator set at a time: only the cast copy stays
         counts[role] = (result.num_examples, result.num_answer_tokens)
         num_entries = sum(t.numel() for t in groups[key].values())
