@@ -88,11 +88,12 @@ def write_model(folder: Path, shapes, shard_bytes: int, seed: int, base: Path | 
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def build_inputs(cache: Path, args: argparse.Namespace) -> tuple[Path, Path, Path, Path]:
-    """The target, its fine-tuned twin, the task vector and a weight map (cached by size)."""
+def build_inputs(cache: Path, args: argparse.Namespace) -> tuple[Path, Path, Path, Path, Path]:
+    """The target, its fine-tuned twin, the task vector (fp32 and bf16) and a weight map (cached by size)."""
     key = f"h{args.hidden}-l{args.layers}-i{args.intermediate}-v{args.vocab}-s{args.shard_mb}"
     root = cache / key
     target, tuned, tv, wm = root / "target", root / "tuned", root / "tv", root / "wm"
+    tv_bf16 = root / "tv-bf16"
     shapes = llama_shapes(args.hidden, args.layers, args.intermediate, args.vocab)
     heads = max(1, args.hidden // 128)
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": args.hidden,
@@ -111,10 +112,14 @@ def build_inputs(cache: Path, args: argparse.Namespace) -> tuple[Path, Path, Pat
         print("building the task vector ...", flush=True)
         run([sys.executable, "-m", "perta_hub", "task-vector", "--base", str(target), "--finetuned", str(tuned),
              "-o", str(tv), "--max-shard-size", f"{2 * args.shard_mb}MB"])
+    if not (tv_bf16 / "perta_config.json").exists():
+        print("building the bf16 task vector ...", flush=True)
+        run([sys.executable, "-m", "perta_hub", "task-vector", "--base", str(target), "--finetuned", str(tuned),
+             "-o", str(tv_bf16), "--dtype", "bfloat16", "--max-shard-size", f"{args.shard_mb}MB"])
     if not (wm / "perta_config.json").exists():
         print("building a random weight map ...", flush=True)
         build_weight_map(wm, shapes, args.shard_mb)
-    return target, tuned, tv, wm
+    return target, tuned, tv, tv_bf16, wm
 
 
 def build_weight_map(folder: Path, shapes, shard_mb: int) -> None:
@@ -197,7 +202,7 @@ def main() -> None:
     parser.add_argument("--mergekit", default=shutil.which("mergekit-yaml"), help="path of mergekit-yaml")
     args = parser.parse_args()
 
-    target, tuned, tv, wm = build_inputs(args.cache, args)
+    target, tuned, tv, tv_bf16, wm = build_inputs(args.cache, args)
     n_params = sum(int(__import__("math").prod(s)) for _, s in llama_shapes(args.hidden, args.layers,
                                                                              args.intermediate, args.vocab))
     print(f"model: {n_params / 1e9:.2f}B parameters, bf16, {args.shard_mb} MB shards, device {args.device}")
@@ -208,6 +213,9 @@ def main() -> None:
                    "--alpha", str(args.alpha), "--device", args.device, "--max-shard-size", f"{args.shard_mb}MB"]
         warm(target, tv)
         results["perta-hub apply (task vector)"] = run(env_cmd + ["-o", str(scratch_dir / "tv_only")])
+        warm(target, tv_bf16)
+        bf16_cmd = [*env_cmd[:5], str(tv_bf16), *env_cmd[6:]]
+        results["perta-hub apply (bf16 task vector)"] = run(bf16_cmd + ["-o", str(scratch_dir / "tv_bf16")])
         warm(target, tv, wm)
         results["perta-hub apply (task vector + weight map)"] = run(
             env_cmd + ["--weights", str(wm), "-o", str(scratch_dir / "perta")])
@@ -232,11 +240,15 @@ def main() -> None:
     tv_wall, tv_rss = results["perta-hub apply (task vector)"]
     floor = results["write floor (same bytes, fsync)"][0]
     print(f"ratio apply(tv) / write floor                  {tv_wall / floor:5.2f}x  (target <= 1.25x)")
+    print(f"ratio apply(bf16 tv) / write floor             "
+          f"{results['perta-hub apply (bf16 task vector)'][0] / floor:5.2f}x")
     print(f"ratio apply(tv+weights) / apply(tv)            "
           f"{results['perta-hub apply (task vector + weight map)'][0] / tv_wall:5.2f}x")
     if "mergekit task_arithmetic" in results:
         mk_wall, mk_rss = results["mergekit task_arithmetic"]
         print(f"speed-up of apply(tv) over mergekit            {mk_wall / tv_wall:5.2f}x  (target >= 2x)")
+        print(f"speed-up of apply(bf16 tv) over mergekit       "
+              f"{mk_wall / results['perta-hub apply (bf16 task vector)'][0]:5.2f}x")
         print(f"peak RSS apply(tv) / mergekit                  {tv_rss / mk_rss:5.2f}x")
     print(f"peak RSS of apply(tv)                          {tv_rss:5.2f} GB  (target <= 1 GB)")
 

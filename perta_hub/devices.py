@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from perta_hub.errors import InputError
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch's CPU ops on one thread for the block (restored after).
+
+    The streaming commands overlap reading, math and writing in their own threads and feed torch
+    cache-sized chunks; intra-op threads on top of that only add synchronisation (measured here: a
+    chunked merge of 11.5M elements took 0.017 s on one thread and 1.26 s on two while another process
+    was busy).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from perta_hub.artifacts import SHARD_METADATA, load_artifact
 from perta_hub.checkpoint import open_checkpoint
 from perta_hub.compat import architecture, check_architecture, check_same_tensors, is_tied
-from perta_hub.devices import Transfer, resolve_device
+from perta_hub.devices import Transfer, one_torch_thread, resolve_device
 from perta_hub.errors import InputError, MismatchError, NonFiniteError
 from perta_hub.outputs import claimed_outputs, copy_side_files, current_command, finish_output, make_run_id
 from perta_hub.sharding import TensorSpec, plan_shards
@@ -216,7 +216,7 @@ def apply(
     local_inputs = [c.root for c in (target, tau) if not c.is_hub]
     if wmap is not None and not wmap.forget.is_hub:
         local_inputs.append(wmap.forget.root)
-    with claimed_outputs(folders, run_ids, local_inputs), ThreadPoolExecutor(1) as hasher:
+    with claimed_outputs(folders, run_ids, local_inputs), ThreadPoolExecutor(1) as hasher, one_torch_thread():
         # content hashes of local inputs (for provenance) are computed while the merge runs
         revisions = hasher.submit(lambda: (target.revision, tv_artifact.revision,
                                            None if wmap is None else wmap.artifact.revision))

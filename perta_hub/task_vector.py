@@ -8,6 +8,7 @@ from typing import Any
 from perta_hub.artifacts import SHARD_METADATA, dtype_code
 from perta_hub.checkpoint import open_checkpoint
 from perta_hub.compat import architecture, check_architecture, check_same_tensors, is_tied
+from perta_hub.devices import one_torch_thread
 from perta_hub.errors import InputError, MismatchError, NonFiniteError
 from perta_hub.outputs import claimed_outputs, current_command, finish_output, make_run_id
 from perta_hub.sharding import TensorSpec, plan_shards
@@ -72,7 +73,7 @@ def task_vector(
         return [diff.to(store)]
 
     local_inputs = [c.root for c in (anchor, tuned) if not c.is_hub]
-    with claimed_outputs([out], [run_id], local_inputs):
+    with claimed_outputs([out], [run_id], local_inputs), one_torch_thread():
         stream_shards(shards, [Output(out, SHARD_METADATA)], "task_vector", load, combine,
                       desc="task vector", progress=progress, hash_outputs=True)
         config = {
