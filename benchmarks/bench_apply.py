@@ -214,7 +214,7 @@ def main() -> None:
         warm(target, tv)
         results["perta-hub apply (task vector)"] = run(env_cmd + ["-o", str(scratch_dir / "tv_only")])
         warm(target, tv_bf16)
-        bf16_cmd = [*env_cmd[:5], str(tv_bf16), *env_cmd[6:]]
+        bf16_cmd = [*env_cmd[:6], str(tv_bf16), *env_cmd[7:]]
         results["perta-hub apply (bf16 task vector)"] = run(bf16_cmd + ["-o", str(scratch_dir / "tv_bf16")])
         warm(target, tv, wm)
         results["perta-hub apply (task vector + weight map)"] = run(

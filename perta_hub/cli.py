@@ -484,3 +484,16 @@ def push_command(folder: str, repo: str, private: bool | None, revision: str | N
     """
     push_and_report(folder, repo, private=private, revision=revision, create_pr=create_pr,
                     commit_message=commit_message)
+
+
+@main.command("demo")
+@click.option("-o", "--output", "out_dir", default="demo_out", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for every model, artifact and result (a re-run reuses finished steps).")
+@click.option("--quick", is_flag=True, help="Fewer authors and a smaller model: about 3 minutes on 2 CPU cores.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where training, importance, merging and evaluation run.")
+def demo_command(out_dir: str, quick: bool, device: str) -> None:
+    """TOFU-mini unlearning end to end, offline: train, forget with TV / PerTA-grad / PerTA-fisher, evaluate."""
+    from perta_hub.demo import run_demo
+
+    run_demo(out_dir, quick=quick, device=device, echo=click.echo)

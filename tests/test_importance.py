@@ -313,3 +313,27 @@ def test_single_process_cpu_launch_is_detected(monkeypatch):
     assert _single_process_cpu_launch(state)
     monkeypatch.delenv("MASTER_PORT")  # --num_processes 1
     assert not _single_process_cpu_launch(state)
+
+
+def test_fsdp2_sharded_model_gives_the_same_importances(tmp_path, make_model):
+    """FSDP2 (fully_shard) on CPU with gloo, 2 processes: hooks see reduce-scattered gradient shards."""
+    model_dir = make_model("m")
+    examples = _token_examples(7, seed=2)
+    batches = [_collate(examples[i:i + 2]) for i in range(0, 7, 2)]  # 4 batches: 2 + 2 per process
+    batches.append(_collate(examples[:1]))  # a 5th: process 0 runs 3 batches, process 1 runs 2 + a filler step
+    torch.save(batches, tmp_path / "batches.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+         str(REPO / "tests" / "fsdp_importance_worker.py"), str(model_dir), str(tmp_path / "batches.pt"),
+         str(tmp_path / "out.pt")],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = torch.load(tmp_path / "out.pt")
+    model = _load(model_dir)
+    every = examples + examples[:1]
+    for method in ("grad", "fisher"):
+        assert results[method]["num_examples"] == 8
+        _assert_close_maps(results[method]["importance"], _reference(model, every, method))
