@@ -325,7 +325,7 @@ def test_fsdp2_sharded_model_gives_the_same_importances(tmp_path, make_model):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(REPO / "tests" / "fsdp_importance_worker.py"), str(model_dir), str(tmp_path / "batches.pt"),
          str(tmp_path / "out.pt")],
         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
