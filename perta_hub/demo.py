@@ -246,7 +246,8 @@ def results_markdown(summary: dict[str, Any]) -> str:
 
 
 def plot_methods(summary: dict[str, Any], path: Path) -> Path:
-    """Forget quality (log) against model utility: one curve per method over alpha, target and retain as points."""
+    """Forget quality (log) against model utility: one curve per method over alpha, the target as a point,
+    the retain model (the forget-quality reference, so it has none) as a vertical line at its utility."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,10 +262,11 @@ def plot_methods(summary: dict[str, Any], path: Path) -> Path:
         ax.plot(xs, ys, marker=marker, label=method)
         for r, x, y in zip(mine, xs, ys, strict=True):
             ax.annotate(f"{r['alpha']:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    for name, marker in (("target", "*"), ("retain", "P")):
-        for r in (r for r in summary["rows"] if r["method"] == name):
-            ax.scatter([r["model_utility"]], [max(r["forget_quality"] or floor, floor)], marker=marker, s=90,
-                       label=name, zorder=3)
+    for r in (r for r in summary["rows"] if r["method"] == "target"):
+        ax.scatter([r["model_utility"]], [max(r["forget_quality"] or floor, floor)], marker="*", s=110,
+                   color="black", label="target", zorder=3)
+    for r in (r for r in summary["rows"] if r["method"] == "retain"):  # the reference: no forget quality
+        ax.axvline(r["model_utility"], color="gray", linestyle="--", linewidth=1, label="retain model's utility")
     ax.set_yscale("log")
     ax.set_xlabel("model utility")
     ax.set_ylabel("forget quality (KS p-value, log)")

@@ -215,13 +215,16 @@ def model_utility_entry(results: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def perta_labels(path: Path) -> dict[str, Any]:
-    """``alpha`` and ``method`` from a model folder's ``perta_config.json`` (empty when absent)."""
+    """``alpha`` and ``method`` of an unlearned model written by ``apply`` (kind ``model`` in its
+    ``perta_config.json``); empty for any other folder, e.g. a fine-tuned model."""
     cfg = path / "perta_config.json"
     if not cfg.is_file():
         return {}
     try:
         data = json.loads(cfg.read_text())
     except json.JSONDecodeError:
+        return {}
+    if data.get("kind") != "model":
         return {}
     return {k: data[k] for k in ("alpha", "method") if k in data}
 

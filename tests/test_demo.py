@@ -1,0 +1,38 @@
+"""The main job end to end: `perta-hub demo --quick` on the bundled TOFU data, offline."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from perta_hub.cli import main
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--quick", "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())
+    rows = {(r["method"], r["alpha"]): r for r in summary["rows"]}
+    alphas = summary["config"]["alphas"]
+    assert {m for m, _ in rows} == {"target", "retain", "tv", "perta-grad", "perta-fisher"}
+    assert len(rows) == 2 + 3 * len(alphas)
+
+    target, retain = rows[("target", None)], rows[("retain", None)]
+    # the target memorised the forget authors, the retain model never saw them, both know the rest
+    assert target["forget_extraction_strength"] > 0.9 and retain["forget_extraction_strength"] < 0.3
+    assert target["retain_extraction_strength"] > 0.9 and retain["retain_extraction_strength"] > 0.9
+    assert retain["forget_quality"] is None and target["forget_quality"] is not None
+    # subtracting the task vector makes the target forget, more with a larger alpha
+    strongest = rows[("tv", max(alphas))]
+    assert strongest["forget_extraction_strength"] < 0.5 * target["forget_extraction_strength"]
+    for method in ("tv", "perta-grad", "perta-fisher"):
+        es = [rows[(method, a)]["forget_extraction_strength"] for a in sorted(alphas)]
+        assert es[-1] < es[0]
+        assert set(summary["best"][method]) == {"best_forget_quality", "best_forget_quality_at_utility_95pct"}
+
+    table = (out / "results.md").read_text()
+    assert "| perta-grad |" in table and "forget quality" in table
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["timings_s"]["total"] > 0
