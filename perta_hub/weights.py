@@ -138,16 +138,27 @@ def compute_weights(
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     storage = getattr(torch, DTYPES[dtype])
 
-    from accelerate import PartialState
+    from accelerate import Accelerator, PartialState
 
-    state = PartialState(cpu=device == "cpu")
+    # cpu=True also for `auto` without a GPU: accelerate then forms a CPU (gloo) group under a multi-process
+    # launch; without it every process would run alone. An FSDP config needs the full AcceleratorState
+    # (PartialState alone never selects FSDP).
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=on_cpu) if _fsdp_launch() else None
+    state = PartialState(cpu=on_cpu)
     is_main = state.is_main_process
     say = echo or ((lambda line: print(line, file=sys.stderr, flush=True)) if is_main else (lambda line: None))
     if _single_process_cpu_launch(state):
         say("compute-weights: `accelerate launch --cpu` started ONE process (accelerate starts several CPU "
             "processes only through MPI, --mpirun_hostfile); the result is the same, computed by one process. "
             "For N CPU processes without MPI: CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N")
-    fsdp = state.distributed_type.value == "FSDP"
+    fsdp = accelerator is not None and accelerator.distributed_type.value == "FSDP"
+    if fsdp and not accelerator.is_fsdp2:  # type: ignore[union-attr]
+        raise InputError("FSDP version 1 hides per-parameter gradients from the hooks; set fsdp_version: 2 in "
+                         "the accelerate config (see docs/compute-weights.md)")
+    if accelerator is not None and not fsdp:
+        say("compute-weights: accelerate uses FSDP only on GPUs; running plain data-parallel on the CPU instead "
+            "(same result)")
     run_device = _resolve_device(device, state)
     out = Path(out_dir).expanduser()
     _check_output(out)
@@ -165,13 +176,7 @@ def compute_weights(
     net = _load_model(ckpt.root, torch.device("cpu") if fsdp else run_device, gradient_checkpointing,
                       dtype=None if run_device.type == "cuda" else torch.float32)
     if fsdp:
-        from accelerate import Accelerator
-
-        accelerator = Accelerator()
-        if not accelerator.is_fsdp2:
-            raise InputError("FSDP version 1 hides per-parameter gradients from the hooks; set fsdp_version: 2 in "
-                             "the accelerate config (see docs/compute-weights.md)")
-        net = accelerator.prepare(net)
+        net = accelerator.prepare(net)  # type: ignore[union-attr]  # fully_shard, each process's shard to its GPU
     autocast = torch.bfloat16 if run_device.type == "cuda" else None
     from perta_hub.importance import accumulate_importance, cast_importance, peak_memory, select_parameters
 
@@ -296,6 +301,13 @@ def _dataset_id(spec: str, data_dir: str | Path | None) -> dict[str, Any]:
     if data_dir is not None:
         info["data_dir"] = str(data_dir)
     return info
+
+
+def _fsdp_launch() -> bool:
+    """True under ``accelerate launch`` with an FSDP config (PartialState alone does not record it)."""
+    from accelerate.utils import parse_flag_from_env
+
+    return bool(parse_flag_from_env("ACCELERATE_USE_FSDP"))
 
 
 def _single_process_cpu_launch(state: Any) -> bool:

@@ -291,8 +291,10 @@ def test_two_process_accelerate_launch_equals_one_process(tmp_path, make_model, 
         one, two = tmp_path / f"one-{method}", tmp_path / f"two-{method}"
         _run(["compute-weights", *common, "--method", method, "-o", str(one)])
         # Two real processes on the CPU (torchrun + gloo): accelerate's multi-process launcher with no GPU visible.
+        # --device auto with no GPU visible must still form the 2-process CPU group
         proc = _accelerate_launch(["--multi_gpu", "--num_processes", "2"],
-                                  ["compute-weights", *common, "--method", method, "-o", str(two)], tmp_path)
+                                  ["compute-weights", *common, "--device", "auto", "--method", method, "-o", str(two)],
+                                  tmp_path)
         assert "in 2 processes" in proc.stderr
         cfg = json.loads((two / "perta_config.json").read_text())
         assert cfg["compute"]["num_processes"] == 2 and cfg["compute"]["distributed"] == "data_parallel"
