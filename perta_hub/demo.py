@@ -63,9 +63,9 @@ class DemoConfig:
 QUICK = DemoConfig(retain_authors=2, forget_split="forget01", hidden_size=96, num_layers=2, intermediate_size=256,
                    num_heads=4, vocab_size=1024, memorise_epochs=40, memorise_lr=3e-3, forget_epochs=5,
                    forget_lr=1e-3, alphas=(1.0, 2.0, 4.0), eval_examples=40)
-DEFAULT = DemoConfig(retain_authors=6, forget_split="forget01", hidden_size=128, num_layers=4,
-                     intermediate_size=384, num_heads=4, vocab_size=2048, memorise_epochs=40, memorise_lr=2e-3,
-                     forget_epochs=5, forget_lr=1e-3, alphas=(1.0, 2.0, 3.0, 4.0, 6.0, 8.0), eval_examples=120)
+DEFAULT = DemoConfig(retain_authors=5, forget_split="forget01", hidden_size=128, num_layers=4,
+                     intermediate_size=384, num_heads=4, vocab_size=2048, memorise_epochs=30, memorise_lr=3e-3,
+                     forget_epochs=5, forget_lr=1e-3, alphas=(1.0, 2.0, 3.0, 4.0, 6.0, 8.0), eval_examples=100)
 FORGET_AUTHORS = {"forget01": 2, "forget05": 10, "forget10": 20}
 
 
