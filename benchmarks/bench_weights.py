@@ -136,7 +136,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds [3]")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--no-vmap", action="store_true", help="skip the torch.func variant")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads [torch's default]; 1 is steadier on a CPU shared with other jobs")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
