@@ -160,7 +160,7 @@ def _run(args: list[str]) -> str:
 def test_compute_weights_artifact_round_trip(tmp_path, make_model, tokenizer, qa_files, method):
     from perta_hub.artifacts import load_artifact
 
-    model_dir = make_model("m")
+    model_dir = make_model("m", tie_word_embeddings=method == "fisher")  # tied: no lm_head.weight entry
     forget, retain = qa_files
     out = tmp_path / "wm"
     output = _run(["compute-weights", str(model_dir), "--forget", forget, "--retain", retain, "--method", method,
@@ -169,6 +169,7 @@ def test_compute_weights_artifact_round_trip(tmp_path, make_model, tokenizer, qa
     assert "compute-weights: done in" in output and "peak memory" in output
 
     art = load_artifact(out, "weight_map")
+    assert ("lm_head.weight" in art.group("importance_forget").names) == (method == "grad")
     cfg = art.config
     assert cfg["kind"] == "weight_map" and cfg["method"] == method
     assert (cfg["p"], cfg["lam"], cfg["eps"]) == (1.0, 1.0, 1e-12 if method == "grad" else 1e-24)
