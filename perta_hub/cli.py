@@ -371,8 +371,8 @@ def apply_command(model: str, task_vector_source: str, weights: str | None, alph
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where gradients are computed; auto picks cuda when a GPU is visible (bf16 autocast there).")
 @click.option("--gradient-checkpointing", is_flag=True, default=False,
-              help="Recompute decoder layers during backward: less activation memory, about 30% more time "
-                   "[default: off].")
+              help="Recompute decoder layers during backward: one layer's activations kept instead of all, "
+                   "one extra forward pass per step [default: off].")
 @click.option("--gradients-at", type=click.Choice(["target", "anchor"]), default="target", show_default=True,
               help="Role of MODEL in the task arithmetic (recorded in perta_config.json): the model being "
                    "unlearned (target) or the anchor of the task vector.")
