@@ -72,18 +72,21 @@ def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tupl
     deltas = delta.reshape(-1)
     parts = None if combination is None else (combination[0].reshape(-1), combination[1].reshape(-1))
     outs = [torch.empty_like(flat) for _ in alphas]
-    scratch = torch.empty(min(CHUNK_ELEMENTS, flat.numel()), dtype=torch.float32)
+    size = min(CHUNK_ELEMENTS, flat.numel())
+    work, delta32 = torch.empty(size, dtype=torch.float32), torch.empty(size, dtype=torch.float32)
     finite = True
     for start in range(0, flat.numel(), CHUNK_ELEMENTS):
         stop = min(start + CHUNK_ELEMENTS, flat.numel())
-        combo = None if parts is None else (parts[0][start:stop], parts[1][start:stop], *combination[2:])
-        d = _weighted_delta(deltas[start:stop], combo)
+        d = delta32[: stop - start]
+        d.copy_(deltas[start:stop])  # to fp32 without allocating
+        if parts is not None:
+            d.mul_(combine_weights(parts[0][start:stop], parts[1][start:stop], *combination[2:]))
         finite = finite and bool(torch.isfinite(d.sum()) or torch.isfinite(d).all())
-        work = scratch[: stop - start]
+        w = work[: stop - start]
         for alpha, out in zip(alphas, outs, strict=True):
-            work.copy_(flat[start:stop])
-            work.add_(d, alpha=-alpha)
-            out[start:stop].copy_(work)
+            w.copy_(flat[start:stop])
+            w.add_(d, alpha=-alpha)
+            out[start:stop].copy_(w)
     return [o.reshape(theta.shape) for o in outs], finite
 
 

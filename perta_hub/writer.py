@@ -33,7 +33,7 @@ class Output:
 
 
 def release_freed_buffers_to_os() -> None:
-    """Ask glibc to serve buffers of 1 MiB and more with mmap, so freed tensors return to the OS.
+    """Ask glibc to serve buffers of 4 MiB and more with mmap, so freed tensors return to the OS.
 
     Without it glibc raises its mmap threshold after the first large free (up to 32 MiB) and keeps freed
     tensors in the heap: peak RSS of a 0.85B-parameter merge went from 0.95 GB to 0.83 GB with it
@@ -44,7 +44,7 @@ def release_freed_buffers_to_os() -> None:
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD; the merger's 1 MiB chunk buffers stay in the heap
     except (OSError, AttributeError):
         pass
 
