@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from perta_hub.devices import SINGLE_CPU_PROCESS_NOTE, resolve_device, single_process_cpu_launch
 from perta_hub.errors import CheckpointError, DataError, InputError, OutputError
 
 KIND = "finetuned_model"
@@ -294,15 +295,6 @@ def _load_model(root: Path, source: str, dtype: Any) -> Any:
         raise CheckpointError(f"cannot load {source} as a causal LM with transformers: {first}") from err
 
 
-def _single_process_cpu_launch(state: Any) -> bool:
-    """True when ``accelerate launch --cpu --num_processes N>1`` ran us as a single process (no MPI)."""
-    import os
-
-    return (state.num_processes == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1")
-            and "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ
-            and "PMI_SIZE" not in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ)
-
-
 def _check_deepspeed_saving() -> None:
     """Under ``accelerate launch`` with DeepSpeed ZeRO-3, refuse (before training) a config that cannot
     gather the weights for saving (``zero3_save_16bit_model`` / ``stage3_gather_16bit_weights_on_model_save``)."""
@@ -323,16 +315,6 @@ def _check_deepspeed_saving() -> None:
     if str(stage) == "3" and gather is not True:
         raise InputError("DeepSpeed ZeRO-3 can only save the fine-tuned model with zero3_save_16bit_model: true in the "
                          "accelerate config (stage3_gather_16bit_weights_on_model_save in a DeepSpeed JSON); set it")
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is visible to torch; use --device cpu or auto")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def plan_steps(num_examples: int, options: TrainingOptions, num_processes: int) -> dict[str, int]:
@@ -455,11 +437,9 @@ def prepare(model: str | Path, data: str, opts: TrainingOptions, *, max_shard_si
     state = PartialState(cpu=opts.device == "cpu")
     is_main = state.is_main_process
     say = echo or ((lambda line: print(line, file=sys.stderr, flush=True)) if is_main else (lambda line: None))
-    if _single_process_cpu_launch(state):
-        say("finetune: `accelerate launch --cpu` started ONE process (accelerate starts several CPU processes only "
-            "through MPI, --mpirun_hostfile); the recipe is unchanged (same effective batch). For N CPU processes "
-            "without MPI: CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N")
-    device = "cpu" if opts.device == "cpu" else _resolve_device(opts.device)
+    if single_process_cpu_launch(state):
+        say("finetune: " + SINGLE_CPU_PROCESS_NOTE.format(consequence="the recipe is unchanged (same effective batch)"))
+    device = resolve_device(opts.device)
     _check_deepspeed_saving()
 
     from perta_hub.checkpoint import open_checkpoint

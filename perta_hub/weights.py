@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perta_hub.devices import SINGLE_CPU_PROCESS_NOTE, resolve_device, single_process_cpu_launch
 from perta_hub.errors import InputError, MismatchError, OutputError
 
 if TYPE_CHECKING:
@@ -148,10 +149,9 @@ def compute_weights(
     state = PartialState(cpu=on_cpu)
     is_main = state.is_main_process
     say = echo or ((lambda line: print(line, file=sys.stderr, flush=True)) if is_main else (lambda line: None))
-    if _single_process_cpu_launch(state):
-        say("compute-weights: `accelerate launch --cpu` started ONE process (accelerate starts several CPU "
-            "processes only through MPI, --mpirun_hostfile); the result is the same, computed by one process. "
-            "For N CPU processes without MPI: CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N")
+    if single_process_cpu_launch(state):
+        say("compute-weights: " + SINGLE_CPU_PROCESS_NOTE.format(
+            consequence="the result is the same, computed by one process"))
     fsdp = accelerator is not None and accelerator.distributed_type.value == "FSDP"
     if fsdp and not accelerator.is_fsdp2:  # type: ignore[union-attr]
         raise InputError("FSDP version 1 hides per-parameter gradients from the hooks; set fsdp_version: 2 in "
@@ -310,23 +310,11 @@ def _fsdp_launch() -> bool:
     return bool(parse_flag_from_env("ACCELERATE_USE_FSDP"))
 
 
-def _single_process_cpu_launch(state: Any) -> bool:
-    """True when ``accelerate launch --cpu --num_processes N>1`` ran us as a single process (no MPI)."""
-    import os
-
-    return (state.num_processes == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1")
-            and "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ
-            and "PMI_SIZE" not in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ)
-
-
 def _resolve_device(device: str, state: Any) -> torch.device:
+    """The torch device: accelerate's for this process when it is a GPU, else ``cuda``/``cpu``."""
     import torch
 
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is visible to torch; use --device cpu or auto")
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+    if resolve_device(device) == "cuda":
         state_device = getattr(state, "device", None)
         if state_device is not None and state_device.type == "cuda":
             return state_device

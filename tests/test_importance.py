@@ -306,16 +306,16 @@ def test_single_process_cpu_launch_is_detected(monkeypatch):
     """`accelerate launch --num_processes 2 --cpu` (no MPI) runs one process with this environment."""
     from accelerate import PartialState
 
-    from perta_hub.weights import _single_process_cpu_launch
+    from perta_hub.devices import single_process_cpu_launch
 
     for key in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
     monkeypatch.setenv("MASTER_PORT", "29500")
     state = PartialState(cpu=True)
-    assert _single_process_cpu_launch(state)
+    assert single_process_cpu_launch(state)
     monkeypatch.delenv("MASTER_PORT")  # --num_processes 1
-    assert not _single_process_cpu_launch(state)
+    assert not single_process_cpu_launch(state)
 
 
 def test_fsdp2_sharded_model_gives_the_same_importances(tmp_path, make_model):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.data import IGNORE_INDEX, EncodedQA, collate
+from perta_hub.devices import resolve_device
 from perta_hub.errors import CheckpointError, InputError
 from perta_hub.evaluation.metrics import extraction_strength
 
@@ -51,21 +52,6 @@ class LoadedModel:
             if t is not None and int(t) not in ids:
                 ids.append(int(t))
         return ids
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda was asked for but no GPU is visible; use --device cpu or auto")
-        return device
-    if device != "cpu":
-        raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return device
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
