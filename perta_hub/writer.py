@@ -172,7 +172,7 @@ def stream_shards(
         shards: the plan (same layout for every output).
         outputs: the folders (created if needed) and their shard metadata.
         prefix: file prefix of the index (``model``, ``task_vector``...).
-        load: ``name -> inputs`` (runs in the reader thread; e.g. reads tensors with safe_open).
+        load: ``name -> inputs`` (runs in the reader thread; e.g. Checkpoint.get).
         combine: ``(name, inputs) -> one tensor per output``, each with the planned dtype and shape.
         prefetch: how many tensors may wait between two stages.
         in_flight_bytes: output bytes allowed between reading a tensor and writing it (bounds memory).
