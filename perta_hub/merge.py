@@ -1,7 +1,7 @@
 """The streaming PerTA merger: ``theta = theta_target - alpha * (w ⊙ tau)``, shard by shard.
 
-Nothing is materialised beyond a few tensors: inputs are read one tensor at a time (memory-mapped
-safetensors, joined by name whatever their sharding), combined in fp32 on the chosen device, cast to
+Nothing is materialised beyond a few tensors: inputs are read one tensor at a time (``pread`` at
+the safetensors header's offsets, joined by name whatever their sharding), combined in fp32 on the chosen device, cast to
 the target's dtype and written at their planned offsets. Several alphas are written in one pass.
 """
 
