@@ -45,6 +45,18 @@ def main() -> None:
     """Per-parameter task arithmetic (PerTA) unlearning for LLMs, integrated with the Hugging Face Hub."""
 
 
+def max_shard_size_option(what: str) -> Any:
+    """``--max-shard-size`` (bytes, or with a unit) for a command that writes ``what``."""
+    return click.option("--max-shard-size", default="5GB", show_default=True,
+                        help=f"Largest {what} shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
+
+
+def allow_pickle_option(what: str) -> Any:
+    """``--allow-pickle``: accept a ``.bin`` ``what`` (refused by default)."""
+    return click.option("--allow-pickle", is_flag=True,
+                        help=f"Accept a .bin (pickle) {what}. Pickle can run code: only for trusted sources.")
+
+
 # -- publishing to the Hub: shared options and the helper the writing commands call ------------------------
 
 
@@ -220,9 +232,8 @@ def training_options(func: Any) -> Any:
               help="Artifact folder to create (resumed if an identical run was interrupted).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
               help="Storage dtype of the difference (computed in float32).")
-@click.option("--max-shard-size", default="5GB", show_default=True,
-              help="Largest shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
-@click.option("--allow-pickle", is_flag=True, help="Accept .bin (pickle) checkpoints. Pickle can run code: only for trusted sources.")
+@max_shard_size_option("artifact")
+@allow_pickle_option("checkpoint")
 @training_options
 @hub_push_options
 def task_vector_command(model: str | None, forget: str | None, finetuned_dir: str | None, base: str | None,
@@ -283,9 +294,8 @@ def task_vector_command(model: str | None, forget: str | None, finetuned_dir: st
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Model folder to create (refused if it holds anything else; returned as is if it already "
                    "holds this exact run).")
-@click.option("--max-shard-size", default="5GB", show_default=True,
-              help="Largest weight shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
-@click.option("--allow-pickle", is_flag=True, help="Accept a .bin (pickle) model. Pickle can run code: only for trusted sources.")
+@max_shard_size_option("weight")
+@allow_pickle_option("model")
 @training_options
 @hub_push_options
 def finetune_command(model: str, data: str, out_dir: str, max_shard_size: str, allow_pickle: bool, training: Any,
@@ -320,9 +330,8 @@ def finetune_command(model: str, data: str, out_dir: str, max_shard_size: str, a
 @click.option("--eps", type=float, default=None, help="Stabiliser eps, in importance units [default: the weight map's].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the fp32 math runs; auto picks cuda when a GPU is visible.")
-@click.option("--max-shard-size", default="5GB", show_default=True,
-              help="Largest output shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
-@click.option("--allow-pickle", is_flag=True, help="Accept a .bin (pickle) target. Pickle can run code: only for trusted sources.")
+@max_shard_size_option("output")
+@allow_pickle_option("target")
 @hub_push_options
 def apply_command(model: str, task_vector_source: str, weights: str | None, alphas: tuple[str, ...], out_dir: str,
                   p: float | None, lam: float | None, eps: float | None, device: str, max_shard_size: str,
@@ -378,9 +387,8 @@ def apply_command(model: str, task_vector_source: str, weights: str | None, alph
                    "unlearned (target) or the anchor of the task vector.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of <config>.json files that 'repo:config' data specs resolve to (offline copy).")
-@click.option("--max-shard-size", default="5GB", show_default=True,
-              help="Largest artifact shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
-@click.option("--allow-pickle", is_flag=True, help="Accept a .bin (pickle) model. Pickle can run code: only for trusted sources.")
+@max_shard_size_option("artifact")
+@allow_pickle_option("model")
 @hub_push_options
 def compute_weights_command(model: str, forget: str, retain: str, method: str, out_dir: str, question_field: str,
                             answer_field: str, max_length: int, batch_size: int, retain_fraction: float | None,

@@ -219,6 +219,30 @@ def _short(indices: Sequence[int], limit: int = 10) -> str:
     return shown + (f", ... ({len(indices)} in all)" if len(indices) > limit else "")
 
 
+def load_tokenizer(root: str | Path, source: str) -> Any:
+    """The tokenizer saved beside a model in ``root`` (``source`` names it in errors), with a pad token.
+
+    Tokenizers without one get ``pad = EOS``: :func:`collate` builds the attention mask from the padding it
+    adds, so real EOS tokens stay visible.
+    Raises:
+        CheckpointError: no usable tokenizer, or one with neither a pad nor an EOS token.
+    """
+    from transformers import AutoTokenizer
+
+    from perta_hub.errors import CheckpointError
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(root)
+    except (OSError, ValueError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{source} has no usable tokenizer ({first}); save the tokenizer beside the model") from err
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is None:
+        raise CheckpointError(f"the tokenizer of {source} has neither a pad nor an EOS token; add one")
+    return tokenizer
+
+
 def has_chat_template(tokenizer: Any) -> bool:
     """True when the tokenizer carries a chat template (then the chat format is used)."""
     return bool(getattr(tokenizer, "chat_template", None))

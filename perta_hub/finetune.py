@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from perta_hub.data import load_tokenizer
 from perta_hub.devices import SINGLE_CPU_PROCESS_NOTE, resolve_device, single_process_cpu_launch
 from perta_hub.errors import CheckpointError, DataError, InputError, OutputError
 
@@ -269,22 +270,6 @@ def _data_sha256(examples: Sequence[Any]) -> str:
     return digest.hexdigest()
 
 
-def _load_tokenizer(root: Path, source: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(root)
-    except (OSError, ValueError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{source} has no usable tokenizer ({first}); save the tokenizer beside the "
-                              "model") from err
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token  # padding is masked by the collator's attention mask
-    if tokenizer.pad_token_id is None:
-        raise CheckpointError(f"the tokenizer of {source} has neither a pad nor an EOS token; add one")
-    return tokenizer
-
-
 def _load_model(root: Path, source: str, dtype: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
@@ -447,7 +432,7 @@ def prepare(model: str | Path, data: str, opts: TrainingOptions, *, max_shard_si
     from perta_hub.outputs import make_run_id
 
     ckpt = open_checkpoint(model, allow_pickle=allow_pickle)
-    tokenizer = _load_tokenizer(ckpt.root, str(model))
+    tokenizer = load_tokenizer(ckpt.root, str(model))
     try:
         rows = load_qa(data, data_dir=opts.data_dir)
         with warnings.catch_warnings():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perta_hub.data import load_tokenizer
 from perta_hub.devices import SINGLE_CPU_PROCESS_NOTE, resolve_device, single_process_cpu_launch
 from perta_hub.errors import InputError, MismatchError, OutputError
 
@@ -167,7 +168,7 @@ def compute_weights(
     from perta_hub.compat import architecture
 
     ckpt = open_checkpoint(model, allow_pickle=allow_pickle)
-    tokenizer = _load_tokenizer(ckpt.root, model)
+    tokenizer = load_tokenizer(ckpt.root, model)
     forget_data = _encode(forget, tokenizer, "forget", question_field, answer_field, max_length, data_dir, say)
     retain_data = _encode(retain, tokenizer, "retain", question_field, answer_field, max_length, data_dir, say,
                           fraction=retain_fraction, max_examples=max_examples, seed=seed)
@@ -331,20 +332,6 @@ def _check_output(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not ((out / MARKER).exists() or (out / CONFIG_NAME).exists()):
         held = ", ".join(sorted(p.name for p in out.iterdir())[:3])
         raise OutputError(f"{out} already holds other files ({held}...); choose another -o or remove it")
-
-
-def _load_tokenizer(root: Path, source: str) -> Any:
-    from transformers import AutoTokenizer
-
-    from perta_hub.errors import CheckpointError
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(root)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{source} has no usable tokenizer ({err}); save the tokenizer beside the model") from err
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token  # padding is masked by the collator's attention mask
-    return tokenizer
 
 
 def _load_model(root: Path, device: torch.device, gradient_checkpointing: bool, dtype: Any) -> Any:

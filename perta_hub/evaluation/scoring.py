@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perta_hub.data import IGNORE_INDEX, EncodedQA, collate
+from perta_hub.data import IGNORE_INDEX, EncodedQA, collate, load_tokenizer
 from perta_hub.devices import resolve_device
 from perta_hub.errors import CheckpointError, InputError
 from perta_hub.evaluation.metrics import extraction_strength
@@ -75,7 +75,7 @@ def load_model(source: str, *, device: str = "auto", dtype: str = "auto") -> Loa
     or ``sha256:<hex>`` of a local folder's content.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from perta_hub.checkpoint import open_checkpoint
 
@@ -83,12 +83,7 @@ def load_model(source: str, *, device: str = "auto", dtype: str = "auto") -> Loa
     root = Path(ckpt.root)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(root)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{source} has no usable tokenizer ({str(err).splitlines()[0]}); save the tokenizer beside the model"
-        ) from err
+    tokenizer = load_tokenizer(root, str(source))
     try:
         model = AutoModelForCausalLM.from_pretrained(root, dtype=getattr(torch, dt))
     except (OSError, ValueError) as err:
