@@ -21,13 +21,21 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+APPLY_TV = "perta-hub apply (task vector)"
+APPLY_BF16 = "perta-hub apply (bf16 task vector)"
+APPLY_WM = "perta-hub apply (task vector + weight map)"
+MERGEKIT = "mergekit task_arithmetic"
+FLOOR = "write floor (same bytes, page cache, fsync)"
+DIRECT_FLOOR = "write floor (same bytes, O_DIRECT, fsync)"
 
 
 def llama_shapes(hidden: int, layers: int, intermediate: int, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -38,14 +46,17 @@ def llama_shapes(hidden: int, layers: int, intermediate: int, vocab: int) -> lis
     shapes = [("model.embed_tokens.weight", (vocab, hidden))]
     for i in range(layers):
         p = f"model.layers.{i}."
-        shapes += [(p + "input_layernorm.weight", (hidden,)), (p + "post_attention_layernorm.weight", (hidden,)),
-                   (p + "self_attn.q_proj.weight", (heads * head_dim, hidden)),
-                   (p + "self_attn.k_proj.weight", (kv * head_dim, hidden)),
-                   (p + "self_attn.v_proj.weight", (kv * head_dim, hidden)),
-                   (p + "self_attn.o_proj.weight", (hidden, heads * head_dim)),
-                   (p + "mlp.gate_proj.weight", (intermediate, hidden)),
-                   (p + "mlp.up_proj.weight", (intermediate, hidden)),
-                   (p + "mlp.down_proj.weight", (hidden, intermediate))]
+        shapes += [
+            (p + "input_layernorm.weight", (hidden,)),
+            (p + "post_attention_layernorm.weight", (hidden,)),
+            (p + "self_attn.q_proj.weight", (heads * head_dim, hidden)),
+            (p + "self_attn.k_proj.weight", (kv * head_dim, hidden)),
+            (p + "self_attn.v_proj.weight", (kv * head_dim, hidden)),
+            (p + "self_attn.o_proj.weight", (hidden, heads * head_dim)),
+            (p + "mlp.gate_proj.weight", (intermediate, hidden)),
+            (p + "mlp.up_proj.weight", (intermediate, hidden)),
+            (p + "mlp.down_proj.weight", (hidden, intermediate)),
+        ]
     shapes += [("model.norm.weight", (hidden,)), ("lm_head.weight", (vocab, hidden))]
     return shapes
 
@@ -83,8 +94,9 @@ def write_model(folder: Path, shapes, shard_bytes: int, seed: int, base: Path | 
         save_file(state, folder / fname, metadata={"format": "pt"})
         del state
     total = sum(2 * int(torch.tensor(s).prod()) for _, s in shapes)
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
-                                                                     "weight_map": weight_map}))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
     (folder / "config.json").write_text(json.dumps(config))
 
 
@@ -96,11 +108,21 @@ def build_inputs(cache: Path, args: argparse.Namespace) -> tuple[Path, Path, Pat
     tv_bf16 = root / "tv-bf16"
     shapes = llama_shapes(args.hidden, args.layers, args.intermediate, args.vocab)
     heads = max(1, args.hidden // 128)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": args.hidden,
-              "intermediate_size": args.intermediate, "num_hidden_layers": args.layers,
-              "num_attention_heads": heads, "num_key_value_heads": max(1, heads // 4), "vocab_size": args.vocab,
-              "tie_word_embeddings": False, "torch_dtype": "bfloat16", "dtype": "bfloat16",
-              "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": args.hidden,
+        "intermediate_size": args.intermediate,
+        "num_hidden_layers": args.layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": max(1, heads // 4),
+        "vocab_size": args.vocab,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "dtype": "bfloat16",
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5,
+    }
     shard = args.shard_mb * 10**6
     if not (target / "config.json").exists():
         print(f"building the synthetic target in {target} ...", flush=True)
@@ -110,12 +132,42 @@ def build_inputs(cache: Path, args: argparse.Namespace) -> tuple[Path, Path, Pat
         write_model(tuned, shapes, shard, 1, target, config)
     if not (tv / "perta_config.json").exists():
         print("building the task vector ...", flush=True)
-        run([sys.executable, "-m", "perta_hub", "task-vector", "--base", str(target), "--finetuned", str(tuned),
-             "-o", str(tv), "--max-shard-size", f"{2 * args.shard_mb}MB"])
+        run(
+            [
+                sys.executable,
+                "-m",
+                "perta_hub",
+                "task-vector",
+                "--base",
+                str(target),
+                "--finetuned",
+                str(tuned),
+                "-o",
+                str(tv),
+                "--max-shard-size",
+                f"{2 * args.shard_mb}MB",
+            ]
+        )
     if not (tv_bf16 / "perta_config.json").exists():
         print("building the bf16 task vector ...", flush=True)
-        run([sys.executable, "-m", "perta_hub", "task-vector", "--base", str(target), "--finetuned", str(tuned),
-             "-o", str(tv_bf16), "--dtype", "bfloat16", "--max-shard-size", f"{args.shard_mb}MB"])
+        run(
+            [
+                sys.executable,
+                "-m",
+                "perta_hub",
+                "task-vector",
+                "--base",
+                str(target),
+                "--finetuned",
+                str(tuned),
+                "-o",
+                str(tv_bf16),
+                "--dtype",
+                "bfloat16",
+                "--max-shard-size",
+                f"{args.shard_mb}MB",
+            ]
+        )
     if not (wm / "perta_config.json").exists():
         print("building a random weight map ...", flush=True)
         build_weight_map(wm, shapes, args.shard_mb)
@@ -136,8 +188,13 @@ def build_weight_map(folder: Path, shapes, shard_mb: int) -> None:
             meta = super().__getitem__(name)
             return torch.rand(meta.shape, generator=self.gen).to(torch.bfloat16)
 
-    save_artifact(folder, "weight_map", {"importance_forget": Lazy(1), "importance_retain": Lazy(2)},
-                  {"method": "random", "p": 1.0, "lam": 1.0, "eps": 1e-12}, max_shard_size=f"{shard_mb}MB")
+    save_artifact(
+        folder,
+        "weight_map",
+        {"importance_forget": Lazy(1), "importance_retain": Lazy(2)},
+        {"method": "random", "p": 1.0, "lam": 1.0, "eps": 1e-12},
+        max_shard_size=f"{shard_mb}MB",
+    )
 
 
 def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, float]:
@@ -173,18 +230,24 @@ def warm(*folders: Path) -> None:
                     pass
 
 
-def write_floor(out: Path, target: Path) -> tuple[float, float]:
-    """Write as many bytes as the output, shard by shard, with fsync: the disk's floor."""
+def write_floor(out: Path, target: Path, direct: bool) -> tuple[float, float]:
+    """Write as many bytes as the output, shard by shard, with fsync: the disk's floor.
+
+    ``direct=False`` writes through the page cache (the issue's floor); ``direct=True`` writes whole
+    4 KiB blocks with O_DIRECT from a page-aligned buffer, as perta-hub's writer does.
+    """
     script = f"""
-import os, pathlib
+import mmap, os, pathlib
 out = pathlib.Path({str(out)!r}); out.mkdir(parents=True, exist_ok=True)
-buf = bytearray(64 << 20)
+buf = mmap.mmap(-1, 4 << 20); buf.write(b"x" * len(buf))
+flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if {direct} else 0)
 for f in sorted(pathlib.Path({str(target)!r}).glob("model-*.safetensors")):
-    left = f.stat().st_size
-    with open(out / f.name, "wb") as fh:
-        while left:
-            n = min(left, len(buf)); fh.write(memoryview(buf)[:n]); left -= n
-        fh.flush(); os.fsync(fh.fileno())
+    size = f.stat().st_size
+    fd = os.open(out / f.name, flags)
+    for offset in range(0, size, len(buf)):
+        n = min(len(buf), size - offset)
+        os.pwrite(fd, memoryview(buf)[: n + (-n % 4096 if {direct} else 0)], offset)
+    os.ftruncate(fd, size); os.fsync(fd); os.close(fd)
 """
     return run([sys.executable, "-c", script])
 
@@ -198,59 +261,83 @@ def main() -> None:
     parser.add_argument("--shard-mb", type=int, default=500, help="input and output shard size, MB (10^6 bytes)")
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds over all contenders; the median is printed")
     parser.add_argument("--cache", type=Path, default=ROOT / ".bench_cache")
     parser.add_argument("--mergekit", default=shutil.which("mergekit-yaml"), help="path of mergekit-yaml")
     args = parser.parse_args()
 
     target, tuned, tv, tv_bf16, wm = build_inputs(args.cache, args)
-    n_params = sum(int(__import__("math").prod(s)) for _, s in llama_shapes(args.hidden, args.layers,
-                                                                             args.intermediate, args.vocab))
+    n_params = sum(
+        int(__import__("math").prod(s))
+        for _, s in llama_shapes(args.hidden, args.layers, args.intermediate, args.vocab)
+    )
     print(f"model: {n_params / 1e9:.2f}B parameters, bf16, {args.shard_mb} MB shards, device {args.device}")
-    results: dict[str, tuple[float, float]] = {}
+    results: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(dir=args.cache) as scratch:
         scratch_dir = Path(scratch)
-        env_cmd = [sys.executable, "-m", "perta_hub", "apply", str(target), "--task-vector", str(tv),
-                   "--alpha", str(args.alpha), "--device", args.device, "--max-shard-size", f"{args.shard_mb}MB"]
-        warm(target, tv)
-        results["perta-hub apply (task vector)"] = run(env_cmd + ["-o", str(scratch_dir / "tv_only")])
-        warm(target, tv_bf16)
-        bf16_cmd = [*env_cmd[:6], str(tv_bf16), *env_cmd[7:]]
-        results["perta-hub apply (bf16 task vector)"] = run(bf16_cmd + ["-o", str(scratch_dir / "tv_bf16")])
-        warm(target, tv, wm)
-        results["perta-hub apply (task vector + weight map)"] = run(
-            env_cmd + ["--weights", str(wm), "-o", str(scratch_dir / "perta")])
+        apply_cmd = [sys.executable, "-m", "perta_hub", "apply", str(target), "--alpha", str(args.alpha),
+                     "--device", args.device, "--max-shard-size", f"{args.shard_mb}MB"]  # fmt: skip
+        # name -> (inputs to warm first, out folder -> (wall s, peak RSS GB))
+        contenders: dict[str, tuple[tuple[Path, ...], Callable[[Path], tuple[float, float]]]] = {
+            APPLY_TV: ((target, tv), lambda out: run([*apply_cmd, "--task-vector", str(tv), "-o", str(out)])),
+            APPLY_BF16: (
+                (target, tv_bf16),
+                lambda out: run([*apply_cmd, "--task-vector", str(tv_bf16), "-o", str(out)]),
+            ),
+            APPLY_WM: (
+                (target, tv, wm),
+                lambda out: run([*apply_cmd, "--task-vector", str(tv), "--weights", str(wm), "-o", str(out)]),
+            ),
+        }
         if args.mergekit:
             config = scratch_dir / "mergekit.yml"
-            config.write_text(json.dumps({
-                "merge_method": "task_arithmetic", "base_model": str(target), "dtype": "bfloat16",
-                "models": [{"model": str(tuned), "parameters": {"weight": -args.alpha}}],
-            }))
-            warm(target, tuned)
-            mk_cmd = [args.mergekit, str(config), str(scratch_dir / "mergekit"), "--lazy-unpickle",
-                      "--out-shard-size", f"{args.shard_mb // 2}M"]  # parameters, bf16
-            if args.device == "cuda":
-                mk_cmd.append("--cuda")
-            results["mergekit task_arithmetic"] = run(mk_cmd)
+            merge = {"merge_method": "task_arithmetic", "base_model": str(target), "dtype": "bfloat16",
+                     "models": [{"model": str(tuned), "parameters": {"weight": -args.alpha}}]}  # fmt: skip
+            config.write_text(json.dumps(merge))
+            mk_options = ["--lazy-unpickle", "--out-shard-size", f"{args.shard_mb // 2}M"]  # bf16 parameters
+            mk_options += ["--cuda"] if args.device == "cuda" else []
+            contenders[MERGEKIT] = (
+                (target, tuned),
+                lambda out: run([args.mergekit, str(config), str(out), *mk_options]),
+            )
         else:
             print("mergekit not found (pip install mergekit, or --mergekit PATH): skipped")
-        results["write floor (same bytes, fsync)"] = write_floor(scratch_dir / "floor", target)
+        contenders[FLOOR] = ((), lambda out: write_floor(out, target, direct=False))
+        contenders[DIRECT_FLOOR] = ((), lambda out: write_floor(out, target, direct=True))
+        # Each round runs every contender once, in the same order; each output is deleted right after its
+        # run, so every contender starts with the same free memory (the kernel's cost of writing depends on it).
+        out = scratch_dir / "out"
+        for round_ in range(1, args.repeat + 1):
+            for name, (inputs, measure) in contenders.items():
+                warm(*inputs)
+                wall, rss = measure(out)
+                results.setdefault(name, []).append((wall, rss))
+                print(f"round {round_}: {name:45s} wall {wall:7.2f} s   peak RSS {rss:5.2f} GB", flush=True)
+                shutil.rmtree(out)
 
-    for name, (wall, rss) in results.items():
+    summary = {name: (statistics.median(w for w, _ in runs), max(r for _, r in runs)) for name, runs in results.items()}
+    print(f"median of {args.repeat} run(s) each, peak RSS the largest seen")
+    for name, (wall, rss) in summary.items():
         print(f"{name:45s} wall {wall:7.2f} s   peak RSS {rss:5.2f} GB")
-    tv_wall, tv_rss = results["perta-hub apply (task vector)"]
-    floor = results["write floor (same bytes, fsync)"][0]
-    print(f"ratio apply(tv) / write floor                  {tv_wall / floor:5.2f}x  (target <= 1.25x)")
-    print(f"ratio apply(bf16 tv) / write floor             "
-          f"{results['perta-hub apply (bf16 task vector)'][0] / floor:5.2f}x")
-    print(f"ratio apply(tv+weights) / apply(tv)            "
-          f"{results['perta-hub apply (task vector + weight map)'][0] / tv_wall:5.2f}x")
-    if "mergekit task_arithmetic" in results:
-        mk_wall, mk_rss = results["mergekit task_arithmetic"]
-        print(f"speed-up of apply(tv) over mergekit            {mk_wall / tv_wall:5.2f}x  (target >= 2x)")
-        print(f"speed-up of apply(bf16 tv) over mergekit       "
-              f"{mk_wall / results['perta-hub apply (bf16 task vector)'][0]:5.2f}x")
-        print(f"peak RSS apply(tv) / mergekit                  {tv_rss / mk_rss:5.2f}x")
-    print(f"peak RSS of apply(tv)                          {tv_rss:5.2f} GB  (target <= 1 GB)")
+    tv_wall, tv_rss = summary[APPLY_TV]
+    floor, direct_floor = summary[FLOOR][0], summary[DIRECT_FLOOR][0]
+    ratios = [
+        ("apply(tv) / write floor", tv_wall / floor, "(target <= 1.25x)"),
+        ("apply(bf16 tv) / write floor", summary[APPLY_BF16][0] / floor, ""),
+        ("apply(tv) / O_DIRECT write floor", tv_wall / direct_floor, ""),
+        ("apply(tv+weights) / apply(tv)", summary[APPLY_WM][0] / tv_wall, ""),
+    ]
+    if MERGEKIT in summary:
+        mk_wall, mk_rss = summary[MERGEKIT]
+        ratios += [
+            ("speed-up of apply(tv) over mergekit", mk_wall / tv_wall, "(target >= 2x)"),
+            ("speed-up of apply(bf16 tv) over mergekit", mk_wall / summary[APPLY_BF16][0], ""),
+            ("speed-up of apply(tv+weights) over mergekit", mk_wall / summary[APPLY_WM][0], ""),
+            ("peak RSS apply(tv) / mergekit", tv_rss / mk_rss, ""),
+        ]
+    for label, value, target_text in ratios:
+        print(f"{label:46s} {value:5.2f}x  {target_text}")
+    print(f"{'peak RSS of apply(tv)':46s} {tv_rss:5.2f} GB  (target <= 1 GB)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ map: on the machines measured (benchmarks/bench_apply.py) page-faulting a mappin
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ DTYPES: dict[str, tuple[str, int]] = {
     "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
     "BOOL": ("bool", 1), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
 }
+_MAP_FLAGS = mmap.MAP_PRIVATE
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Everything a model folder needs besides its weights (the Hub download asks for these and the weights).
 MODEL_FILE_PATTERNS = [
@@ -184,23 +186,46 @@ class Checkpoint:
 
     # -- reading ----------------------------------------------------------------------------------
     def get(self, name: str) -> Any:
-        """Read one tensor (``torch.Tensor`` in its stored dtype and shape, on CPU, owning its memory)."""
+        """Read one tensor (``torch.Tensor`` in its stored dtype and shape, on CPU).
+
+        The tensor is a private copy-on-write map of the file's bytes: no copy and no
+        zeroed buffer, the pages of the page cache are used in place, writing to the tensor never touches
+        the file, and the map goes away with the tensor. Where mapping fails it falls back to ``pread``.
+        """
         import torch
 
         entry = self.entries[name]
-        buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
         fd = self._handles.get(entry.file)
         if fd is None:
             self.close()  # one open file per checkpoint at a time
             fd = self._handles[entry.file] = os.open(entry.file, os.O_RDONLY)
+        dtype = getattr(torch, entry.torch_dtype_name)
+        if entry.nbytes == 0:
+            return torch.empty(entry.shape, dtype=dtype)
+        if os.fstat(fd).st_size < entry.offset + entry.nbytes:
+            raise CheckpointError(f"{entry.file} ended before tensor {name}; re-download or re-create it")
+        start = entry.offset - entry.offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            mapped = mmap.mmap(fd, entry.offset + entry.nbytes - start, flags=_MAP_FLAGS,
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+            raw = torch.frombuffer(mapped, dtype=torch.uint8, count=entry.nbytes, offset=entry.offset - start)
+            return raw.view(dtype).reshape(entry.shape)
+        except (OSError, ValueError, RuntimeError):  # no mmap on this file system, or unaligned data
+            return self._pread(fd, entry).view(dtype).reshape(entry.shape)
+
+    @staticmethod
+    def _pread(fd: int, entry: TensorEntry) -> Any:
+        import torch
+
+        buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
         view, offset = memoryview(buffer.numpy()), entry.offset
         while view:
             n = os.preadv(fd, [view], offset)
             if n == 0:
-                raise CheckpointError(f"{entry.file} ended while reading tensor {name}; re-download or re-create it")
+                raise CheckpointError(f"{entry.file} ended while reading tensor {entry.name}; "
+                                      "re-download or re-create it")
             view, offset = view[n:], offset + n
-        dtype = getattr(torch, entry.torch_dtype_name)
-        return buffer.view(dtype).reshape(entry.shape)
+        return buffer
 
     def close(self) -> None:
         """Close the open file."""

@@ -8,18 +8,22 @@ the target's dtype and written at their planned offsets. Several alphas are writ
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from perta_hub.artifacts import SHARD_METADATA, load_artifact
+from perta_hub.buffers import BufferPool
+from perta_hub.cards import model_card
+from perta_hub.cards import preload as preload_cards
 from perta_hub.checkpoint import open_checkpoint
 from perta_hub.compat import architecture, check_architecture, check_same_tensors, is_tied
 from perta_hub.devices import Transfer, one_torch_thread, resolve_device
 from perta_hub.errors import InputError, MismatchError, NonFiniteError
 from perta_hub.outputs import claimed_outputs, copy_side_files, current_command, finish_output, make_run_id
 from perta_hub.sharding import TensorSpec, plan_shards
-from perta_hub.writer import Output, stream_shards
+from perta_hub.writer import IN_FLIGHT_BYTES, Output, stream_shards
 
 DEFAULT_P, DEFAULT_LAM, DEFAULT_EPS = 1.0, 1.0, 1e-12
 
@@ -63,30 +67,40 @@ def merge_whole(theta: Any, delta: Any, alphas: list[float], combination: tuple 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32 per operand: the chunk stays in the CPU caches
 
 
-def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tuple | None) -> tuple[list[Any], bool]:
+def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tuple | None,
+                  empty: Callable[[tuple[int, ...], Any], Any] | None = None) -> tuple[list[Any], bool]:
     """The same as :func:`merge_whole`, chunk by chunk on CPU, so every operand stays in cache and no
-    full-size fp32 temporary is allocated (about 3x faster than whole-tensor ops here)."""
+    full-size fp32 temporary is allocated (about 3x faster than whole-tensor ops here).
+
+    ``empty(shape, dtype)`` allocates the results (e.g. ``BufferPool.empty``; default ``torch.empty``).
+    """
     import torch
+
+    if empty is None:
+        empty = lambda shape, dtype: torch.empty(shape, dtype=dtype)  # noqa: E731
 
     flat = theta.reshape(-1)
     deltas = delta.reshape(-1)
     parts = None if combination is None else (combination[0].reshape(-1), combination[1].reshape(-1))
-    outs = [torch.empty_like(flat) for _ in alphas]
+    outs = [empty(tuple(flat.shape), flat.dtype) for _ in alphas]
     size = min(CHUNK_ELEMENTS, flat.numel())
     work, delta32 = torch.empty(size, dtype=torch.float32), torch.empty(size, dtype=torch.float32)
+    in_place = deltas.dtype == torch.float32 and parts is None  # fp32 delta, nothing to weight: read as is
     finite = True
     for start in range(0, flat.numel(), CHUNK_ELEMENTS):
         stop = min(start + CHUNK_ELEMENTS, flat.numel())
-        d = delta32[: stop - start]
-        d.copy_(deltas[start:stop])  # to fp32 without allocating
+        if in_place:
+            d = deltas[start:stop]
+        else:
+            d = delta32[: stop - start]
+            d.copy_(deltas[start:stop])  # to fp32 without allocating
         if parts is not None:
             d.mul_(combine_weights(parts[0][start:stop], parts[1][start:stop], *combination[2:]))
-        finite = finite and bool(torch.isfinite(d.sum()) or torch.isfinite(d).all())
         w = work[: stop - start]
         for alpha, out in zip(alphas, outs, strict=True):
-            w.copy_(flat[start:stop])
-            w.add_(d, alpha=-alpha)
+            torch.add(flat[start:stop], d, alpha=-alpha, out=w)  # theta promoted to fp32 inside the kernel
             out[start:stop].copy_(w)
+        finite = finite and bool(torch.isfinite(d.sum()) or torch.isfinite(d).all())  # d is in cache now
     return [o.reshape(theta.shape) for o in outs], finite
 
 
@@ -198,6 +212,13 @@ def apply(
     specs = [TensorSpec(name, target.entries[name].dtype_code, target.shape(name)) for name in target.names]
     shards = plan_shards(specs, max_shard_size, "model")
     transfer = Transfer(dev)
+    pool = BufferPool(IN_FLIGHT_BYTES // 4)  # CPU results are written, then reused for the next ones
+    inputs = [tau] + ([] if wmap is None else [wmap.forget, wmap.retain])
+
+    def held_bytes(spec: TensorSpec) -> int:
+        """Memory one tensor holds in flight: its inputs (mapped) and one result per alpha."""
+        read = spec.nbytes + sum(c.entries[spec.name].nbytes for c in inputs if spec.name in c.entries)
+        return read + spec.nbytes * len(alphas)
 
     def load(name: str) -> tuple[list[Any], Any]:
         tensors = [target.get(name), tau.get(name), None, None]
@@ -209,8 +230,10 @@ def apply(
         (theta, delta, i_f, i_r), event = loaded
         transfer.wait(event)
         combination = None if i_f is None else (i_f, i_r, wmap.p, wmap.lam, wmap.eps)  # type: ignore[union-attr]
-        merge = merge_whole if transfer.cuda else merge_chunked
-        results, finite = merge(theta, delta, alphas, combination)
+        if transfer.cuda:
+            results, finite = merge_whole(theta, delta, alphas, combination)
+        else:
+            results, finite = merge_chunked(theta, delta, alphas, combination, pool.empty)
         if not finite:
             where = "the task vector" if not bool(torch.isfinite(delta).all()) else "the weight map"
             raise NonFiniteError(f"tensor {name} of {where} has NaN or Inf; re-create {where}")
@@ -223,8 +246,10 @@ def apply(
         # content hashes of local inputs (for provenance) are computed while the merge runs
         revisions = hasher.submit(lambda: (target.revision, tv_artifact.revision,
                                            None if wmap is None else wmap.artifact.revision))
+        hasher.submit(preload_cards)
         stream_shards(shards, [Output(f, SHARD_METADATA) for f in folders], "model", load, combine,
-                      desc=f"apply ({dev})", progress=progress)
+                      desc=f"apply ({dev})", progress=progress, recycle=None if transfer.cuda else pool.give,
+                      held_bytes=held_bytes)
         target_rev, tv_rev, wm_rev = revisions.result()
         for folder, alpha, run_id in zip(folders, alphas, run_ids, strict=True):
             copy_side_files(target.root, folder)
@@ -243,8 +268,6 @@ def apply(
                 "device": dev,
                 "run_id": run_id,
             }
-            from perta_hub.cards import model_card
-
             finish_output(folder, config, model_card(config))
     for ckpt in (target, tau) + (() if wmap is None else (wmap.forget, wmap.retain)):
         ckpt.close()

@@ -61,10 +61,14 @@ class PlannedShard:
     def data_size(self) -> int:
         return sum(t.nbytes for t in self.tensors)
 
+    def in_file_order(self) -> list[TensorSpec]:
+        """The tensors sorted by their offset in the file."""
+        return sorted(self.tensors, key=lambda t: self.offsets[t.name][0])
+
     def header(self, metadata: dict[str, str]) -> bytes:
         """The safetensors header (8-byte length + JSON padded to 8 bytes) for this shard."""
         body: dict[str, object] = {"__metadata__": metadata}
-        for spec in sorted(self.tensors, key=lambda t: self.offsets[t.name][0]):
+        for spec in self.in_file_order():
             body[spec.name] = {"dtype": spec.dtype_code, "shape": list(spec.shape),
                                "data_offsets": list(self.offsets[spec.name])}
         raw = json.dumps(body, separators=(",", ":")).encode()

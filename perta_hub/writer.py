@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perta_hub.buffers import gc_paused, tune_allocator
 from perta_hub.errors import MismatchError
 from perta_hub.fingerprint import file_sha256
-from perta_hub.sharding import PlannedShard, index_json
+from perta_hub.shard_file import ShardFile
+from perta_hub.sharding import PlannedShard, TensorSpec, index_json
 
 _END = object()
 
@@ -30,23 +32,6 @@ class Output:
 
     folder: Path
     metadata: dict[str, str]
-
-
-def release_freed_buffers_to_os() -> None:
-    """Ask glibc to serve buffers of 4 MiB and more with mmap, so freed tensors return to the OS.
-
-    Without it glibc raises its mmap threshold after the first large free (up to 32 MiB) and keeps freed
-    tensors in the heap: peak RSS of a 0.85B-parameter merge went from 0.95 GB to 0.83 GB with it
-    (benchmarks/bench_apply.py). A no-op where glibc is absent.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD; the merger's 1 MiB chunk buffers stay in the heap
-    except (OSError, AttributeError):
-        pass
 
 
 def shard_is_complete(path: Path, header: bytes, data_size: int) -> bool:
@@ -86,14 +71,6 @@ def _as_bytes(tensor: Any) -> Any:
     import torch
 
     return tensor.detach().reshape(-1).contiguous().view(torch.uint8).numpy()
-
-
-def _pwrite_all(fd: int, data: Any, offset: int) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 class _Stop(Exception):
@@ -150,9 +127,10 @@ class _Budget:
             self.cond.notify_all()
 
 
-IN_FLIGHT_BYTES = 128 * 10**6  # output bytes between read and write (inputs add ~3x with an fp32 task vector)
+IN_FLIGHT_BYTES = 512 * 10**6  # bytes held between reading a tensor's inputs and writing its results
 
 
+@gc_paused()
 def stream_shards(
     shards: Sequence[PlannedShard],
     outputs: Sequence[Output],
@@ -165,6 +143,8 @@ def stream_shards(
     in_flight_bytes: int = IN_FLIGHT_BYTES,
     progress: bool = True,
     hash_outputs: bool = False,
+    recycle: Callable[[Any], None] | None = None,
+    held_bytes: Callable[[TensorSpec], int] | None = None,
 ) -> int:
     """Write every planned shard into every output folder, skipping complete ones.
 
@@ -175,15 +155,18 @@ def stream_shards(
         load: ``name -> inputs`` (runs in the reader thread; e.g. Checkpoint.get).
         combine: ``(name, inputs) -> one tensor per output``, each with the planned dtype and shape.
         prefetch: how many tensors may wait between two stages.
-        in_flight_bytes: output bytes allowed between reading a tensor and writing it (bounds memory).
+        in_flight_bytes: bytes allowed between reading tensors and writing their results (bounds memory).
+        held_bytes: the bytes one tensor holds while in flight, inputs and results (default: its size
+            once per output plus once for its inputs).
         hash_outputs: compute each finished shard's sha256 into the hash cache (artifacts are
             inputs of later commands, which then find their content hash ready).
+        recycle: called with each result tensor once it is written (e.g. ``BufferPool.give``).
     Returns:
         the number of data bytes written (0 when everything was already complete).
     """
     from tqdm.auto import tqdm
 
-    release_freed_buffers_to_os()
+    tune_allocator()
     for out in outputs:
         out.folder.mkdir(parents=True, exist_ok=True)
         for stale in out.folder.glob(".*.partial"):
@@ -200,6 +183,7 @@ def stream_shards(
     errors: list[BaseException] = []
     to_combine, to_write = _Pipe(prefetch, stop), _Pipe(prefetch, stop)
     budget = _Budget(in_flight_bytes, stop)
+    held = held_bytes or (lambda spec: spec.nbytes * (len(outputs) + 1))
     bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress or total == 0)
 
     def guarded(fn: Callable[[], None]) -> Callable[[], None]:
@@ -215,8 +199,8 @@ def stream_shards(
 
     def read() -> None:
         for shard, _ in todo:
-            for spec in shard.tensors:
-                budget.acquire(spec.nbytes)
+            for spec in shard.in_file_order():
+                budget.acquire(held(spec))
                 to_combine.put((spec, load(spec.name)))
             to_combine.put((_END, shard))
         to_combine.put(None)
@@ -227,17 +211,13 @@ def stream_shards(
 
     def write() -> None:
         for shard, pending in todo:
-            fds: dict[int, int] = {}
+            files: dict[int, ShardFile] = {}
             try:
                 for i in pending:
-                    out = outputs[i]
-                    header = shard.header(out.metadata)
-                    path = partial_name(out.folder, shard.filename)
+                    path = partial_name(outputs[i].folder, shard.filename)
                     with lock:
                         in_flight.add(path)
-                    fds[i] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                    _pwrite_all(fds[i], header, 0)
-                    os.ftruncate(fds[i], len(header) + shard.data_size)
+                    files[i] = ShardFile(path, shard.header(outputs[i].metadata), shard.data_size)
                 header_lens = {i: len(shard.header(outputs[i].metadata)) for i in pending}
                 while True:
                     item = to_write.get()
@@ -246,25 +226,30 @@ def stream_shards(
                     spec, results = item
                     start = shard.offsets[spec.name][0]
                     for i in pending:
-                        _pwrite_all(fds[i], _as_bytes(results[i]), header_lens[i] + start)
+                        files[i].write_at(header_lens[i] + start, _as_bytes(results[i]))
+                    if recycle is not None:
+                        for result in results:
+                            recycle(result)
                     del results
-                    budget.release(spec.nbytes)
+                    budget.release(held(spec))
                     bar.update(spec.nbytes * len(pending))
+                for file in files.values():
+                    file.finish()
             except BaseException:
-                for fd in fds.values():
-                    os.close(fd)
+                for file in files.values():
+                    file.close()
                 raise
-            to_finish.put((shard, fds))
+            to_finish.put((shard, files))
         to_finish.put(None)
 
     def finish() -> None:
         """fsync and rename complete shards while the writer goes on with the next one."""
         while (item := to_finish.get()) is not None:
-            shard, fds = item
+            shard, files = item
             try:
-                for i in list(fds):
-                    os.fsync(fds[i])
-                    os.close(fds.pop(i))
+                for i in list(files):
+                    os.fsync(files[i].fd)
+                    files.pop(i).close()
                     folder = outputs[i].folder
                     os.replace(partial_name(folder, shard.filename), folder / shard.filename)
                     with lock:
@@ -273,8 +258,8 @@ def stream_shards(
                     if hash_outputs:
                         file_sha256(folder / shard.filename)
             finally:
-                for fd in fds.values():
-                    os.close(fd)
+                for file in files.values():
+                    file.close()
 
     threads = [threading.Thread(target=guarded(fn), daemon=True, name=f"perta-{fn.__name__}")
                for fn in (read, write, finish)]
