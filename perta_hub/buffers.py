@@ -65,6 +65,11 @@ class BufferPool:
         self._free_bytes = 0
         self._lock = threading.Lock()
 
+    @property
+    def free_bytes(self) -> int:
+        """Bytes of buffers kept for reuse."""
+        return self._free_bytes
+
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
         """An uninitialised CPU tensor of ``shape`` and ``dtype``, reused when one of that size is free."""
         import torch

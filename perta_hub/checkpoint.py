@@ -2,10 +2,9 @@
 
 A source is a local folder, a single ``.safetensors`` file, or a Hub repo id (``org/name`` or
 ``org/name@revision``, downloaded with only the files needed). Headers are parsed up front (names,
-dtypes, shapes, byte offsets, truncation check) without reading any weight; each tensor is then read on
-its own with one ``pread`` into a fresh buffer. That is the safetensors layout read without a memory
-map: on the machines measured (benchmarks/bench_apply.py) page-faulting a mapping ran at a fraction of
-``pread``'s speed, and mapped pages count in the process's memory while a buffer is freed after use.
+dtypes, shapes, byte offsets, truncation check) without reading any weight; each tensor is then mapped on
+its own (a private copy-on-write ``mmap`` of its byte range), so reading costs no copy out of the page
+cache and no zero-filled buffer, and its pages leave the process with the tensor.
 """
 
 from __future__ import annotations
