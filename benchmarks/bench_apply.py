@@ -130,44 +130,11 @@ def build_inputs(cache: Path, args: argparse.Namespace) -> tuple[Path, Path, Pat
     if not (tuned / "config.json").exists():
         print("building the fine-tuned twin ...", flush=True)
         write_model(tuned, shapes, shard, 1, target, config)
-    if not (tv / "perta_config.json").exists():
-        print("building the task vector ...", flush=True)
-        run(
-            [
-                sys.executable,
-                "-m",
-                "perta_hub",
-                "task-vector",
-                "--base",
-                str(target),
-                "--finetuned",
-                str(tuned),
-                "-o",
-                str(tv),
-                "--max-shard-size",
-                f"{2 * args.shard_mb}MB",
-            ]
-        )
-    if not (tv_bf16 / "perta_config.json").exists():
-        print("building the bf16 task vector ...", flush=True)
-        run(
-            [
-                sys.executable,
-                "-m",
-                "perta_hub",
-                "task-vector",
-                "--base",
-                str(target),
-                "--finetuned",
-                str(tuned),
-                "-o",
-                str(tv_bf16),
-                "--dtype",
-                "bfloat16",
-                "--max-shard-size",
-                f"{args.shard_mb}MB",
-            ]
-        )
+    for folder, dtype, shard_mb in ((tv, "float32", 2 * args.shard_mb), (tv_bf16, "bfloat16", args.shard_mb)):
+        if not (folder / "perta_config.json").exists():
+            print(f"building the {dtype} task vector ...", flush=True)
+            run([sys.executable, "-m", "perta_hub", "task-vector", "--base", str(target), "--finetuned", str(tuned),
+                 "-o", str(folder), "--dtype", dtype, "--max-shard-size", f"{shard_mb}MB"])  # fmt: skip
     if not (wm / "perta_config.json").exists():
         print("building a random weight map ...", flush=True)
         build_weight_map(wm, shapes, args.shard_mb)
