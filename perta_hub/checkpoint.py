@@ -28,7 +28,6 @@ DTYPES: dict[str, tuple[str, int]] = {
     "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
     "BOOL": ("bool", 1), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
 }
-_MAP_FLAGS = mmap.MAP_PRIVATE
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Everything a model folder needs besides its weights (the Hub download asks for these and the weights).
 MODEL_FILE_PATTERNS = [
@@ -187,9 +186,10 @@ class Checkpoint:
     def get(self, name: str) -> Any:
         """Read one tensor (``torch.Tensor`` in its stored dtype and shape, on CPU).
 
-        The tensor is a private copy-on-write map of the file's bytes: no copy and no
-        zeroed buffer, the pages of the page cache are used in place, writing to the tensor never touches
-        the file, and the map goes away with the tensor. Where mapping fails it falls back to ``pread``.
+        The tensor is a private copy-on-write map of the file's bytes (``mmap.ACCESS_COPY``): no copy and
+        no zeroed buffer, the pages of the page cache are used in place, writing to the tensor never
+        touches the file, and the map goes away with the tensor. Where mapping fails it falls back to
+        ``pread`` into a buffer of its own.
         """
         import torch
 
@@ -205,8 +205,7 @@ class Checkpoint:
             raise CheckpointError(f"{entry.file} ended before tensor {name}; re-download or re-create it")
         start = entry.offset - entry.offset % mmap.ALLOCATIONGRANULARITY
         try:
-            mapped = mmap.mmap(fd, entry.offset + entry.nbytes - start, flags=_MAP_FLAGS,
-                               prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+            mapped = mmap.mmap(fd, entry.offset + entry.nbytes - start, access=mmap.ACCESS_COPY, offset=start)
             raw = torch.frombuffer(mapped, dtype=torch.uint8, count=entry.nbytes, offset=entry.offset - start)
             return raw.view(dtype).reshape(entry.shape)
         except (OSError, ValueError, RuntimeError):  # no mmap on this file system, or unaligned data

@@ -1,8 +1,9 @@
 """The streaming PerTA merger: ``theta = theta_target - alpha * (w ⊙ tau)``, shard by shard.
 
-Nothing is materialised beyond a few tensors: inputs are read one tensor at a time (``pread`` at
-the safetensors header's offsets, joined by name whatever their sharding), combined in fp32 on the chosen device, cast to
-the target's dtype and written at their planned offsets. Several alphas are written in one pass.
+Nothing is materialised beyond a few tensors: inputs are mapped one tensor at a time (at the
+safetensors header's offsets, joined by name whatever their sharding), combined in fp32 on the chosen
+device, cast to the target's dtype and appended to their shards in file order. Several alphas are
+written in one pass.
 """
 
 from __future__ import annotations

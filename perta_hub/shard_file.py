@@ -1,8 +1,9 @@
 """One output file written front to back, with direct I/O where the file system takes it.
 
-Writing through the page cache cost the kernel about 4.5 s of CPU time per 1.7 GB on the machine
+Writing through the page cache cost the kernel up to 4.5 s of CPU time per 1.7 GB on the machine
 measured (copying into freshly allocated cache pages), while ``O_DIRECT`` writes of the same bytes
-took 0.2 s (``python benchmarks/bench_apply.py`` prints both write floors). So the data is gathered in
+took 0.2 s of kernel time and 0.5-0.7 s in all (``python benchmarks/bench_apply.py`` prints both
+write floors). So the data is gathered in
 a page-aligned staging buffer and written with ``O_DIRECT`` in whole blocks; the padded last block is
 cut back with ``ftruncate``. Where ``O_DIRECT`` is missing or refused (tmpfs, macOS, some network file
 systems) or ``PERTA_HUB_DIRECT_IO=0`` is set, the file is written through the page cache instead.
@@ -45,11 +46,13 @@ class ShardFile:
         self.staging: mmap.mmap | None = None
         if direct_io_enabled():
             try:
-                os.close(self.fd)
-                self.fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-                self.staging = mmap.mmap(-1, STAGING_BYTES)  # page-aligned
+                direct_fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
             except OSError:
-                self.fd = os.open(path, os.O_WRONLY)
+                pass  # the file system refuses direct I/O: write through the page cache
+            else:
+                os.close(self.fd)
+                self.fd = direct_fd
+                self.staging = mmap.mmap(-1, STAGING_BYTES)  # page-aligned
         self.staged = 0  # bytes waiting in the staging buffer; they start at file offset pos - staged
         self._append(header)
 
