@@ -2,9 +2,10 @@
 
 Four threads form a pipeline: a reader loads the inputs of the next tensors (prefetch), the caller's
 thread combines them, a writer appends each result to its shard in file order (:class:`ShardFile`,
-direct I/O where possible), and a finisher fsyncs and renames complete shards while the writer goes on. Each shard is written
-as ``.<name>.partial``, fsynced and renamed when complete, so a finished file is always whole. A re-run
-skips shards whose file already carries the planned header (same layout, same run id) and size.
+direct I/O where possible), and a finisher fsyncs and renames complete shards while the writer goes on.
+Each shard is written as ``.<name>.partial``, fsynced and renamed when complete, so a finished file is
+always whole. A re-run skips shards whose file already carries the planned header (same layout, same run
+id) and size.
 """
 
 from __future__ import annotations
