@@ -214,12 +214,14 @@ def stream_shards(
         for shard, pending in todo:
             files: dict[int, ShardFile] = {}
             try:
+                header_lens = {}
                 for i in pending:
                     path = partial_name(outputs[i].folder, shard.filename)
                     with lock:
                         in_flight.add(path)
-                    files[i] = ShardFile(path, shard.header(outputs[i].metadata), shard.data_size)
-                header_lens = {i: len(shard.header(outputs[i].metadata)) for i in pending}
+                    header = shard.header(outputs[i].metadata)
+                    header_lens[i] = len(header)
+                    files[i] = ShardFile(path, header, shard.data_size)
                 while True:
                     item = to_write.get()
                     if item[0] is _END:

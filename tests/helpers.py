@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def load_state(folder: Path, prefix: str = "model") -> dict[str, Any]:
@@ -39,3 +44,17 @@ def rewrite_tensors(folder: Path, prefix: str, edit: Any) -> None:
         weight_map.update({k: name for k in state})
     index["weight_map"] = weight_map
     index_path.write_text(json.dumps(index))
+
+
+def accelerate_launch(launch_args: list[str], command: list[Any], cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``perta-hub COMMAND`` under ``accelerate launch LAUNCH_ARGS`` on CPU; assert it succeeded."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+         "-m", "perta_hub", *[str(c) for c in command]],
+        env=env, capture_output=True, text=True, timeout=300, cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +13,8 @@ from click.testing import CliRunner
 from perta_hub.cli import main
 from perta_hub.finetune import TrainingOptions, plan_steps
 from tests.conftest import tofu_rows
-from tests.helpers import load_state
+from tests.helpers import accelerate_launch, load_state
 
-REPO = Path(__file__).resolve().parents[1]
 # small, fast recipes: a high learning rate so that a few steps visibly lower the loss
 FAST = ["--lr", "3e-3", "--batch-size", "4", "--grad-accum", "1", "--warmup", "0", "--device", "cpu",
         "--max-shard-size", "40KB"]
@@ -185,19 +181,6 @@ def test_lora_task_vector_is_zero_outside_adapted_modules(tmp_path, make_model, 
     assert sum(bool(t.any()) for t in tau2.values()) == 14  # all-linear: 7 linear layers x 2 decoder layers
 
 
-def _accelerate(launch_args: list[str], command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-         "-m", "perta_hub", *[str(c) for c in command]],
-        env=env, capture_output=True, text=True, timeout=300, cwd=cwd,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
 @pytest.mark.slow
 def test_accelerate_launch_two_processes(tmp_path, make_model, tofu_dir):
     from transformers import AutoModelForCausalLM
@@ -207,13 +190,13 @@ def test_accelerate_launch_two_processes(tmp_path, make_model, tofu_dir):
     # the command as documented: `accelerate launch --num_processes 2 --cpu` (accelerate runs one CPU process
     # unless MPI is set up; the command says so and trains with the same recipe)
     out = tmp_path / "cpu"
-    proc = _accelerate(["--cpu", "--num_processes", "2"],
+    proc = accelerate_launch(["--cpu", "--num_processes", "2"],
                        ["finetune", base, "--data", *data, "-o", out, "--max-steps", "1", *FAST], tmp_path)
     assert "model in" in proc.stdout
     AutoModelForCausalLM.from_pretrained(out)
     # two real processes on the CPU (torchrun + gloo): data-parallel Trainer, one folder written by rank 0
     tv, kept = tmp_path / "tv", tmp_path / "ft2"
-    proc = _accelerate(["--multi_gpu", "--num_processes", "2"],
+    proc = accelerate_launch(["--multi_gpu", "--num_processes", "2"],
                        ["task-vector", base, "--forget", *data, "-o", tv, "--finetuned-dir", kept,
                         "--max-steps", "1", "--batch-size", "2", "--grad-accum", "2", *FAST[6:]], tmp_path)
     assert proc.stdout.count("task vector written to") == 1, proc.stdout

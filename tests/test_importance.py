@@ -16,9 +16,7 @@ from perta_hub.cli import main
 from perta_hub.errors import DataError, InputError, NonFiniteError
 from perta_hub.importance import accumulate_importance, cast_importance
 from tests.conftest import tofu_rows
-from tests.helpers import load_state
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, accelerate_launch, load_state
 
 
 def _load(path: Path):
@@ -258,19 +256,6 @@ def test_engine_rejects_examples_without_answer(make_model):
         accumulate_importance(model, [batch], method="grad", progress=False)
 
 
-def _accelerate_launch(launch_args: list[str], command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-         "-m", "perta_hub", *command],
-        env=env, capture_output=True, text=True, timeout=300, cwd=cwd,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
 def _assert_same_artifact(one: Path, two: Path) -> None:
     c1, c2 = (json.loads((d / "perta_config.json").read_text()) for d in (one, two))
     for role in ("forget_data", "retain_data"):
@@ -293,7 +278,7 @@ def test_two_process_accelerate_launch_equals_one_process(tmp_path, make_model, 
         _run(["compute-weights", *common, "--method", method, "-o", str(one)])
         # Two real processes on the CPU (torchrun + gloo): accelerate's multi-process launcher with no GPU visible.
         # --device auto with no GPU visible must still form the 2-process CPU group
-        proc = _accelerate_launch(["--multi_gpu", "--num_processes", "2"],
+        proc = accelerate_launch(["--multi_gpu", "--num_processes", "2"],
                                   ["compute-weights", *common, "--device", "auto", "--method", method, "-o", str(two)],
                                   tmp_path)
         assert "in 2 processes" in proc.stderr
