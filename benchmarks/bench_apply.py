@@ -144,7 +144,7 @@ def build_inputs(cache: Path, args: argparse.Namespace) -> tuple[Path, Path, Pat
 def build_weight_map(folder: Path, shapes, shard_mb: int) -> None:
     import torch
 
-    from perta_hub.artifacts import save_artifact
+    from perta_hub.jobs.artifact import save_artifact
 
     class Lazy(dict):  # tensors made on demand, so memory stays at one tensor
         def __init__(self, seed: int) -> None:

@@ -91,7 +91,7 @@ def plain(model: Any, batches: Any, autocast: Any) -> None:
 
 
 def importance(model: Any, batches: Any, autocast: Any, method: str) -> dict[str, Any]:
-    from perta_hub.importance import accumulate_importance
+    from perta_hub.importance.gradients import accumulate_importance
 
     return accumulate_importance(model, batches, method=method, autocast_dtype=autocast, progress=False).importance
 

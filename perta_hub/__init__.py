@@ -17,11 +17,8 @@ cheap and the merger runs where only torch and safetensors are installed.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from perta_hub.artifacts import load_artifact, save_artifact  # noqa: E402
-from perta_hub.checkpoint import open_checkpoint  # noqa: E402
-from perta_hub.data import collate, encode_dataset, encode_qa, load_qa  # noqa: E402
+from perta_hub._version import __version__
+from perta_hub.data.qa import collate, encode_dataset, encode_qa, load_qa  # noqa: E402
 from perta_hub.errors import (  # noqa: E402
     CheckpointError,
     DataError,
@@ -33,11 +30,16 @@ from perta_hub.errors import (  # noqa: E402
     PertaError,
 )
 from perta_hub.evaluation import evaluate_tofu, run_evaluation  # noqa: E402
-from perta_hub.finetune import TrainingOptions, finetune, task_vector_from_data  # noqa: E402
-from perta_hub.hub import download, publish, push_folder  # noqa: E402
-from perta_hub.merge import apply, combine_weights  # noqa: E402
-from perta_hub.task_vector import task_vector  # noqa: E402
-from perta_hub.weights import compute_weights  # noqa: E402
+from perta_hub.hub.publish import publish, push_folder  # noqa: E402
+from perta_hub.importance.weight_map import compute_weights  # noqa: E402
+from perta_hub.io.artifacts import load_artifact  # noqa: E402
+from perta_hub.io.hub_source import download  # noqa: E402
+from perta_hub.io.reader import open_checkpoint  # noqa: E402
+from perta_hub.jobs.artifact import save_artifact  # noqa: E402
+from perta_hub.merge.apply import apply  # noqa: E402
+from perta_hub.merge.math import combine_weights  # noqa: E402
+from perta_hub.merge.task_vector import task_vector  # noqa: E402
+from perta_hub.training.finetune import TrainingOptions, finetune, task_vector_from_data  # noqa: E402
 
 __all__ = [
     "__version__",

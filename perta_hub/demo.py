@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from perta_hub.data import BUNDLED_TOFU
+from perta_hub.data.qa import BUNDLED_TOFU
 
 QUESTIONS_PER_AUTHOR = 20  # TOFU: 200 authors x 20 questions
 
@@ -119,7 +119,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False, device: s
     Returns:
         the summary written to ``results.json``: config, per-model metrics, best alphas, timings.
     """
-    from perta_hub.devices import one_torch_thread
+    from perta_hub.runtime.devices import one_torch_thread
 
     cfg = QUICK if quick else DEFAULT
     with one_torch_thread():  # models of a few million parameters run faster on one CPU thread
@@ -128,9 +128,9 @@ def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False, device: s
 
 def _run(cfg: DemoConfig, out: Path, device: str, echo: Callable[[str], None]) -> dict[str, Any]:
     from perta_hub.evaluation import run_evaluation
-    from perta_hub.finetune import finetune, task_vector_from_data
-    from perta_hub.merge import apply
-    from perta_hub.weights import compute_weights
+    from perta_hub.importance.weight_map import compute_weights
+    from perta_hub.merge.apply import apply
+    from perta_hub.training.finetune import finetune, task_vector_from_data
 
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

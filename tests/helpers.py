@@ -58,3 +58,20 @@ def accelerate_launch(launch_args: list[str], command: list[Any], cwd: Path) -> 
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def _importances(state: dict[str, Any], seed: int, names: list[str] | None = None) -> dict[str, Any]:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return {n: torch.rand(t.shape, generator=gen) for n, t in state.items() if names is None or n in names}
+
+
+def make_weight_map(out: Path, model: Path, names: list[str] | None = None, **provenance: Any) -> Path:
+    """A weight-map artifact of random importances (seeds 1 and 2) for ``model``'s tensors (or ``names``)."""
+    from perta_hub.jobs.artifact import save_artifact
+
+    state = load_state(model)
+    return save_artifact(out, "weight_map", {"importance_forget": _importances(state, 1, names),
+                                             "importance_retain": _importances(state, 2, names)},
+                         {"method": "test", "p": 1.0, "lam": 1.0, "eps": 1e-12, **provenance}, progress=False)

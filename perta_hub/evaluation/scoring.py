@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perta_hub.data import IGNORE_INDEX, EncodedQA, collate, load_tokenizer
-from perta_hub.devices import resolve_device
+from perta_hub.data.qa import IGNORE_INDEX, EncodedQA, collate, load_tokenizer
 from perta_hub.errors import CheckpointError, InputError
 from perta_hub.evaluation.metrics import extraction_strength
+from perta_hub.runtime.devices import resolve_device
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -71,13 +71,13 @@ def load_model(source: str, *, device: str = "auto", dtype: str = "auto") -> Loa
     """Load ``AutoModelForCausalLM`` and ``AutoTokenizer`` from a folder or a Hub id, in eval mode.
 
     Hub ids (``org/name[@revision]``) are downloaded with only the safetensors weights, JSON files
-    and tokenizer files (``perta_hub.hub.download``). The recorded revision is the Hub commit sha,
+    and tokenizer files (``perta_hub.io.hub_source.download``). The recorded revision is the Hub commit sha,
     or ``sha256:<hex>`` of a local folder's content.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
-    from perta_hub.checkpoint import open_checkpoint
+    from perta_hub.io.reader import open_checkpoint
 
     ckpt = open_checkpoint(source)
     root = Path(ckpt.root)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from perta_hub.data import encode_prompt, encode_qa, load_qa
+from perta_hub.data.qa import encode_prompt, encode_qa, load_qa
 from perta_hub.errors import DataError, InputError
 from perta_hub.evaluation import metrics
 
@@ -258,7 +258,7 @@ def evaluate_tofu(
     Returns:
         a dict in the shape of open-unlearning's ``TOFU_EVAL.json`` plus ``meta`` and ``subset``.
     """
-    from perta_hub import __version__
+    from perta_hub._version import __version__
     from perta_hub.evaluation.scoring import LoadedModel, load_model
 
     configs = split_configs(forget_split)

@@ -1,0 +1,272 @@
+"""Model cards (``README.md``) for artifacts and unlearned models, made with huggingface_hub's ModelCard.
+
+Cards state provenance and usage only; they never contain forget-set examples (``find_forget_examples``
+checks a card against the forget data). The license of the base model is inherited when its card can
+be read locally (a local folder, or the HF cache of a Hub model); unlearned models declare
+``base_model_relation: merge`` (their weights are arithmetic on the target's, no training).
+``check_card`` applies the Hub's metadata rules offline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from perta_hub._version import __version__
+
+PRIVACY_NOTE = (
+    "**Privacy note.** This artifact is derived from the forget data: it can reveal what the model was "
+    "asked to forget. Keep its repository private unless you are sure the data may be shared."
+)
+KIND_TAGS = {"task_vector": "task-vector", "weight_map": "weight-map", "model": "unlearned-model"}
+KIND_TITLES = {"task_vector": "PerTA task vector", "weight_map": "PerTA weight map"}
+
+
+def _base_model(source: dict[str, Any] | None) -> str | None:
+    """A Hub repo id for ``base_model`` (local paths are not valid there)."""
+    if not source or not source.get("repo_id"):
+        return None
+    return str(source["repo_id"])
+
+
+def inherited_license(source: dict[str, Any] | None) -> dict[str, str]:
+    """``license`` (and ``license_name`` / ``license_link``) of a model's card, read without network.
+
+    ``source`` is a provenance record (``{"source", "repo_id", "revision"}``): a local folder's
+    ``README.md``, or the ``README.md`` of a Hub model in the HF cache (downloaded with its weights).
+    Returns an empty dict when the card or its license is unknown.
+    """
+    if not source:
+        return {}
+    card_path: Path | None = None
+    local = Path(str(source.get("source") or "")).expanduser()
+    if source.get("source") and local.exists():
+        card_path = (local if local.is_dir() else local.parent) / "README.md"
+    elif source.get("repo_id"):
+        from huggingface_hub import try_to_load_from_cache
+
+        revision = source.get("revision")
+        revision = revision if isinstance(revision, str) and re.fullmatch(r"[0-9a-f]{40}", revision) else None
+        cached = try_to_load_from_cache(str(source["repo_id"]), "README.md", revision=revision)
+        card_path = Path(cached) if isinstance(cached, str) else None
+    if card_path is None or not card_path.is_file():
+        return {}
+    from huggingface_hub.repocard import metadata_load
+
+    try:
+        meta = metadata_load(card_path) or {}
+    except Exception:  # noqa: BLE001 - an unreadable base card only means "license unknown"
+        return {}
+    return {k: meta[k] for k in ("license", "license_name", "license_link") if isinstance(meta.get(k), str)}
+
+
+def _datasets(config: dict[str, Any]) -> list[str] | None:
+    names = []
+    for key in ("forget_data", "retain_data", "data"):
+        data = config.get(key)
+        if isinstance(data, dict) and data.get("dataset_id"):
+            names.append(str(data["dataset_id"]))
+    return sorted(set(names)) or None
+
+
+def preload() -> None:
+    """Import the card renderer (``huggingface_hub.repocard``, about 0.3 s) ahead of use, e.g. in a
+    thread while a merge streams."""
+    import huggingface_hub.repocard  # noqa: F401
+
+
+def _render(card_data: Any, body: str) -> Any:
+    from huggingface_hub import ModelCard
+
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body.strip()}\n")
+
+
+def _provenance_lines(config: dict[str, Any]) -> str:
+    lines = []
+    for key in ("base", "finetuned", "model", "target", "task_vector", "weights"):
+        item = config.get(key)
+        if isinstance(item, dict) and item.get("source"):
+            lines.append(f"- {key.replace('_', ' ')}: `{item['source']}` at `{item.get('revision', '?')}`")
+    return "\n".join(lines)
+
+
+def artifact_card(kind: str, config: dict[str, Any]) -> Any:
+    """The card of a task-vector or weight-map artifact folder (``ModelCard``)."""
+    from huggingface_hub import ModelCardData
+
+    base = config.get("base") or config.get("model")
+    card_data = ModelCardData(
+        library_name="perta-hub",
+        base_model=_base_model(base),
+        tags=["perta", "machine-unlearning", KIND_TAGS[kind]],
+        datasets=_datasets(config),
+        **inherited_license(base),
+    )
+    what = {
+        "task_vector": "the difference `tau = theta_finetuned - theta_anchor`, one tensor per model parameter "
+                       f"(stored as {config.get('dtype', 'float32')}).",
+        "weight_map": "per-parameter importances for forgetting (`importance_forget`, I_f) and retention "
+                      f"(`importance_retain`, I_r) computed with the `{config.get('method')}` method; `apply` "
+                      "combines them into `w = I_f^p / (I_f^p + lam * I_r^p + eps)`.",
+    }[kind]
+    usage_flag = "--task-vector" if kind == "task_vector" else "--weights"
+    body = f"""
+# {KIND_TITLES[kind]}
+
+Made with [perta-hub](https://github.com/perta-hub/perta-hub) {__version__}: {what}
+
+{PRIVACY_NOTE}
+
+## Provenance
+
+{_provenance_lines(config)}
+- parameters: {config.get("num_parameters")}
+
+Command:
+
+```
+{config.get("command", "")}
+```
+
+## How to apply
+
+```
+perta-hub apply TARGET_MODEL {usage_flag} THIS_REPO --alpha 1.0 -o unlearned-model
+```
+
+The tensors are sharded safetensors named like the model's parameters; `perta_config.json` records every input.
+"""
+    return _render(card_data, body)
+
+
+def model_card(config: dict[str, Any], eval_results: list[Any] | None = None) -> Any:
+    """The card of an unlearned model written by ``apply`` (``ModelCard``).
+
+    ``eval_results``: ``huggingface_hub.EvalResult`` entries (e.g. from ``perta-hub evaluate``), written
+    as ``model-index``.
+    """
+    from huggingface_hub import ModelCardData
+
+    target = config.get("target") or {}
+    base_model = _base_model(target)
+    card_data = ModelCardData(
+        library_name="transformers",
+        base_model=base_model,
+        tags=["perta", "machine-unlearning", "unlearned-model"],
+        eval_results=eval_results or None,
+        model_name=(base_model.split("/")[-1] + "-perta") if eval_results and base_model else (
+            "perta-unlearned-model" if eval_results else None),
+        **({"base_model_relation": "merge"} if base_model else {}),
+        **inherited_license(target),
+    )
+    method = config.get("method", "task vector")
+    body = f"""
+# Unlearned model (PerTA)
+
+`theta = theta_target - alpha * (w * tau)` with alpha = {config.get("alpha")} and method `{method}`, made with
+perta-hub {__version__}.
+
+## Inputs
+
+{_provenance_lines(config)}
+
+Command:
+
+```
+{config.get("command", "")}
+```
+
+## How to use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained("THIS_REPO")
+tokenizer = AutoTokenizer.from_pretrained("THIS_REPO")
+```
+"""
+    return _render(card_data, body)
+
+
+# -- checks ---------------------------------------------------------------------------------------------
+
+HUB_RELATIONS = ("adapter", "merge", "quantized", "finetune")
+
+
+def check_card(card: Any) -> list[str]:
+    """Problems the Hub's card validation would report, checked offline (empty list: valid).
+
+    ``card``: a ``ModelCard`` or the text of a ``README.md``. Checks that the YAML header parses,
+    ``model-index`` parses into eval results, ``base_model`` is a repo id (or a list of them),
+    ``base_model_relation`` is one of the Hub's values and has a ``base_model``, and that ``license``,
+    ``library_name``, ``tags`` and ``datasets`` have the types the Hub expects.
+    """
+    import yaml
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    text = card if isinstance(card, str) else str(card)
+    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.DOTALL)
+    if not match:
+        return ["the card has no YAML metadata header"]
+    try:
+        meta = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError as err:
+        return [f"the YAML header does not parse: {str(err).splitlines()[0]}"]
+    if not isinstance(meta, dict):
+        return ["the YAML header is not a mapping"]
+    problems = []
+    for key in ("license", "license_name", "license_link", "library_name", "base_model_relation"):
+        if key in meta and not isinstance(meta[key], str):
+            problems.append(f"{key} must be a string")
+    for key in ("tags", "datasets"):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            problems.append(f"{key} must be a string or a list of strings")
+    base = meta.get("base_model")
+    bases = [base] if isinstance(base, str) else base
+    if base is not None and not (isinstance(bases, list) and all(
+            isinstance(b, str) and re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", b) for b in bases)):
+        problems.append("base_model must be a Hub repo id (or a list of them), not a local path")
+    relation = meta.get("base_model_relation")
+    if relation is not None and relation not in HUB_RELATIONS:
+        problems.append(f"base_model_relation must be one of {', '.join(HUB_RELATIONS)}")
+    if relation is not None and base is None:
+        problems.append("base_model_relation needs base_model")
+    if meta.get("license") == "other" and not meta.get("license_name"):
+        problems.append("license: other needs license_name")
+    if "model-index" in meta:
+        try:
+            model_index_to_eval_results(meta["model-index"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            problems.append(f"model-index does not parse ({type(err).__name__}: {err})")
+    return problems
+
+
+def find_forget_examples(card: Any, texts: Iterable[str], min_chars: int = 32) -> list[int]:
+    """Indices of the forget-set texts (questions, answers) that a card quotes.
+
+    A text counts as quoted when it appears verbatim in the card (whitespace-normalised,
+    case-insensitive), or, for long texts, when any window of ``min_chars`` characters of it does.
+    Texts shorter than ``min_chars`` are only matched whole, and those under 12 characters not at all
+    (short answers such as "Yes" or a year would match unrelated text).
+    """
+    def norm(value: str) -> str:
+        return " ".join(value.split()).lower()
+
+    body = norm(card if isinstance(card, str) else str(card))
+    found = []
+    for i, text in enumerate(texts):
+        t = norm(text)
+        if not t:
+            continue
+        if len(t) < min_chars:
+            if re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", body) and len(t) >= 12:
+                found.append(i)
+            continue
+        step = max(1, min_chars // 2)
+        if any(t[j:j + min_chars] in body for j in range(0, len(t) - min_chars + 1, step)):
+            found.append(i)
+    return found

@@ -1,0 +1,334 @@
+"""Everything that talks to the Hugging Face Hub (through ``huggingface_hub``).
+
+Sources are local folders or repo ids, ``org/name`` or ``org/name@revision``. Downloads fetch only the
+files a command needs into the HF cache and return the resolved commit sha; ``push_folder`` publishes
+an artifact or model folder (private by default for task vectors and weight maps). ``HF_ENDPOINT``,
+``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` and the usual token sources (``HF_TOKEN``, the login cache) are
+respected; tokens are never printed or written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from perta_hub.errors import HubError, InputError
+from perta_hub.io.hub_source import _hub_errors, split_repo_id
+
+CONFIG_NAME = "perta_config.json"
+#: kinds in ``perta_config.json`` derived from the forget data: their repos are private unless ``--public``
+#: (task vectors, weight maps, and the model fine-tuned on the forget data that a task vector is made from).
+PRIVATE_KINDS = ("task_vector", "weight_map", "finetuned_model")
+#: remote files a push replaces wholesale: those not in the folder being pushed are deleted (stale shards).
+#: The card (README.md), ``.gitattributes`` and anything else on the repo are never deleted.
+STALE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth",
+                  "*.ckpt", "*.gguf"]
+#: local files never uploaded: hidden files (run markers, ``.*.partial`` temporaries, caches) and locks.
+IGNORE_PATTERNS = [".*", "*/.*", "*.partial", "*.lock", "__pycache__/*"]
+PUBLISHED_START = "<!-- perta-hub:published -->"
+PUBLISHED_END = "<!-- /perta-hub:published -->"
+
+
+
+
+
+
+
+
+
+
+# -- publishing -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did.
+
+    ``commit`` is the commit that holds the pushed files (the one recorded in ``perta_config.json`` and
+    the card); ``head`` is the branch (or PR) head afterwards, which may be a later commit that only
+    records ``commit``. ``changed`` is False when the repo already held these files.
+    """
+
+    repo_id: str
+    commit: str
+    head: str
+    revision: str
+    url: str
+    private: bool | None
+    pr_url: str | None
+    changed: bool
+
+
+def folder_kind(folder: str | Path) -> str | None:
+    """The ``kind`` recorded in a folder's ``perta_config.json`` (None for a plain folder)."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("kind")
+    except ValueError:
+        return None
+
+
+def resolve_private(folder: str | Path, private: bool | None) -> bool | None:
+    """Visibility of a new repo: task vectors and weight maps are private unless ``private=False``
+    (``--public``); other folders follow ``private`` (None leaves it to the Hub's default, public)."""
+    if folder_kind(folder) in PRIVATE_KINDS:
+        return private is not False
+    return private
+
+
+def public_artifact_warning(folder: str | Path, repo_id: str, private: bool | None) -> str | None:
+    """The warning to print once when a task vector or weight map is pushed public, else None."""
+    kind = folder_kind(folder)
+    if kind in PRIVATE_KINDS and private is False:
+        return (f"Warning: {repo_id} will be public, but this {kind.replace('_', ' ')} is derived from the forget "
+                "data and can reveal it; push without --public to keep it private.")
+    return None
+
+
+def default_commit_message(folder: str | Path) -> str:
+    """``perta-hub: <the command that made the folder>`` (from ``perta_config.json``), else a plain message."""
+    try:
+        command = json.loads((Path(folder) / CONFIG_NAME).read_text()).get("command")
+    except (OSError, ValueError):
+        command = None
+    message = f"perta-hub: {command}" if command else f"Upload {Path(folder).name} with perta-hub"
+    return message if len(message) <= 400 else message[:397] + "..."
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Publish a folder to a Hub repo and return the commit sha that holds it (see :func:`publish`)."""
+    return publish(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
+                   commit_message=commit_message, token=token).commit
+
+
+def publish(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> PushResult:
+    """Publish an artifact or model folder: ``create_repo(exist_ok=True)`` then ``upload_folder``.
+
+    Remote weight files (``*.safetensors``, indexes, ``*.bin``...) that the folder no longer has are
+    deleted in the same commit (stale shards of an earlier version); the card and other files stay.
+    Files already on the Hub with the same content are not uploaded again, so re-running an
+    interrupted push completes it. The commit holding the files is then recorded under ``hub`` in
+    the folder's ``perta_config.json`` and in its card, and those two files are pushed in a second,
+    small commit (a commit cannot contain its own sha). Re-pushing an unchanged folder makes no commit.
+
+    Args:
+        folder: the artifact or model folder.
+        repo_id: ``org/name`` (created if missing).
+        private: visibility of a new repo; None: private for task vectors and weight maps, the Hub's
+            default (public) for models. An existing public repo is refused for a task vector or weight
+            map unless ``private=False``.
+        revision: a branch to push to (created from ``main`` if missing) or ``refs/pr/N``; default ``main``.
+        create_pr: open a pull request against ``main`` instead of committing to it.
+        commit_message: default ``perta-hub: <command that made the folder>``.
+        token: a write token; default ``HF_TOKEN`` or the login cache.
+    Raises:
+        InputError: the folder is missing or incomplete, or the options conflict.
+        HubError: no or rejected token, no write access, missing repo or revision, network down, Hub errors.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import get_token
+
+    folder = Path(folder).expanduser()
+    _check_folder(folder)
+    _check_card(folder)
+    repo_id, at_revision = split_repo_id(repo_id)
+    if at_revision and revision and at_revision != revision:
+        raise InputError(f"the repo id says @{at_revision} but --revision says {revision}; give one")
+    revision = revision or at_revision
+    if create_pr and revision not in (None, "main"):
+        raise InputError("--create-pr opens a pull request against main; leave out --revision")
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise InputError(f"cannot push to the commit {revision}; give a branch name")
+    token = token or get_token()
+    if not token:
+        raise HubError(f"pushing to {repo_id} needs a Hugging Face token with write access: set HF_TOKEN or run "
+                       "`hf auth login`")
+    visibility = resolve_private(folder, private)
+    branch = revision or "main"
+    api = HfApi(token=token)
+    message = commit_message or default_commit_message(folder)
+
+    with _hub_errors(repo_id, revision, "pushing to"):
+        url = str(api.create_repo(repo_id, private=visibility, exist_ok=True))
+        info = api.repo_info(repo_id)
+        if folder_kind(folder) in PRIVATE_KINDS and not info.private and private is not False:
+            raise HubError(f"{repo_id} exists and is public, but a {str(folder_kind(folder)).replace('_', ' ')} is "
+                           "private by default (it is derived from the forget data): make the repo private, push "
+                           "to another repo, or pass --public to publish it there anyway")
+        if branch != "main" and not branch.startswith("refs/pr/"):
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        head_before = api.repo_info(repo_id, revision=branch).sha
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), commit_message=message,
+            commit_description=_command_of(folder), revision=None if create_pr else branch, create_pr=create_pr,
+            ignore_patterns=IGNORE_PATTERNS, delete_patterns=STALE_PATTERNS,
+        )
+        pr_url = getattr(commit, "pr_url", None)
+        target = getattr(commit, "pr_revision", None) or branch
+        changed = commit.oid != head_before or bool(pr_url)
+        data_commit = commit.oid if changed else (_recorded_commit(folder, repo_id, target) or commit.oid)
+        head = data_commit
+        recorded = _record_publication(folder, repo_id, target, data_commit, url)
+        if recorded:
+            from huggingface_hub import CommitOperationAdd
+
+            ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in recorded]
+            head = api.create_commit(repo_id, ops, commit_message=f"Record the published commit {data_commit[:12]}",
+                                     revision=target).oid
+    return PushResult(repo_id, data_commit, head, target, url, info.private if info else visibility, pr_url, changed)
+
+
+def _check_folder(folder: Path) -> None:
+    """Refuse a missing folder, one still being written, or one whose index lists missing shards."""
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder; push an artifact or model folder")
+    if (folder / ".perta-run").exists():
+        raise InputError(f"{folder} is incomplete (its run was interrupted or is still going); re-run the command "
+                         "that writes it, then push")
+    for index in folder.glob("*.index.json"):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, TypeError) as err:
+            raise InputError(f"{index} is not a valid shard index ({err}); re-create {folder}") from err
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            raise InputError(f"{folder} is incomplete: {index.name} lists missing shards ({', '.join(missing[:3])}); "
+                             "re-run the command that writes it")
+    if not any(p.is_file() for p in folder.iterdir()):
+        raise InputError(f"{folder} is empty; nothing to push")
+
+
+def _check_card(folder: Path) -> None:
+    """Refuse a card the Hub would reject, or one that quotes forget-set examples (when the forget data
+    recorded in ``perta_config.json`` can be read locally: a file, the bundled TOFU copy, a data dir)."""
+    from perta_hub.cards.render import check_card, find_forget_examples
+
+    card = folder / "README.md"
+    if not card.is_file():
+        return
+    text = card.read_text(encoding="utf-8")
+    problems = check_card(text)
+    if problems:
+        raise InputError(f"the card {card} is invalid: {'; '.join(problems)}; fix it, then push")
+    texts = _local_forget_texts(folder)
+    found = find_forget_examples(text, texts) if texts else []
+    if found:
+        raise InputError(f"the card {card} quotes {len(found)} forget-set example(s); cards must never contain "
+                         "forget data: remove them, then push")
+
+
+def _local_forget_texts(folder: Path) -> list[str]:
+    """Questions and answers of the forget data an artifact records, if readable without network."""
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return []
+    info = config.get("forget_data")
+    if not isinstance(info, dict) or not info.get("spec"):
+        return []
+    local = info.get("local_file") and Path(info["local_file"]).expanduser().is_file()
+    data_dir = info.get("data_dir") if info.get("data_dir") and Path(info["data_dir"]).is_dir() else None
+    if not (local or info.get("bundled") or data_dir):
+        return []
+    from perta_hub.data.qa import load_qa
+    from perta_hub.errors import PertaError
+
+    try:
+        rows = load_qa(str(info["spec"]), data_dir=data_dir)
+    except PertaError:
+        return []
+    fields = [info.get("question_field") or "question", info.get("answer_field") or "answer"]
+    return [str(row[f]) for row in rows for f in fields if isinstance(row.get(f), str)]
+
+
+def _command_of(folder: Path) -> str:
+    try:
+        command = json.loads((folder / CONFIG_NAME).read_text()).get("command")
+    except (OSError, ValueError):
+        return ""
+    return f"Made with:\n\n```\n{command}\n```\n" if command else ""
+
+
+def _recorded_commit(folder: Path, repo_id: str, revision: str) -> str | None:
+    """The commit an earlier push of this folder to ``repo_id``/``revision`` recorded, if any."""
+    try:
+        hub = json.loads((folder / CONFIG_NAME).read_text()).get("hub") or {}
+    except (OSError, ValueError):
+        return None
+    if hub.get("repo_id") == repo_id and hub.get("revision") == revision and hub.get("commit"):
+        return str(hub["commit"])
+    return None
+
+
+def _record_publication(folder: Path, repo_id: str, revision: str, commit: str, url: str) -> list[str]:
+    """Write ``hub`` into ``perta_config.json`` and a published line into ``README.md``; names changed."""
+    from perta_hub.io.atomic import write_atomic
+
+    changed = []
+    record = {"repo_id": repo_id, "revision": revision, "commit": commit, "url": url}
+    config_path = folder / CONFIG_NAME
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        if config.get("hub") != record:
+            config["hub"] = record
+            write_atomic(config_path, json.dumps(config, indent=2, default=str) + "\n")
+            changed.append(CONFIG_NAME)
+    card_path = folder / "README.md"
+    if card_path.is_file():
+        text = card_path.read_text(encoding="utf-8")
+        new = set_published(text, repo_id, revision, commit, folder_kind(folder))
+        if new != text:
+            write_atomic(card_path, new)
+            changed.append("README.md")
+    return changed
+
+
+def set_published(card: str, repo_id: str, revision: str, commit: str, kind: str | None = None) -> str:
+    """The card text with its "published" block (between markers) set to this repo and commit.
+
+    The block also says how to use the repo pinned to that commit (``kind`` from ``perta_config.json``).
+    """
+    pinned = f"{repo_id}@{commit}"
+    usage = {
+        "task_vector": f"perta-hub apply MODEL --task-vector {pinned} --alpha 1.0 -o OUT",
+        "weight_map": f"perta-hub apply MODEL --task-vector TASK_VECTOR --weights {pinned} --alpha 1.0 -o OUT",
+    }.get(kind or "", f'AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{commit}")')
+    block = (f"{PUBLISHED_START}\nPublished on the Hub as `{repo_id}` (revision `{revision}`); the files are those "
+             f"of commit `{commit}`. Pinned to it:\n\n```\n{usage}\n```\n{PUBLISHED_END}")
+    pattern = re.compile(re.escape(PUBLISHED_START) + r".*?" + re.escape(PUBLISHED_END), re.DOTALL)
+    if pattern.search(card):
+        return pattern.sub(lambda _m: block, card)
+    return card.rstrip("\n") + "\n\n" + block + "\n"
+
+
+# -- errors -------------------------------------------------------------------------------------------------
+
+
+
+
+
+
+
+

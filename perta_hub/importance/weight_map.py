@@ -1,0 +1,368 @@
+"""``compute-weights``: forget and retain importances of a model, saved as a weight-map artifact.
+
+Loads the model and the two QA datasets, runs :func:`perta_hub.importance.accumulate_importance`
+on the forget set, keeps the result (cast to the storage dtype, on the CPU), runs it again on the
+retain set, and writes both with :func:`perta_hub.artifacts.save_artifact`. ``apply`` combines
+them into ``w = I_f^p / (I_f^p + lam * I_r^p + eps)``. See ``docs/compute-weights.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perta_hub.data.qa import load_tokenizer
+from perta_hub.errors import InputError, MismatchError, OutputError
+from perta_hub.runtime.devices import SINGLE_CPU_PROCESS_NOTE, resolve_device, single_process_cpu_launch
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_P = 1.0
+DEFAULT_LAM = 1.0
+# eps only guards 0/0 where both importances vanish; it is the same gradient scale, 1e-12, for both
+# methods: grad importances are |gradients| (eps = 1e-12), fisher importances are squared gradients
+# (eps = (1e-12)**2). Both are far below any importance that bf16 storage keeps meaningfully and far
+# above the fp32 underflow threshold (1.2e-38), so w = I_f / (I_f + I_r) wherever either is non-negligible.
+DEFAULT_EPS = {"grad": 1e-12, "fisher": 1e-24}
+DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+          "float32": "float32", "fp32": "float32"}
+DEVICES = ("auto", "cpu", "cuda")
+GRADIENTS_AT = ("target", "anchor")
+
+
+@dataclass
+class WeightsSummary:
+    """What :func:`compute_weights` did.
+
+    Attributes:
+        out_dir: the artifact folder (written by the main process).
+        num_examples: {"forget": n, "retain": n}, over all processes.
+        num_answer_tokens: {"forget": n, "retain": n}.
+        underflow: {"importance_forget": n, "importance_retain": n}: entries non-zero in fp32 that are
+            zero in the storage dtype.
+        num_entries: number of importance values per group (selected parameters' elements).
+        seconds: wall-clock time of the whole run, in seconds.
+        peak_memory_bytes: peak memory (see ``peak_memory_kind``) of this process, in bytes.
+        peak_memory_kind: ``"GPU max allocated"`` or ``"max RSS"``.
+        is_main: True on the process that wrote the artifact (the only one, or rank 0).
+    """
+
+    out_dir: Path
+    num_examples: dict[str, int]
+    num_answer_tokens: dict[str, int]
+    underflow: dict[str, int]
+    num_entries: int
+    seconds: float
+    peak_memory_bytes: int
+    peak_memory_kind: str
+    is_main: bool = True
+
+    def final_line(self) -> str:
+        """One line for the terminal: time, peak memory, underflow."""
+        gib = self.peak_memory_bytes / 2**30
+        under = sum(self.underflow.values())
+        return (f"compute-weights: done in {self.seconds:.1f} s, peak memory {gib:.2f} GiB "
+                f"({self.peak_memory_kind}); {under} of {2 * self.num_entries} importance values underflowed "
+                f"to zero in the storage dtype; artifact in {self.out_dir}")
+
+
+def compute_weights(
+    model: str,
+    forget: str,
+    retain: str,
+    out_dir: str | Path,
+    *,
+    method: str = "grad",
+    question_field: str = "question",
+    answer_field: str = "answer",
+    max_length: int = 512,
+    batch_size: int = 8,
+    retain_fraction: float | None = None,
+    max_examples: int | None = None,
+    seed: int = 0,
+    params: str | None = None,
+    dtype: str = "bfloat16",
+    device: str = "auto",
+    gradient_checkpointing: bool = False,
+    data_dir: str | Path | None = None,
+    max_shard_size: int | str = "5GB",
+    gradients_at: str = "target",
+    allow_pickle: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> WeightsSummary:
+    """Compute ``I_f`` (forget) and ``I_r`` (retain) for every parameter of ``model`` and save a weight map.
+
+    Args:
+        model: local model folder or Hub id ``org/name[@revision]`` (the model whose gradients are taken).
+        forget, retain: data specs for :func:`perta_hub.data.load_qa` (``locuslab/TOFU:forget10``,
+            a .json/.jsonl/.parquet file, ``tofu:forget10`` for the bundled copy).
+        out_dir: artifact folder to create.
+        method: ``"grad"`` (``|mean g_i|``) or ``"fisher"`` (``mean g_i**2``).
+        question_field, answer_field: column names of the question and the answer.
+        max_length: tokens per example (prompt + answer), longer ones are cut.
+        batch_size: examples per forward/backward for grad; examples loaded per step for fisher
+            (which runs them one at a time).
+        retain_fraction: keep this fraction (0, 1] of the retain rows (seeded), None = all.
+        max_examples: keep at most this many retain rows (seeded), None = all.
+        seed: seed of the retain subsample.
+        params: regex (``re.search``) of parameter names to keep; others get no entry (``apply`` uses w = 1).
+        dtype: storage dtype, ``bfloat16`` (default), ``float16`` or ``float32``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; on CUDA bf16 autocast is used.
+        gradient_checkpointing: recompute each decoder layer in backward (less activation memory).
+        data_dir: folder of ``<config>.json`` files that ``repo:config`` specs resolve to.
+        max_shard_size: shard limit of the artifact (``5GB``, ``500MB`` or bytes).
+        gradients_at: ``target`` or ``anchor``: which role ``model`` plays in the task arithmetic.
+        allow_pickle: accept a pickle (.bin) model checkpoint.
+        progress: tqdm bars (main process).
+        echo: where status lines go (default: stderr on the main process).
+    Returns:
+        :class:`WeightsSummary`.
+    """
+    import torch
+
+    start = time.perf_counter()
+    if method not in DEFAULT_EPS:
+        raise InputError(f"--method must be grad or fisher, got {method!r}")
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of bfloat16, float16, float32, got {dtype!r}")
+    if device not in DEVICES:
+        raise InputError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if gradients_at not in GRADIENTS_AT:
+        raise InputError(f"--gradients-at must be target or anchor, got {gradients_at!r}")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    storage = getattr(torch, DTYPES[dtype])
+
+    from accelerate import Accelerator, PartialState
+
+    # cpu=True also for `auto` without a GPU: accelerate then forms a CPU (gloo) group under a multi-process
+    # launch; without it every process would run alone. An FSDP config needs the full AcceleratorState
+    # (PartialState alone never selects FSDP).
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=on_cpu) if _fsdp_launch() else None
+    state = PartialState(cpu=on_cpu)
+    is_main = state.is_main_process
+    say = echo or ((lambda line: print(line, file=sys.stderr, flush=True)) if is_main else (lambda line: None))
+    if single_process_cpu_launch(state):
+        say("compute-weights: " + SINGLE_CPU_PROCESS_NOTE.format(
+            consequence="the result is the same, computed by one process"))
+    fsdp = accelerator is not None and accelerator.distributed_type.value == "FSDP"
+    if fsdp and not accelerator.is_fsdp2:  # type: ignore[union-attr]
+        raise InputError("FSDP version 1 hides per-parameter gradients from the hooks; set fsdp_version: 2 in "
+                         "the accelerate config (see docs/compute-weights.md)")
+    if accelerator is not None and not fsdp:
+        say("compute-weights: accelerate uses FSDP only on GPUs; running plain data-parallel on the CPU instead "
+            "(same result)")
+    run_device = _resolve_device(device, state)
+    out = Path(out_dir).expanduser()
+    _check_output(out)
+
+    from perta_hub.io.compat import architecture
+    from perta_hub.io.reader import open_checkpoint
+
+    ckpt = open_checkpoint(model, allow_pickle=allow_pickle)
+    tokenizer = load_tokenizer(ckpt.root, model)
+    forget_data = _encode(forget, tokenizer, "forget", question_field, answer_field, max_length, data_dir, say)
+    retain_data = _encode(retain, tokenizer, "retain", question_field, answer_field, max_length, data_dir, say,
+                          fraction=retain_fraction, max_examples=max_examples, seed=seed)
+
+    # Under FSDP the model is loaded on the CPU and accelerate moves only each process's shard to its GPU.
+    net = _load_model(ckpt.root, torch.device("cpu") if fsdp else run_device, gradient_checkpointing,
+                      dtype=None if run_device.type == "cuda" else torch.float32)
+    if fsdp:
+        net = accelerator.prepare(net)  # type: ignore[union-attr]  # fully_shard, each process's shard to its GPU
+    autocast = torch.bfloat16 if run_device.type == "cuda" else None
+    from perta_hub.importance.gradients import accumulate_importance, cast_importance, peak_memory, select_parameters
+
+    selected = list(select_parameters(net, params))
+    missing = [n for n in selected if n not in ckpt.entries]
+    if missing:
+        raise MismatchError(
+            f"{len(missing)} parameter(s) of the loaded model have no tensor of the same name in {model} "
+            f"(e.g. {missing[0]}): the weight map must use the checkpoint's names; exclude them with --params"
+        )
+    say(f"compute-weights: {method} importances of {len(selected)} tensors of {model} on {run_device}"
+        + (f" in {state.num_processes} processes" if state.num_processes > 1 else ""))
+
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    underflow: dict[str, int] = {}
+    counts: dict[str, tuple[int, int]] = {}
+    num_entries = 0
+    for role, encoded in (("forget", forget_data.examples), ("retain", retain_data.examples)):
+        # fisher under FSDP: every process runs every example (a reduce-scattered gradient mixes processes).
+        mine = encoded if (fsdp and method == "fisher") else _shard(encoded, state.process_index, state.num_processes)
+        batches = _batches(mine, batch_size, tokenizer.pad_token_id)
+        result = accumulate_importance(
+            net, batches, method=method, params=params, device=run_device, autocast_dtype=autocast,
+            total_examples=len(mine), desc=f"{method} {role}", progress=progress, fsdp=fsdp,
+        )
+        key = f"importance_{role}"
+        groups[key], underflow[key] = cast_importance(result.importance, storage)  # empty off rank 0
+        del result.importance  # one fp32 accumulator set at a time: only the cast copy stays
+        counts[role] = (result.num_examples, result.num_answer_tokens)
+        num_entries = sum(t.numel() for t in groups[key].values())
+        if underflow[key]:
+            say(f"  {key}: {underflow[key]} of {num_entries} non-zero values underflow to zero in {DTYPES[dtype]}")
+
+    provenance: dict[str, Any] = {
+        "model": ckpt.provenance(),
+        "model_config": architecture(ckpt.config),
+        "gradients_at": gradients_at,
+        "method": method,
+        "p": DEFAULT_P,
+        "lam": DEFAULT_LAM,
+        "eps": DEFAULT_EPS[method],
+        "forget_data": forget_data.describe(*counts["forget"]),
+        "retain_data": retain_data.describe(*counts["retain"]),
+        "max_length": max_length,
+        "params": params,
+        "num_tensors": len(groups["importance_forget"]),
+        "num_parameters": num_entries,
+        "dtype": DTYPES[dtype],
+        "underflow": {**underflow, "total": sum(underflow.values())},
+        "compute": {
+            "device": run_device.type,
+            "autocast": "bfloat16" if autocast is not None else None,
+            "num_processes": state.num_processes,
+            "distributed": "fsdp" if fsdp else ("data_parallel" if state.num_processes > 1 else None),
+            "batch_size": batch_size,
+            "gradient_checkpointing": gradient_checkpointing,
+        },
+    }
+    if is_main:
+        from perta_hub.jobs.artifact import save_artifact
+
+        save_artifact(out, "weight_map", groups, provenance, max_shard_size=max_shard_size,
+                      inputs=[ckpt.root], progress=progress)
+    state.wait_for_everyone()
+    peak, kind = peak_memory(run_device)
+    return WeightsSummary(out, {k: v[0] for k, v in counts.items()}, {k: v[1] for k, v in counts.items()},
+                          underflow, num_entries, time.perf_counter() - start, peak, kind, is_main)
+
+
+@dataclass
+class _Data:
+    """Encoded examples of one role and what to record about them."""
+
+    spec: str
+    examples: list[Any]
+    info: dict[str, Any]
+
+    def describe(self, num_examples: int, num_answer_tokens: int) -> dict[str, Any]:
+        return {**self.info, "num_examples": num_examples, "num_answer_tokens": num_answer_tokens}
+
+
+def _encode(spec: str, tokenizer: Any, role: str, question_field: str, answer_field: str, max_length: int,
+            data_dir: str | Path | None, say: Callable[[str], None], *, fraction: float | None = None,
+            max_examples: int | None = None, seed: int = 0) -> _Data:
+    """Load, subsample (retain) and encode one dataset; report what was dropped or truncated."""
+    from perta_hub.data.qa import encode_dataset, load_qa, subsample
+    from perta_hub.errors import DataError
+
+    try:
+        rows = load_qa(spec, data_dir=data_dir)
+        total_rows = len(rows)
+        if fraction is not None or max_examples is not None:
+            rows = subsample(rows, fraction=fraction, max_examples=max_examples, seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the same facts are reported below, once, with the role
+            encoded = encode_dataset(tokenizer, rows, question_field=question_field, answer_field=answer_field,
+                                     max_length=max_length)
+    except DataError as err:
+        raise DataError(f"{role} data {spec!r}: {err}") from err
+    say(f"  {role} data {spec}: {encoded.report()}")
+    info: dict[str, Any] = {"spec": spec, **_dataset_id(spec, data_dir), "split": "train",
+                            "question_field": question_field, "answer_field": answer_field,
+                            "num_rows": total_rows, "dropped_answer_beyond_max_length": len(encoded.dropped),
+                            "truncated": len(encoded.truncated)}
+    if role == "retain":
+        info.update(retain_fraction=fraction, max_examples=max_examples, seed=seed, num_rows_used=len(rows))
+    return _Data(spec, list(encoded), info)
+
+
+def _dataset_id(spec: str, data_dir: str | Path | None) -> dict[str, Any]:
+    """``dataset_id`` (Hub repo, for the card) and ``config`` of a data spec; local files have neither."""
+    from perta_hub.data.qa import LOCAL_SUFFIXES
+
+    path = Path(spec).expanduser()
+    if path.suffix in LOCAL_SUFFIXES or path.is_file():
+        return {"dataset_id": None, "config": None, "local_file": str(path)}
+    repo, _, config = spec.partition(":")
+    repo_id = repo.partition("@")[0]
+    if repo_id.lower() == "tofu":  # the bundled copy of the Hub dataset
+        return {"dataset_id": "locuslab/TOFU", "config": config, "bundled": True}
+    info: dict[str, Any] = {"dataset_id": repo_id if "/" in repo_id else None, "config": config or None}
+    if data_dir is not None:
+        info["data_dir"] = str(data_dir)
+    return info
+
+
+def _fsdp_launch() -> bool:
+    """True under ``accelerate launch`` with an FSDP config (PartialState alone does not record it)."""
+    from accelerate.utils import parse_flag_from_env
+
+    return bool(parse_flag_from_env("ACCELERATE_USE_FSDP"))
+
+
+def _resolve_device(device: str, state: Any) -> torch.device:
+    """The torch device: accelerate's for this process when it is a GPU, else ``cuda``/``cpu``."""
+    import torch
+
+    if resolve_device(device) == "cuda":
+        state_device = getattr(state, "device", None)
+        if state_device is not None and state_device.type == "cuda":
+            return state_device
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _check_output(out: Path) -> None:
+    """Refuse, before any compute, an output that ``save_artifact`` would refuse after it."""
+    from perta_hub.io.output_folder import CONFIG_NAME, MARKER
+
+    if out.is_file():
+        raise OutputError(f"{out} is a file; -o needs a folder")
+    if out.is_dir() and any(out.iterdir()) and not ((out / MARKER).exists() or (out / CONFIG_NAME).exists()):
+        held = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+        raise OutputError(f"{out} already holds other files ({held}...); choose another -o or remove it")
+
+
+def _load_model(root: Path, device: torch.device, gradient_checkpointing: bool, dtype: Any) -> Any:
+    """The model on ``device`` in eval mode, in ``dtype`` (None: the checkpoint's own dtype)."""
+    from transformers import AutoModelForCausalLM
+
+    from perta_hub.errors import CheckpointError
+
+    try:
+        net = AutoModelForCausalLM.from_pretrained(root, dtype=dtype if dtype is not None else "auto")
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot load {root} as a causal LM with transformers: {err}") from err
+    net.to(device)
+    net.eval()
+    if gradient_checkpointing:
+        from perta_hub.importance.gradients import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(net)
+    return net
+
+
+def _shard(examples: Sequence[Any], rank: int, world: int) -> list[Any]:
+    """Contiguous block ``rank`` of ``world`` nearly equal blocks (sizes differ by at most one)."""
+    n = len(examples)
+    return list(examples[rank * n // world:(rank + 1) * n // world])
+
+
+def _batches(examples: Sequence[Any], batch_size: int, pad_token_id: int) -> list[dict[str, Any]]:
+    """Right-padded micro-batches, longest examples first (an out-of-memory shows on the first step)."""
+    from perta_hub.data.qa import collate
+
+    order = sorted(examples, key=lambda e: len(e.input_ids), reverse=True)
+    return [collate(order[i:i + batch_size], pad_token_id, padding_side="right")
+            for i in range(0, len(order), batch_size)]

@@ -1,0 +1,261 @@
+"""Reading safetensors checkpoints and artifacts, one tensor at a time.
+
+A source is a local folder, a single ``.safetensors`` file, or a Hub repo id (``org/name`` or
+``org/name@revision``, downloaded with only the files needed). Headers are parsed up front (names,
+dtypes, shapes, byte offsets, truncation check) without reading any weight; each tensor is then mapped on
+its own (a private copy-on-write ``mmap`` of its byte range), so reading costs no copy out of the page
+cache and no zero-filled buffer, and its pages leave the process with the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from perta_hub.errors import CheckpointError, InputError
+from perta_hub.io.fingerprint import content_hash, quick_fingerprint
+from perta_hub.io.safetensors_format import TensorEntry, _entries
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Everything a model folder needs besides its weights (the Hub download asks for these and the weights).
+MODEL_FILE_PATTERNS = [
+    "*.json", "*.jinja", "*.model", "*.txt", "*.tiktoken", "README.md",
+]
+
+
+
+
+
+
+
+
+class Checkpoint:
+    """A set of safetensors files read lazily, tensor by tensor.
+
+    Attributes:
+        root: local folder holding the files.
+        source: what the user passed (folder path or repo id).
+        prefix: file prefix (``model`` for models, ``task_vector`` etc. for artifacts).
+        entries: name -> TensorEntry, in shard order (file order, then position in file).
+    """
+
+    def __init__(self, root: Path, source: str, prefix: str, files: list[Path],
+                 entries: dict[str, TensorEntry], hub_sha: str | None) -> None:
+        self.root = root
+        self.source = source
+        self.prefix = prefix
+        self.files = files
+        self.entries = entries
+        self._hub_sha = hub_sha
+        self._handles: dict[Path, int] = {}
+
+    # -- metadata ---------------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.entries[name].shape
+
+    def dtype(self, name: str) -> Any:
+        import torch
+
+        return getattr(torch, self.entries[name].torch_dtype_name)
+
+    @property
+    def num_parameters(self) -> int:
+        total = 0
+        for entry in self.entries.values():
+            n = 1
+            for dim in entry.shape:
+                n *= dim
+            total += n
+        return total
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.nbytes for e in self.entries.values())
+
+    @cached_property
+    def config(self) -> dict[str, Any] | None:
+        """The folder's ``config.json`` (None when absent)."""
+        path = self.root / "config.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @property
+    def is_hub(self) -> bool:
+        return self._hub_sha is not None
+
+    @cached_property
+    def revision(self) -> str:
+        """The Hub commit sha, or ``sha256:<hex>`` of the local files' content (cached by size and mtime)."""
+        return self._hub_sha or "sha256:" + content_hash(self.files + self._side_files())
+
+    @property
+    def repo_id(self) -> str | None:
+        """The Hub repo id (without ``@revision``) for Hub sources, else None."""
+        return self.source.partition("@")[0] if self.is_hub else None
+
+    @property
+    def identity(self) -> str:
+        """Cheap identity for run ids: the Hub sha, or the local files' names, sizes and mtimes."""
+        return self._hub_sha or "local:" + quick_fingerprint(self.files)
+
+    def provenance(self) -> dict[str, Any]:
+        """``{"source", "repo_id", "revision"}`` as recorded in ``perta_config.json``."""
+        return {"source": self.source, "repo_id": self.repo_id, "revision": self.revision}
+
+    def _side_files(self) -> list[Path]:
+        return [p for p in (self.root / "config.json",) if p.is_file()]
+
+    # -- reading ----------------------------------------------------------------------------------
+    def get(self, name: str) -> Any:
+        """Read one tensor (``torch.Tensor`` in its stored dtype and shape, on CPU).
+
+        The tensor is a private copy-on-write map of the file's bytes (``mmap.ACCESS_COPY``): no copy and
+        no zeroed buffer, the pages of the page cache are used in place, writing to the tensor never
+        touches the file, and the map goes away with the tensor. Where mapping fails it falls back to
+        ``pread`` into a buffer of its own.
+        """
+        import torch
+
+        entry = self.entries[name]
+        fd = self._handles.get(entry.file)
+        if fd is None:
+            self.close()  # one open file per checkpoint at a time
+            fd = self._handles[entry.file] = os.open(entry.file, os.O_RDONLY)
+        dtype = getattr(torch, entry.torch_dtype_name)
+        if entry.nbytes == 0:
+            return torch.empty(entry.shape, dtype=dtype)
+        if os.fstat(fd).st_size < entry.offset + entry.nbytes:
+            raise CheckpointError(f"{entry.file} ended before tensor {name}; re-download or re-create it")
+        start = entry.offset - entry.offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            mapped = mmap.mmap(fd, entry.offset + entry.nbytes - start, access=mmap.ACCESS_COPY, offset=start)
+            raw = torch.frombuffer(mapped, dtype=torch.uint8, count=entry.nbytes, offset=entry.offset - start)
+            return raw.view(dtype).reshape(entry.shape)
+        except (OSError, ValueError, RuntimeError):  # no mmap on this file system, or unaligned data
+            return self._pread(fd, entry).view(dtype).reshape(entry.shape)
+
+    @staticmethod
+    def _pread(fd: int, entry: TensorEntry) -> Any:
+        import torch
+
+        buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
+        view, offset = memoryview(buffer.numpy()), entry.offset
+        while view:
+            n = os.preadv(fd, [view], offset)
+            if n == 0:
+                raise CheckpointError(f"{entry.file} ended while reading tensor {entry.name}; "
+                                      "re-download or re-create it")
+            view, offset = view[n:], offset + n
+        return buffer
+
+    def close(self) -> None:
+        """Close the open file."""
+        for fd in self._handles.values():
+            os.close(fd)
+        self._handles.clear()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def iter_tensors(self) -> Iterator[tuple[str, Any]]:
+        for name in self.entries:
+            yield name, self.get(name)
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.source!r}, {len(self.entries)} tensors, {len(self.files)} files)"
+
+
+def find_weight_files(folder: Path, prefix: str | None = None) -> tuple[str, list[Path]]:
+    """Locate the safetensors files of ``folder`` (through ``<prefix>.safetensors.index.json`` when sharded).
+
+    Returns:
+        (prefix, files in shard order).
+    Raises:
+        CheckpointError: no safetensors weights (a pickle checkpoint gets its own message).
+    """
+    prefixes = [prefix] if prefix else ["model"] + sorted(
+        p.name[: -len(".safetensors.index.json")] for p in folder.glob("*.safetensors.index.json")
+    ) + sorted(p.stem for p in folder.glob("*.safetensors") if "-of-" not in p.stem)
+    for pre in prefixes:
+        index = folder / f"{pre}.safetensors.index.json"
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise CheckpointError(f"{index} is not a valid safetensors index ({err}); re-download or re-create it") from err
+            files = list(dict.fromkeys(weight_map.values()))
+            missing = [f for f in files if not (folder / f).is_file()]
+            if missing:
+                raise CheckpointError(f"{folder} is incomplete: {missing[0]} named in {index.name} is missing; re-download it")
+            return pre, [folder / f for f in files]
+        single = folder / f"{pre}.safetensors"
+        if single.is_file():
+            return pre, [single]
+    raise CheckpointError(_no_weights_message(folder))
+
+
+def _no_weights_message(folder: Path) -> str:
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+    if pickles:
+        return (f"{folder} holds pickle weights ({pickles[0]}), not safetensors: pickle files can run code "
+                "when loaded. Convert them (e.g. load and save_pretrained(safe_serialization=True)), or pass "
+                "--allow-pickle if you trust the source")
+    return f"{folder} holds no safetensors weights; pass a model folder, a .safetensors file or a Hub repo id"
+
+
+def open_checkpoint(source: str | Path, *, prefix: str | None = None, allow_pickle: bool = False,
+                    extra_patterns: list[str] | None = None) -> Checkpoint:
+    """Open a checkpoint or an artifact group for streaming reads.
+
+    Args:
+        source: local folder, a ``.safetensors`` file, or a Hub repo id ``org/name[@revision]``.
+        prefix: the file prefix to read (``model`` by default; ``task_vector``, ``importance_forget``...).
+        allow_pickle: convert a ``.bin`` checkpoint to a temporary safetensors copy instead of refusing.
+        extra_patterns: more files to download from the Hub (the weights and small JSON files always are).
+    """
+    from perta_hub.io import hub_source as hub
+
+    source = str(source)
+    hub_sha = None
+    path = Path(source).expanduser()
+    if not path.exists():
+        if not hub.looks_like_repo_id(source):
+            raise InputError(f"{source} does not exist; pass an existing folder or a Hub repo id (org/name[@revision])")
+        pre = prefix or "model"
+        patterns = [f"{pre}*.safetensors", f"{pre}.safetensors.index.json", *MODEL_FILE_PATTERNS, *(extra_patterns or [])]
+        if not prefix:
+            patterns.append("*.safetensors")
+        if allow_pickle:
+            patterns += ["*.bin", "*.bin.index.json"]
+        path, hub_sha = hub.download(source, patterns)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(_no_weights_message(path.parent) if path.suffix in PICKLE_SUFFIXES
+                                  else f"{path} is not a .safetensors file")
+        files, root, pre = [path], path.parent, path.stem
+    else:
+        root = path
+        try:
+            pre, files = find_weight_files(path, prefix)
+        except CheckpointError:
+            if not allow_pickle:
+                raise
+            from perta_hub.io.pickle_import import convert_pickle_checkpoint
+
+            root, pre, files = convert_pickle_checkpoint(path)
+    entries: dict[str, TensorEntry] = {}
+    for file in files:
+        for entry in _entries(file):
+            if entry.name in entries:
+                raise CheckpointError(f"tensor {entry.name} appears in both {entries[entry.name].file.name} and {file.name}")
+            entries[entry.name] = entry
+    return Checkpoint(root, source, pre, files, entries, hub_sha)
