@@ -115,7 +115,7 @@ def artifact_card(kind: str, config: dict[str, Any]) -> Any:
     body = f"""
 # {KIND_TITLES[kind]}
 
-Made with [perta-hub](https://github.com/perta-hub/perta-hub) {__version__}: {what}
+Made with perta-hub {__version__}: {what}
 
 {PRIVACY_NOTE}
 
