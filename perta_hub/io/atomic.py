@@ -6,14 +6,21 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a small text file through a temporary name and a rename."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write a small file (text, or bytes as given) through a temporary name and a rename.
+
+    On any failure the temporary file is removed and ``path`` keeps its old content.
+    """
     tmp = path.with_name(f".{path.name}.partial")
-    with tmp.open("w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb" if isinstance(text, bytes) else "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fsync_dir(folder: Path) -> None:
