@@ -10,7 +10,6 @@ Layout of an artifact folder:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,20 +17,14 @@ from typing import Any
 
 from perta_hub.errors import CheckpointError, InputError
 from perta_hub.io.fingerprint import content_hash
-from perta_hub.io.output_folder import CONFIG_NAME
 from perta_hub.io.reader import Checkpoint, open_checkpoint
-from perta_hub.io.sharding import TORCH_TO_CODE
+from perta_hub.records import CONFIG_NAME, Record, read_record
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "task_vector": ("task_vector",),
     "weight_map": ("importance_forget", "importance_retain"),
 }
-SHARD_METADATA = {"format": "pt"}
-
-
-def dtype_code(dtype: Any) -> str:
-    """safetensors dtype code of a torch dtype (``torch.bfloat16`` -> ``BF16``)."""
-    return TORCH_TO_CODE[str(dtype).removeprefix("torch.")]
+FLOAT_CODES = ("BF16", "F16", "F32")  # the dtypes an artifact may hold
 
 
 
@@ -42,16 +35,31 @@ class Artifact:
 
     root: Path
     source: str
-    config: dict[str, Any]
+    record: Record
     hub_sha: str | None
 
     @property
     def kind(self) -> str:
-        return str(self.config["kind"])
+        return self.record.kind
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """``perta_config.json`` as a dict (validated: see :attr:`record`)."""
+        return self.record.to_dict()
 
     def group(self, prefix: str) -> Checkpoint:
-        """The tensors of one group (``task_vector``, ``importance_forget``, ``importance_retain``)."""
-        return open_checkpoint(self.root, prefix=prefix)
+        """The tensors of one group (``task_vector``, ``importance_forget``, ``importance_retain``).
+
+        Raises:
+            CheckpointError: a tensor that is not bf16, fp16 or fp32 (named).
+        """
+        group = open_checkpoint(self.root, prefix=prefix)
+        for name, entry in group.entries.items():
+            if entry.dtype_code not in FLOAT_CODES:
+                raise CheckpointError(
+                    f"tensor {name} of {prefix} in {self.source} is {entry.torch_dtype_name}, not floating point; "
+                    "task vectors and weight maps hold bfloat16, float16 or float32 tensors: re-create the artifact")
+        return group
 
     @cached_property
     def revision(self) -> str:
@@ -79,11 +87,8 @@ def load_artifact(source: str | Path, expected_kind: str | None = None) -> Artif
             f"{source} is not a perta-hub artifact (no {CONFIG_NAME}); create one with `perta-hub task-vector` "
             "or `perta-hub compute-weights`"
         )
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as err:
-        raise CheckpointError(f"{config_path} is not valid JSON ({err}); re-download or re-create the artifact") from err
-    kind = config.get("kind")
-    if expected_kind and kind != expected_kind:
-        raise InputError(f"{source} is a {kind} artifact, not a {expected_kind}; check the option you passed it to")
-    return Artifact(path, source, config, hub_sha)
+    record = read_record(path)
+    if expected_kind and record.kind != expected_kind:
+        raise InputError(f"{source} is a {record.kind} artifact, not a {expected_kind}; check the option you passed "
+                         "it to")
+    return Artifact(path, source, record, hub_sha)

@@ -1,29 +1,33 @@
-"""Output folders that never destroy anything: claimed before writing, resumable, finished atomically.
+"""Output folders with one writer each: claimed under a lock, resumable, finished atomically.
 
-A folder being written holds a ``.perta-run`` marker with the run id (a hash of the inputs' identities
-and every parameter). A re-run with the same id resumes; a folder holding anything else (another model,
-another run) is refused rather than overwritten. The marker is replaced by ``perta_config.json``, which
-keeps the run id, when the output is complete.
+A folder being written holds a ``.perta-run`` marker with the run id (a hash of the inputs' identities and
+every parameter) and is locked (``flock`` on the folder itself) for the whole run, so a second run on the same
+``-o`` is refused with one line and never writes into the first run's files. A re-run with the same id resumes;
+a folder holding anything else (another model, another run) is refused rather than overwritten. The marker is
+replaced by ``perta_config.json``, which keeps the run id, when the output is complete; a complete folder is
+left untouched by a re-run (no file rewritten).
 """
 
 from __future__ import annotations
 
+import enum
+import fcntl
 import hashlib
 import json
+import os
 import shlex
 import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from perta_hub._version import __version__
 from perta_hub.errors import OutputError, PertaError
 from perta_hub.io.atomic import write_atomic
+from perta_hub.records import CONFIG_NAME, parse_record
 
 MARKER = ".perta-run"
-CONFIG_NAME = "perta_config.json"
 
 
 def make_run_id(payload: dict[str, Any]) -> str:
@@ -39,67 +43,183 @@ def current_command() -> str:
     return "perta_hub Python API (" + " ".join(shlex.quote(a) for a in argv[:1]) + ")"
 
 
-def claim_output(folder: Path, run_id: str, inputs: list[Path]) -> bool:
-    """Make ``folder`` ready for this run, or refuse.
+class FolderState(enum.Enum):
+    """What an output folder holds, judged from its marker and ``perta_config.json``."""
 
-    Returns:
-        True when the folder already holds this run's complete output (nothing to redo but checks).
-    Raises:
-        OutputError: the folder is an input, or holds another model or another run.
+    EMPTY = "empty"  # missing, or an empty folder
+    RESUMABLE = "resumable"  # an interrupted run with the same run id
+    COMPLETE = "complete"  # the finished output of the same run id
+    FOREIGN = "foreign"  # anything else: another run, another model, other files
+
+
+class OutputFolder:
+    """One output folder and its life: check -> claim (lock, marker) -> write -> finish (record, card).
+
+    Use as a context manager around the writing; the lock is held until the block ends. On a
+    :class:`PertaError` inside the block (bad input found late) the folder is put back as it was: removed if
+    this run created it, emptied if it was empty; other failures (interrupt, full disk) keep it resumable.
     """
-    folder = folder.expanduser()
-    resolved = folder.resolve()
-    for item in inputs:
-        item = item.resolve()
-        if resolved == item or resolved in item.parents:
-            raise OutputError(f"the output folder {folder} is (or contains) the input {item}; choose another -o")
-    if folder.is_file():
-        raise OutputError(f"{folder} is a file; -o needs a folder")
-    if folder.is_dir() and any(folder.iterdir()):
-        marker = folder / MARKER
-        config = folder / CONFIG_NAME
-        if marker.is_file() and marker.read_text().strip() == run_id:
-            return False
-        if config.is_file() and not marker.exists():
+
+    def __init__(self, path: str | Path, run_id: str, inputs: Sequence[Path] = ()) -> None:
+        self.path = Path(path).expanduser()
+        self.run_id = run_id
+        self.inputs = [Path(p) for p in inputs]
+        self.created = False
+        self.was_empty = False
+        self.complete = False
+        self._fd: int | None = None
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def state(self) -> FolderState:
+        """What the folder holds now (no lock taken)."""
+        folder = self.path
+        if not folder.is_dir() or not any(folder.iterdir()):
+            return FolderState.EMPTY
+        marker, config = folder / MARKER, folder / CONFIG_NAME
+        if marker.is_file():
+            return FolderState.RESUMABLE if marker.read_text().strip() == self.run_id else FolderState.FOREIGN
+        if config.is_file():
             try:
-                if json.loads(config.read_text()).get("run_id") == run_id:
-                    return True
-            except ValueError:
+                if json.loads(config.read_text()).get("run_id") == self.run_id:
+                    return FolderState.COMPLETE
+            except (ValueError, AttributeError):
                 pass
-        held = ", ".join(sorted(p.name for p in folder.iterdir())[:3])
-        raise OutputError(
-            f"{folder} already holds a different model or run ({held}...); choose another -o or remove it"
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / MARKER, run_id + "\n")
-    return False
+        return FolderState.FOREIGN
+
+    def check(self) -> None:
+        """Refuse, before any work, a folder that is an input, a file, or holds something else."""
+        resolved = self.path.resolve()
+        for item in self.inputs:
+            item = item.resolve()
+            if resolved == item or resolved in item.parents:
+                raise OutputError(f"the output folder {self.path} is (or contains) the input {item}; choose another -o")
+        if self.path.is_file():
+            raise OutputError(f"{self.path} is a file; -o needs a folder")
+        if self.state() is FolderState.FOREIGN:
+            raise OutputError(self._foreign_message())
+
+    def _foreign_message(self) -> str:
+        if (self.path / MARKER).is_file():
+            return (f"{self.path} holds an interrupted run of other inputs or options; re-run that command to "
+                    "finish it, or choose another -o or remove the folder")
+        held = ", ".join(sorted(p.name for p in self.path.iterdir())[:3])
+        return f"{self.path} already holds a different model or run ({held}...); choose another -o or remove it"
+
+    # -- claim and release ---------------------------------------------------------------------------------
+    def claim(self, needed_bytes: int = 0) -> bool:
+        """Create (if needed) and lock the folder, then mark it for this run.
+
+        Args:
+            needed_bytes: bytes the run will write; refused up front when the file system has less free.
+        Returns:
+            True when the folder already holds this run's complete output (then nothing is written).
+        Raises:
+            OutputError: an input, a file, another run's folder, a folder another process is writing, or a
+                folder that cannot be written (read-only, no permission, too little space).
+        """
+        self.check()
+        try:
+            self.path.mkdir(parents=True)
+            self.created = True
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise OutputError(f"cannot create {self.path} ({err.strerror}); choose a writable -o") from None
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.release()
+            self.created = False  # the other run owns it now
+            raise OutputError(f"{self.path} is being written by another perta-hub run; wait for it to finish, "
+                              "or choose another -o") from None
+        state = self.state()  # again, under the lock
+        if state is FolderState.FOREIGN:
+            self.release()
+            raise OutputError(self._foreign_message())
+        if state is FolderState.COMPLETE:
+            self.complete = True
+            return True
+        self.was_empty = state is FolderState.EMPTY
+        if not os.access(self.path, os.W_OK):
+            self.release()
+            raise OutputError(f"cannot write to {self.path} (permission denied); choose a writable -o")
+        if needed_bytes:
+            free = shutil.disk_usage(self.path).free
+            if free < needed_bytes:
+                self.release()
+                raise OutputError(f"{self.path} needs {needed_bytes / 1e9:.2f} GB but its file system has "
+                                  f"{free / 1e9:.2f} GB free; free space or choose another -o")
+        try:
+            write_atomic(self.path / MARKER, self.run_id + "\n")
+        except OSError as err:
+            self.release()
+            raise OutputError(f"cannot write to {self.path} ({err.strerror}); choose a writable -o") from None
+        return False
+
+    def release(self) -> None:
+        """Drop the lock (the marker stays until :meth:`finish`)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def restore(self) -> None:
+        """Undo this run's writes after a failure: remove the folder if this run created it, empty it if it was
+        empty; a folder that held a resumable run keeps it. Never touches a folder this run did not claim."""
+        if self._fd is None or self.complete:
+            return
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+        elif self.was_empty:
+            for item in self.path.iterdir():
+                shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+
+    def finish(self, record: Any, card: Any | None) -> None:
+        """Write the card and ``perta_config.json`` (``record.to_json()``), then drop the run marker."""
+        if card is not None:
+            write_atomic(self.path / "README.md", str(card))
+        write_atomic(self.path / CONFIG_NAME, record.to_json())
+        (self.path / MARKER).unlink(missing_ok=True)
+        self.complete = True
+
+    def __enter__(self) -> OutputFolder:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: Any) -> None:
+        if err is not None and isinstance(err, PertaError):
+            self.restore()
+        self.release()
 
 
-def finish_output(folder: Path, config: dict[str, Any], card: Any | None) -> None:
-    """Write ``perta_config.json`` (with the version) and the card, then drop the run marker."""
-    config = {"perta_hub_version": __version__, **config}
-    if card is not None:
-        write_atomic(folder / "README.md", str(card))
-    write_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False, default=str) + "\n")
-    (folder / MARKER).unlink(missing_ok=True)
+@contextmanager
+def claimed(folders: Sequence[OutputFolder], needed_bytes: int = 0) -> Iterator[list[OutputFolder]]:
+    """Claim every folder (all checked first, so a refusal writes nothing); yields those still to write.
+
+    On a :class:`PertaError` each folder is restored (see :meth:`OutputFolder.restore`); every lock is
+    released at the end.
+    """
+    for folder in folders:
+        folder.check()
+    with ExitStack() as stack:
+        pending = []
+        for folder in folders:
+            stack.enter_context(folder)
+            if not folder.claim(needed_bytes):
+                pending.append(folder)
+        yield pending
 
 
 @contextmanager
 def claimed_outputs(folders: list[Path], run_ids: list[str], inputs: list[Path]) -> Iterator[None]:
-    """Claim every output folder for the block; on a PertaError, remove the folders this run created.
-
-    An interrupt or any other failure keeps them, so that the same command resumes.
-    """
-    fresh = [not f.exists() or not any(f.iterdir()) for f in folders]
-    for folder, run_id in zip(folders, run_ids, strict=True):
-        claim_output(folder, run_id, inputs)
-    try:
+    """Claim ``folders`` for one block (see :func:`claimed`); used where the writer is not a job."""
+    with claimed([OutputFolder(f, r, inputs) for f, r in zip(folders, run_ids, strict=True)]):
         yield
-    except PertaError:
-        for folder, new in zip(folders, fresh, strict=True):
-            if new:
-                shutil.rmtree(folder, ignore_errors=True)
-        raise
+
+
+def finish_output(folder: Path, config: dict[str, Any], card: Any | None) -> None:
+    """Validate ``config`` as its kind's record and write it with the card (see :meth:`OutputFolder.finish`)."""
+    out = OutputFolder(folder, str(config.get("run_id")))
+    out.finish(parse_record(config, f"the {config.get('kind')} record"), card)
 
 
 def copy_side_files(source: Path, dest: Path) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from perta_hub.errors import InputError
 from perta_hub.io.safetensors_format import DTYPES
@@ -17,6 +18,13 @@ from perta_hub.io.safetensors_format import DTYPES
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 TORCH_TO_CODE = {name: code for code, (name, _) in DTYPES.items()}
+#: metadata of every shard perta-hub writes (as transformers writes it)
+SHARD_METADATA = {"format": "pt"}
+
+
+def dtype_code(dtype: Any) -> str:
+    """safetensors dtype code of a torch dtype (``torch.bfloat16`` -> ``BF16``)."""
+    return TORCH_TO_CODE[str(dtype).removeprefix("torch.")]
 
 
 def parse_size(size: int | str) -> int:

@@ -1,4 +1,4 @@
-"""Writing in-memory tensors as an artifact folder (weight maps)."""
+"""Writing in-memory tensors as an artifact folder (weight maps: the importances ``I_f`` and ``I_r``)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,44 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError
-from perta_hub.io.artifacts import GROUPS, SHARD_METADATA, dtype_code
-from perta_hub.io.output_folder import claim_output, current_command, finish_output, make_run_id
-from perta_hub.io.sharding import TensorSpec, plan_shards
-from perta_hub.io.writer import Output, stream_shards
+from perta_hub.io.artifacts import GROUPS
+from perta_hub.io.output_folder import current_command, make_run_id
+from perta_hub.io.sharding import TensorSpec, dtype_code
+from perta_hub.jobs.engine import Job, Stream, run_job
+from perta_hub.records import Record, parse_record
+
+
+class InMemoryArtifactJob(Job):
+    """Tensors already in memory (group prefix -> name -> tensor), written as they are."""
+
+    hash_outputs = True
+
+    def __init__(self, out_dir: Path, kind: str, groups: Mapping[str, Mapping[str, Any]], provenance: dict[str, Any],
+                 inputs: list[Path]) -> None:
+        if kind not in GROUPS or set(groups) != set(GROUPS[kind]):
+            raise InputError(f"a {kind} artifact holds the groups {GROUPS.get(kind)}, got {sorted(groups)}")
+        self.out, self.kind, self.groups, self.inputs = out_dir, kind, groups, inputs
+        config = {"kind": kind, "command": provenance.get("command") or current_command(),
+                  **{k: v for k, v in provenance.items() if k != "command"}}
+        shapes = {g: {n: list(t.shape) for n, t in ts.items()} for g, ts in groups.items()}
+        self.run_id = make_run_id({"config": config, "shapes": shapes})
+        self._record = parse_record({**config, "run_id": self.run_id}, f"the {kind} record")  # checked up front
+
+    def outputs(self) -> list[tuple[Path, str]]:
+        return [(self.out, self.run_id)]
+
+    def local_inputs(self) -> list[Path]:
+        return self.inputs
+
+    def streams(self) -> list[Stream]:
+        return [Stream(prefix, [TensorSpec(n, dtype_code(t.dtype), tuple(t.shape)) for n, t in tensors.items()],
+                       tensors.__getitem__, lambda _name, t: [t.contiguous()], f"writing {prefix}")
+                for prefix, tensors in self.groups.items()]
+
+    def record(self, index: int, folder: Path) -> tuple[Record, Any]:
+        from perta_hub.cards.render import artifact_card
+
+        return self._record, artifact_card(self.kind, self._record.to_dict())
 
 
 def save_artifact(
@@ -29,25 +63,9 @@ def save_artifact(
         out_dir: the folder to create (refused if it holds something else).
         kind: ``task_vector`` or ``weight_map``.
         groups: group prefix -> {parameter name -> tensor}; the prefixes must be those of ``kind``.
-        provenance: merged into ``perta_config.json`` (sources, revisions, data, method...).
+        provenance: fields of the kind's record (:mod:`perta_hub.records`): sources, revisions, data, method...
         max_shard_size: per-shard limit (``5GB``, ``500MB``, bytes).
         inputs: local input folders that must not be written over.
     """
-    from perta_hub.cards.render import artifact_card
-
-    if kind not in GROUPS or set(groups) != set(GROUPS[kind]):
-        raise InputError(f"a {kind} artifact holds the groups {GROUPS.get(kind)}, got {sorted(groups)}")
-    out = Path(out_dir)
-    config = {"kind": kind, "command": provenance.pop("command", None) or current_command(), **provenance}
-    run_id = make_run_id({"config": config, "shapes": {g: {n: list(t.shape) for n, t in ts.items()} for g, ts in groups.items()}})
-    claim_output(out, run_id, inputs or [])
-    for prefix, tensors in groups.items():
-        specs = [TensorSpec(name, dtype_code(t.dtype), tuple(t.shape)) for name, t in tensors.items()]
-        stream_shards(plan_shards(specs, max_shard_size, prefix), [Output(out, SHARD_METADATA)], prefix,
-                      load=tensors.__getitem__, combine=lambda _name, t: [t.contiguous()],
-                      desc=f"writing {prefix}", progress=progress, hash_outputs=True)
-    config["run_id"] = run_id
-    finish_output(out, config, artifact_card(kind, config))
-    return out
-
-
+    job = InMemoryArtifactJob(Path(out_dir), kind, groups, provenance, inputs or [])
+    return run_job(job, max_shard_size=max_shard_size, progress=progress)[0]
