@@ -22,16 +22,19 @@ Errors carry the Hub's ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``,
 are ``Authorization: Bearer`` strings mapped to a user and a role; an unknown token is rejected with 401 and
 ``X-Error-Message: Invalid credentials in Authorization header`` (as the Hub does), writes need a ``write``
 token of the repo's namespace (403 otherwise), private repos answer ``RepoNotFound`` to everyone but their
-owner. ``HubServer.fail`` injects failures (an HTTP status for the n-th matching request).
+owner. ``HubServer.fail`` injects failures (an HTTP status for the n-th matching request) and
+``HubServer.drop`` a lost connection (the socket closed, with no answer, after reading the n-th matching request).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import hashlib
 import json
 import re
+import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -103,6 +106,10 @@ class Failure:
     times: int
 
 
+class _Dropped(Exception):
+    """Close the connection without an answer (a lost connection, as a network failure shows it)."""
+
+
 class HubError(Exception):
     """An HTTP error answer: status, ``X-Error-Code`` and message."""
 
@@ -155,6 +162,11 @@ class HubServer:
         """Answer ``status`` to matching requests ``skip+1`` .. ``skip+times`` (``pattern``: regex on the path)."""
         with self.lock:
             self.failures.append(Failure(method.upper(), pattern, status, skip, times))
+
+    def drop(self, method: str, pattern: str, *, skip: int = 0, times: int = 1) -> None:
+        """Close the connection of matching requests ``skip+1`` .. ``skip+times`` after reading them, unanswered
+        (logged with status 0)."""
+        self.fail(method, pattern, status=0, skip=skip, times=times)
 
     def requests(self, method: str, pattern: str = "") -> list[tuple[str, str, int]]:
         """The logged requests of this method whose path matches ``pattern`` (regex)."""
@@ -347,6 +359,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._maybe_fail(method, split.path)
             status = self._route(method, split.path, body)
+        except _Dropped:
+            status = 0
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
         except HubError as err:
             status = err.status
             self._send_error(err)
@@ -363,6 +380,8 @@ class _Handler(BaseHTTPRequestHandler):
                         rule.skip -= 1
                         return
                     rule.times -= 1
+                    if rule.status == 0:
+                        raise _Dropped()
                     raise HubError(rule.status, "injected failure")
 
     def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,

@@ -9,13 +9,17 @@ respected; tokens are never printed or written anywhere.
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from perta_hub.errors import HubError, InputError
+from perta_hub.hub.allowlist import plan_upload
+from perta_hub.hub.card_check import check_card
 from perta_hub.io.hub_source import _hub_errors, split_repo_id
+from perta_hub.io.reader import index_files
 
 CONFIG_NAME = "perta_config.json"
 #: kinds in ``perta_config.json`` derived from the forget data: their repos are private unless ``--public``
@@ -48,7 +52,9 @@ class PushResult:
 
     ``commit`` is the commit that holds the pushed files (the one recorded in ``perta_config.json`` and
     the card); ``head`` is the branch (or PR) head afterwards, which may be a later commit that only
-    records ``commit``. ``changed`` is False when the repo already held these files.
+    records ``commit``. ``changed`` is False when the repo already held these files. ``left_out``: the
+    folder's files not uploaded; ``notes``: one-line remarks for the user (what was left out, a skipped
+    card check).
     """
 
     repo_id: str
@@ -59,6 +65,10 @@ class PushResult:
     private: bool | None
     pr_url: str | None
     changed: bool
+    #: files of the folder not uploaded (not part of the artifact; ``include`` adds them), relative paths
+    left_out: tuple[str, ...] = ()
+    #: lines to print: the files left out, a card check that was skipped
+    notes: tuple[str, ...] = ()
 
 
 def folder_kind(folder: str | Path) -> str | None:
@@ -108,10 +118,13 @@ def push_folder(
     create_pr: bool = False,
     commit_message: str | None = None,
     token: str | None = None,
+    include: list[str] | tuple[str, ...] = (),
+    skip_card_check: bool = False,
 ) -> str:
     """Publish a folder to a Hub repo and return the commit sha that holds it (see :func:`publish`)."""
     return publish(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
-                   commit_message=commit_message, token=token).commit
+                   commit_message=commit_message, token=token, include=include,
+                   skip_card_check=skip_card_check).commit
 
 
 def publish(
@@ -123,8 +136,14 @@ def publish(
     create_pr: bool = False,
     commit_message: str | None = None,
     token: str | None = None,
+    include: list[str] | tuple[str, ...] = (),
+    skip_card_check: bool = False,
 ) -> PushResult:
     """Publish an artifact or model folder: ``create_repo(exist_ok=True)`` then ``upload_folder``.
+
+    Only the artifact's files are uploaded (:func:`perta_hub.hub.allowlist.plan_upload`: the weight files
+    the indexes name, config, tokenizer and chat-template files, ``perta_config.json``, ``README.md``,
+    ``adapter/``); other files are left out and listed in the result.
 
     Remote weight files (``*.safetensors``, indexes, ``*.bin``...) that the folder no longer has are
     deleted in the same commit (stale shards of an earlier version); the card and other files stay.
@@ -143,8 +162,13 @@ def publish(
         create_pr: open a pull request against ``main`` instead of committing to it.
         commit_message: default ``perta-hub: <command that made the folder>``.
         token: a write token; default ``HF_TOKEN`` or the login cache.
+        include: glob patterns (relative to the folder) of more files to upload.
+        skip_card_check: push a forget-derived artifact whose forget data can no longer be read (so its
+            card cannot be checked for forget-set examples).
     Raises:
-        InputError: the folder is missing or incomplete, or the options conflict.
+        InputError: the folder is missing or incomplete, the options conflict, an index names a file
+            outside the folder, the card is invalid or quotes forget data, or the forget data is unreadable
+            without ``skip_card_check``.
         HubError: no or rejected token, no write access, missing repo or revision, network down, Hub errors.
     """
     from huggingface_hub import HfApi
@@ -152,7 +176,13 @@ def publish(
 
     folder = Path(folder).expanduser()
     _check_folder(folder)
-    _check_card(folder)
+    kind = folder_kind(folder)
+    plan = plan_upload(folder, kind, include)
+    if not plan.upload:
+        raise InputError(f"{folder} holds none of the files push uploads (weights, config, tokenizer, card); "
+                         "add files with --include PATTERN")
+    card_note = check_card(folder, kind, skip_card_check=skip_card_check)
+    notes = tuple(n for n in (plan.left_out_line(), card_note) if n)
     repo_id, at_revision = split_repo_id(repo_id)
     if at_revision and revision and at_revision != revision:
         raise InputError(f"the repo id says @{at_revision} but --revision says {revision}; give one")
@@ -183,7 +213,8 @@ def publish(
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=str(folder), commit_message=message,
             commit_description=_command_of(folder), revision=None if create_pr else branch, create_pr=create_pr,
-            ignore_patterns=IGNORE_PATTERNS, delete_patterns=STALE_PATTERNS,
+            allow_patterns=[glob.escape(name) for name in plan.upload], ignore_patterns=IGNORE_PATTERNS,
+            delete_patterns=STALE_PATTERNS,
         )
         pr_url = getattr(commit, "pr_url", None)
         target = getattr(commit, "pr_revision", None) or branch
@@ -197,7 +228,8 @@ def publish(
             ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in recorded]
             head = api.create_commit(repo_id, ops, commit_message=f"Record the published commit {data_commit[:12]}",
                                      revision=target).oid
-    return PushResult(repo_id, data_commit, head, target, url, info.private if info else visibility, pr_url, changed)
+    return PushResult(repo_id, data_commit, head, target, url, info.private if info else visibility, pr_url, changed,
+                      plan.left_out, notes)
 
 
 def _check_folder(folder: Path) -> None:
@@ -207,60 +239,14 @@ def _check_folder(folder: Path) -> None:
     if (folder / ".perta-run").exists():
         raise InputError(f"{folder} is incomplete (its run was interrupted or is still going); re-run the command "
                          "that writes it, then push")
-    for index in folder.glob("*.index.json"):
-        try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
-        except (ValueError, KeyError, TypeError) as err:
-            raise InputError(f"{index} is not a valid shard index ({err}); re-create {folder}") from err
+    for index in folder.glob("*.safetensors.index.json"):
+        shards = {path.name for path in index_files(index)}  # plain file names inside the folder
         missing = sorted(s for s in shards if not (folder / s).is_file())
         if missing:
             raise InputError(f"{folder} is incomplete: {index.name} lists missing shards ({', '.join(missing[:3])}); "
                              "re-run the command that writes it")
     if not any(p.is_file() for p in folder.iterdir()):
         raise InputError(f"{folder} is empty; nothing to push")
-
-
-def _check_card(folder: Path) -> None:
-    """Refuse a card the Hub would reject, or one that quotes forget-set examples (when the forget data
-    recorded in ``perta_config.json`` can be read locally: a file, the bundled TOFU copy, a data dir)."""
-    from perta_hub.cards.render import check_card, find_forget_examples
-
-    card = folder / "README.md"
-    if not card.is_file():
-        return
-    text = card.read_text(encoding="utf-8")
-    problems = check_card(text)
-    if problems:
-        raise InputError(f"the card {card} is invalid: {'; '.join(problems)}; fix it, then push")
-    texts = _local_forget_texts(folder)
-    found = find_forget_examples(text, texts) if texts else []
-    if found:
-        raise InputError(f"the card {card} quotes {len(found)} forget-set example(s); cards must never contain "
-                         "forget data: remove them, then push")
-
-
-def _local_forget_texts(folder: Path) -> list[str]:
-    """Questions and answers of the forget data an artifact records, if readable without network."""
-    try:
-        config = json.loads((folder / CONFIG_NAME).read_text())
-    except (OSError, ValueError):
-        return []
-    info = config.get("forget_data")
-    if not isinstance(info, dict) or not info.get("spec"):
-        return []
-    local = info.get("local_file") and Path(info["local_file"]).expanduser().is_file()
-    data_dir = info.get("data_dir") if info.get("data_dir") and Path(info["data_dir"]).is_dir() else None
-    if not (local or info.get("bundled") or data_dir):
-        return []
-    from perta_hub.data.qa import load_qa
-    from perta_hub.errors import PertaError
-
-    try:
-        rows = load_qa(str(info["spec"]), data_dir=data_dir)
-    except PertaError:
-        return []
-    fields = [info.get("question_field") or "question", info.get("answer_field") or "answer"]
-    return [str(row[f]) for row in rows for f in fields if isinstance(row.get(f), str)]
 
 
 def _command_of(folder: Path) -> str:

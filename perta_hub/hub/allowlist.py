@@ -1,0 +1,154 @@
+"""What ``push`` uploads: an explicit allow-list per artifact kind, everything else left out and reported.
+
+A folder's files are sorted into the upload (the weight files its indexes name, or its single-file
+weights; ``config.json``, ``generation_config.json``, tokenizer and chat-template files, ``perta_config.json``,
+``README.md``, the LoRA adapter in ``adapter/``, and whatever ``include`` patterns add) and the files left
+out (training logs, ``trainer_state.json``, optimizer states, ``checkpoint-*/``, data files, nested
+artifacts, ``*.bin``...). Hidden files (run markers, ``.*.partial`` temporaries, caches) are never uploaded
+and never reported.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from perta_hub.errors import InputError
+from perta_hub.io.reader import index_files
+
+CONFIG_NAME = "perta_config.json"
+#: weight-file prefixes (``<prefix>.safetensors`` / ``<prefix>.safetensors.index.json``) of each kind;
+#: a plain model folder (no ``perta_config.json``) or an unknown kind may use any prefix.
+WEIGHT_PREFIXES: dict[str, tuple[str, ...]] = {
+    "model": ("model",),
+    "finetuned_model": ("model",),
+    "task_vector": ("task_vector",),
+    "weight_map": ("importance_forget", "importance_retain"),
+}
+#: the model's side files: configuration, tokenizer and chat template
+SIDE_FILES = (
+    "config.json", "generation_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+    "chat_template.jinja", "chat_template.json",
+)
+RECORD_FILES = (CONFIG_NAME, "README.md")
+#: the LoRA adapter ``finetune --lora-rank`` writes beside the merged weights
+ADAPTER_FILES = ("adapter/adapter_config.json", "adapter/adapter_model.safetensors")
+_SHARD_NAME = re.compile(r"-\d+-of-\d+$")
+
+
+@dataclass(frozen=True)
+class UploadPlan:
+    """The files (paths relative to the folder, ``/``-separated) a push sends and those it leaves out."""
+
+    upload: tuple[str, ...]
+    left_out: tuple[str, ...]
+
+    def left_out_line(self) -> str | None:
+        """One line naming the files left out (a folder left out whole is named once), or None."""
+        if not self.left_out:
+            return None
+        return (f"push: left out {len(self.left_out)} file(s) that are not part of the artifact: "
+                f"{', '.join(summarise(self.left_out, self.upload))} (add one with --include PATTERN)")
+
+
+def summarise(left_out: tuple[str, ...], upload: tuple[str, ...]) -> list[str]:
+    """``left_out`` with each top-level folder none of whose files is uploaded shown as ``name/``."""
+    uploaded_tops = {p.split("/", 1)[0] for p in upload if "/" in p}
+    shown: list[str] = []
+    for path in left_out:
+        top, sep, _ = path.partition("/")
+        item = f"{top}/" if sep and top not in uploaded_tops else path
+        if item not in shown:
+            shown.append(item)
+    return shown
+
+
+def member(folder: Path, name: object, where: str) -> str:
+    """``name`` (read from ``where``) if it is a plain relative file name inside ``folder``, else refuse.
+
+    A name may not be absolute, hold ``..`` or a backslash; a local file it names may not resolve outside
+    the folder (a Hub snapshot's symlinks into the cache's blob store are judged by name only).
+    """
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        raise InputError(f"{where} names {name!r}, which is not a file name; re-create {folder}")
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts or name.startswith("~"):
+        raise InputError(f"{where} names {name!r}, which lies outside {folder}; refusing to read or upload it")
+    if not _in_hf_cache(folder):
+        try:
+            (folder / name).resolve().relative_to(folder.resolve())
+        except ValueError:
+            raise InputError(f"{where} names {name!r}, a link to a file outside {folder}; refusing to read or "
+                             "upload it") from None
+    return pure.as_posix()
+
+
+def _in_hf_cache(folder: Path) -> bool:
+    """True for a snapshot folder of the HF cache (``.../snapshots/<sha>``, blobs in ``../../blobs``)."""
+    resolved = folder.resolve()
+    return resolved.parent.name == "snapshots" and (resolved.parent.parent / "blobs").is_dir()
+
+
+def folder_files(folder: Path) -> list[str]:
+    """Every non-hidden file under ``folder`` (relative, ``/``-separated, sorted); hidden folders skipped."""
+    out = []
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+            continue
+        if path.is_file() and not path.name.endswith((".partial", ".lock")):
+            out.append(rel.as_posix())
+    return sorted(out)
+
+
+def weight_files(folder: Path, kind: str | None) -> list[str]:
+    """The weight files of ``folder``: each index and the shards it names, else single ``<prefix>.safetensors``.
+
+    Raises:
+        CheckpointError: an index that does not parse, or names a file outside the folder.
+    """
+    prefixes = WEIGHT_PREFIXES.get(kind or "")
+    files: list[str] = []
+    indexed: set[str] = set()
+    for index in sorted(folder.glob("*.safetensors.index.json")):
+        prefix = index.name[: -len(".safetensors.index.json")]
+        if prefixes is not None and prefix not in prefixes:
+            continue
+        names = [path.name for path in index_files(index)]  # each a plain file name inside the folder
+        indexed.add(prefix)
+        files.append(index.name)
+        files += names
+    for single in sorted(folder.glob("*.safetensors")):
+        prefix = single.name[: -len(".safetensors")]
+        if prefix in indexed or _SHARD_NAME.search(prefix) or (prefixes is not None and prefix not in prefixes):
+            continue
+        files.append(single.name)
+    return list(dict.fromkeys(files))
+
+
+def plan_upload(folder: str | Path, kind: str | None, include: list[str] | tuple[str, ...] = ()) -> UploadPlan:
+    """Sort ``folder``'s files into what a push of an artifact of ``kind`` uploads and what it leaves out.
+
+    Args:
+        folder: the artifact or model folder.
+        kind: ``kind`` of its ``perta_config.json`` (None for a plain model folder).
+        include: glob patterns relative to the folder (``**`` crosses folders) adding files explicitly.
+    Raises:
+        CheckpointError: an index naming a file outside the folder.
+        InputError: an ``include`` pattern that climbs out of the folder, a file linking outside it.
+    """
+    folder = Path(folder)
+    present = folder_files(folder)
+    chosen = set(weight_files(folder, kind))
+    chosen.update(p for p in (*SIDE_FILES, *RECORD_FILES, *ADAPTER_FILES) if (folder / p).is_file())
+    for pattern in include:
+        pure = PurePosixPath(pattern)
+        if not pattern or pure.is_absolute() or ".." in pure.parts or "\\" in pattern:
+            raise InputError(f"--include {pattern!r} must be a glob pattern relative to {folder}")
+        matched = {p.relative_to(folder).as_posix() for p in folder.glob(pattern) if p.is_file()}
+        chosen.update(member(folder, p, f"--include {pattern!r}") for p in matched if p in present)
+    upload = tuple(member(folder, p, str(folder)) for p in present if p in chosen)
+    return UploadPlan(upload, tuple(p for p in present if p not in chosen))
