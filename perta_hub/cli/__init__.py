@@ -1,5 +1,10 @@
-"""The `perta-hub` command line: a thin click layer over the Python API."""
+"""The `perta-hub` command line: a thin click layer over the Python API, one module per command.
 
-from perta_hub.cli.commands import main
+:mod:`perta_hub.cli.main` holds the group (error handling, the recorded command line, ``-q``/``-v``);
+each command's options are generated from its options dataclass in :mod:`perta_hub.options`.
+"""
+
+from perta_hub.cli import apply, compute_weights, demo, evaluate, finetune, push, task_vector  # noqa: F401
+from perta_hub.cli.main import main
 
 __all__ = ["main"]

@@ -23,7 +23,7 @@ from perta_hub.io.atomic import _fsync_dir, write_atomic
 from perta_hub.io.fingerprint import file_sha256
 from perta_hub.io.shard_file import ShardFile
 from perta_hub.io.sharding import PlannedShard, TensorSpec, index_json
-from perta_hub.runtime.buffers import gc_paused, tune_allocator
+from perta_hub.runtime.buffers import gc_paused
 
 _END = object()
 
@@ -154,7 +154,6 @@ def stream_shards(
     """
     from tqdm.auto import tqdm
 
-    tune_allocator()
     for out in outputs:
         out.folder.mkdir(parents=True, exist_ok=True)
         for stale in out.folder.glob(".*.partial"):
@@ -172,7 +171,8 @@ def stream_shards(
     to_combine, to_write = _Pipe(prefetch, stop), _Pipe(prefetch, stop)
     budget = _Budget(in_flight_bytes, stop)
     held = held_bytes or (lambda spec: spec.nbytes * (len(outputs) + 1))
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress or total == 0)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc,
+               disable=None if progress and total else True)  # None: only on a terminal
 
     def guarded(fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:

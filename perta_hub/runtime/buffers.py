@@ -2,8 +2,8 @@
 
 Profiling a CPU merge (``perf record`` on benchmarks/bench_apply.py) showed the kernel zero-filling
 fresh result buffers page by page as the largest single cost, more than the arithmetic. The streaming
-commands therefore reuse result buffers (:class:`BufferPool`) and tune the allocators once
-(:func:`tune_allocator`).
+commands therefore reuse result buffers (:class:`BufferPool`), and the CLI tunes the allocators once per
+process (:func:`tune_allocator`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+#: set once tune_allocator has run in this process
+_TUNED = False
+
 
 def tune_allocator() -> None:
-    """Allocator settings for streaming many large tensors.
+    """Allocator settings for streaming many large tensors, for the whole process (once; later calls do
+    nothing). Process-wide, so only the CLI turns it on (for the process it owns); library calls leave the
+    host process's allocators alone.
 
     - torch's CPU allocator puts buffers of 2 MiB and more on transparent huge pages
       (``THP_MEM_ALLOC_ENABLE``, read by torch at its first allocation of that size; a value the user set
@@ -31,6 +36,10 @@ def tune_allocator() -> None:
     import ctypes
     import ctypes.util
 
+    global _TUNED
+    if _TUNED:
+        return
+    _TUNED = True
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -1,0 +1,30 @@
+"""``perta-hub apply``: unlearn with a task vector, optionally weighted per parameter."""
+
+from __future__ import annotations
+
+import click
+
+from perta_hub.cli.bind import bind
+from perta_hub.cli.console import Console
+from perta_hub.cli.main import command
+from perta_hub.cli.push import push_after, push_options
+from perta_hub.options.apply import ApplyOptions
+from perta_hub.options.push import PushOptions
+
+
+@command("apply")
+@click.argument("model")
+@bind(ApplyOptions, "options")
+@push_options
+def apply_command(model: str, options: ApplyOptions, push_options: PushOptions, console: Console) -> None:
+    """Unlearn: theta = theta_MODEL - alpha * (w * tau), streamed shard by shard."""
+    from perta_hub.merge.apply import apply
+
+    o = options
+    push_options.check_outputs(len(o.alphas))
+    outs = apply(model, o.task_vector, alphas=list(o.alphas), out_dir=o.out_dir, weights=o.weights, p=o.p,
+                 lam=o.lam, eps=o.eps, device=o.device, max_shard_size=o.max_shard_size,
+                 allow_pickle=o.allow_pickle, progress=console.progress)
+    for folder in outs:
+        console.result(f"unlearned model written to {folder}")
+    push_after(console, push_options, outs[0])

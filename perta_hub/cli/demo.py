@@ -1,0 +1,23 @@
+"""``perta-hub demo``: TOFU-mini unlearning end to end, offline."""
+
+from __future__ import annotations
+
+import click
+
+from perta_hub.cli.bind import bind
+from perta_hub.cli.console import Console
+from perta_hub.cli.main import command
+from perta_hub.options.demo import DemoOptions
+
+
+@command("demo")
+@bind(DemoOptions, "options")
+def demo_command(options: DemoOptions, console: Console) -> None:
+    """TOFU-mini unlearning end to end, offline: train, forget with TV / PerTA-grad / PerTA-fisher, evaluate."""
+    from perta_hub.demo import results_markdown, run_demo
+
+    if console.options.quiet:  # only the final table
+        summary = run_demo(options.out_dir, quick=options.quick, device=options.device, echo=lambda _line: None)
+        console.result(results_markdown(summary))
+    else:
+        run_demo(options.out_dir, quick=options.quick, device=options.device, echo=click.echo)

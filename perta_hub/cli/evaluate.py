@@ -1,0 +1,36 @@
+"""``perta-hub evaluate``: TOFU forget quality, model utility and extraction strength."""
+
+from __future__ import annotations
+
+import click
+
+from perta_hub.cli.bind import bind
+from perta_hub.cli.console import Console
+from perta_hub.cli.main import command
+from perta_hub.options.evaluate import EvaluateOptions
+
+
+@command("evaluate")
+@click.argument("models", nargs=-1, required=True)
+@bind(EvaluateOptions, "options")
+def evaluate_command(models: tuple[str, ...], options: EvaluateOptions, console: Console) -> None:
+    """TOFU forget quality, model utility and extraction strength of one or more MODELs.
+
+    Each MODEL is a folder or a Hub id org/name[@revision]; several (e.g. apply outputs for several
+    alphas) give one table and, with --plot, one PNG.
+    """
+    from perta_hub.evaluation import run_evaluation
+
+    o = options
+    run = run_evaluation(
+        list(models), benchmark=o.benchmark, forget_split=o.forget_split, retain_logs=o.retain_logs,
+        retain_model=o.retain_model, output=o.output, write_card=o.write_card, plot=o.plot, echo=console.status,
+        data_dir=o.data_dir, max_examples=o.max_examples, device=o.device, dtype=o.dtype, batch_size=o.batch_size,
+        max_new_tokens=o.max_new_tokens, max_length=o.max_length, progress=console.progress,
+    )
+    console.result(run["table"])
+    for label, path in (("results", run["output"]), ("plot", run["plot"])):
+        if path is not None:
+            console.result(f"Wrote {label} to {path}")
+    for card in run["cards"]:
+        console.result(f"Wrote eval results into {card}")

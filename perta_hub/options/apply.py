@@ -1,0 +1,36 @@
+"""Options of ``perta-hub apply`` and the defaults of :func:`perta_hub.merge.apply.apply`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perta_hub.options.base import Options, option
+from perta_hub.options.common import DEVICES, FOLDER, allow_pickle, max_shard_size
+
+
+@dataclass(frozen=True)
+class ApplyOptions(Options):
+    """theta = theta_MODEL - alpha * (w * tau): the inputs besides MODEL, the sweep and the output."""
+
+    command = "apply"
+
+    task_vector: str | None = option("--task-vector", required=True, help="Task-vector artifact: folder or Hub id.")
+    weights: str | None = option(
+        "--weights", help="Weight-map artifact (folder or Hub id). Without it w = 1: plain task-vector negation.")
+    alphas: tuple[str, ...] = option(
+        "--alpha", multiple=True, required=True, default=(),
+        help="Scale of the subtracted vector (a number). Repeat for a sweep: one output per alpha in OUT/alpha-A/.")
+    out_dir: str | None = option("-o", "--output", type=FOLDER, required=True,
+                                 help="Output folder: a complete transformers checkpoint (or one per alpha).")
+    p: float | None = option("--p", type=float,
+                             help="Exponent p in w = I_f^p / (I_f^p + lam I_r^p + eps) [default: the weight map's, 1].")
+    lam: float | None = option("--lam", type=float, help="Retention weight lam [default: the weight map's, 1].")
+    eps: float | None = option("--eps", type=float,
+                               help="Stabiliser eps, in importance units [default: the weight map's].")
+    device: str = option("--device", type=DEVICES, default="auto",
+                         help="Where the fp32 math runs; auto picks cuda when a GPU is visible.")
+    max_shard_size: int | str = max_shard_size("output")
+    allow_pickle: bool = allow_pickle("target")
+
+
+APPLY = ApplyOptions()

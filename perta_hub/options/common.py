@@ -1,0 +1,58 @@
+"""Options every command shares (-q/-v) and field builders used by several commands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from perta_hub.errors import InputError
+from perta_hub.options.base import Choice, Options, PathSpec, option
+
+#: largest shard of anything perta-hub writes, unless --max-shard-size says otherwise
+MAX_SHARD_SIZE = "5GB"
+#: --device of the commands that run on one device of a kind
+DEVICES = Choice(("auto", "cpu", "cuda"))
+#: a folder to create (-o)
+FOLDER = PathSpec(file_okay=False)
+#: a file path (never a folder)
+FILE = PathSpec(dir_okay=False)
+
+
+def max_shard_size(what: str) -> Any:
+    """``--max-shard-size`` (bytes, or with a unit) of a command that writes ``what``."""
+    return option("--max-shard-size", default=MAX_SHARD_SIZE, show_default=True,
+                  help=f"Largest {what} shard: bytes, or with a unit (500MB = 500*10^6 bytes, 2GiB = 2*2^30 bytes).")
+
+
+def allow_pickle(what: str) -> Any:
+    """``--allow-pickle``: accept a ``.bin`` ``what`` (refused by default)."""
+    return option("--allow-pickle", is_flag=True, default=False,
+                  help=f"Accept a .bin (pickle) {what}. Pickle can run code: only for trusted sources.")
+
+
+def data_dir(help: str) -> Any:  # noqa: A002
+    """``--data-dir``: an offline folder of data files."""
+    return option("--data-dir", type=FOLDER, help=help)
+
+
+@dataclass(frozen=True)
+class OutputOptions(Options):
+    """``-q/--quiet`` and ``-v/--verbose``, on every command."""
+
+    quiet: bool = option("-q", "--quiet", is_flag=True, default=False,
+                         help="No progress bars or status lines: only the final result lines, warnings and errors.")
+    verbose: bool = option("-v", "--verbose", is_flag=True, default=False,
+                           help="Debug logging (the perta_hub logger; transformers and huggingface_hub at info "
+                                "level).")
+
+    def check(self) -> None:
+        if self.quiet and self.verbose:
+            raise InputError("pass either -q/--quiet or -v/--verbose, not both")
+
+    @property
+    def progress(self) -> bool:
+        """Whether progress bars may be shown (they also need a terminal: tqdm's ``disable=None``)."""
+        return not self.quiet
+
+
+OUTPUT = OutputOptions()

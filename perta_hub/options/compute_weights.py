@@ -1,0 +1,76 @@
+"""Options of ``perta-hub compute-weights`` and the defaults of
+:func:`perta_hub.importance.weight_map.compute_weights`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perta_hub.options.base import Choice, Options, Range, option
+from perta_hub.options.common import DEVICES, FOLDER, allow_pickle, data_dir, max_shard_size
+
+#: importance methods (see docs/compute-weights.md)
+METHODS = ("grad", "fisher")
+#: storage dtypes of the importances (computed in float32)
+IMPORTANCE_DTYPES = ("bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class ComputeWeightsOptions(Options):
+    """The data, the importance method, sampling and how the weight map is stored."""
+
+    command = "compute-weights"
+
+    forget: str | None = option(
+        "--forget", required=True,
+        help="Forget data: Hub dataset 'org/name:config' (e.g. locuslab/TOFU:forget10), 'tofu:CONFIG' "
+             "(bundled TOFU copy) or a local .json/.jsonl/.parquet file.")
+    retain: str | None = option("--retain", required=True, help="Retain data, in the same forms as --forget.")
+    method: str = option(
+        "--method", type=Choice(METHODS), required=True, default="grad",
+        help="grad: I = |mean over examples of the gradient|; fisher: I = mean over examples of the "
+             "per-example gradient squared.")
+    out_dir: str | None = option("-o", "--output", type=FOLDER, required=True,
+                                 help="Weight-map artifact folder to create.")
+    question_field: str = option("--question-field", default="question", help="Column holding the question.")
+    answer_field: str = option("--answer-field", default="answer", help="Column holding the answer.")
+    max_length: int = option(
+        "--max-length", type=Range(int, min=2), default=512,
+        help="Tokens per example (prompt + answer); longer examples are cut, and dropped if no answer "
+             "token is left.")
+    batch_size: int = option(
+        "--batch-size", type=Range(int, min=1), default=8,
+        help="Examples per forward/backward step (grad); examples loaded per step (fisher runs each "
+             "example alone).")
+    retain_fraction: float | None = option(
+        "--retain-fraction", type=Range(float, min=0, max=1, min_open=True),
+        help="Fraction (0, 1] of the retain rows to use, sampled with --seed [default: all rows].")
+    max_examples: int | None = option(
+        "--max-examples", type=Range(int, min=1),
+        help="At most this many retain rows (examples), sampled with --seed [default: all rows].")
+    seed: int = option("--seed", type=int, default=0, help="Seed of the retain subsample (an integer).")
+    params: str | None = option(
+        "--params",
+        help="Regular expression (re.search) on parameter names: only matching parameters get importances; "
+             "apply leaves the others at w = 1 [default: every parameter].")
+    dtype: str = option(
+        "--dtype", type=Choice(IMPORTANCE_DTYPES), default="bfloat16",
+        help="Storage dtype of the importances (computed in float32); values that underflow to zero are "
+             "counted and reported.")
+    device: str = option(
+        "--device", type=DEVICES, default="auto",
+        help="Where gradients are computed; auto picks cuda when a GPU is visible (bf16 autocast there).")
+    gradient_checkpointing: bool = option(
+        "--gradient-checkpointing", is_flag=True, default=False,
+        help="Recompute decoder layers during backward: one layer's activations kept instead of all, "
+             "one extra forward pass per step [default: off].")
+    gradients_at: str = option(
+        "--gradients-at", type=Choice(("target", "anchor")), default="target",
+        help="Role of MODEL in the task arithmetic (recorded in perta_config.json): the model being "
+             "unlearned (target) or the anchor of the task vector.")
+    data_dir: str | None = data_dir("Folder of <config>.json files that 'repo:config' data specs resolve to "
+                                    "(offline copy).")
+    max_shard_size: int | str = max_shard_size("artifact")
+    allow_pickle: bool = allow_pickle("model")
+
+
+COMPUTE_WEIGHTS = ComputeWeightsOptions()

@@ -1,0 +1,25 @@
+"""Options of ``perta-hub demo`` and the defaults of :func:`perta_hub.demo.run_demo`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perta_hub.options.base import Options, option
+from perta_hub.options.common import DEVICES, FOLDER
+
+
+@dataclass(frozen=True)
+class DemoOptions(Options):
+    """Where the demo writes, how big it is and where it runs."""
+
+    command = "demo"
+
+    out_dir: str = option("-o", "--output", type=FOLDER, default="demo_out",
+                          help="Folder for every model, artifact and result (a re-run reuses finished steps).")
+    quick: bool = option("--quick", is_flag=True, default=False,
+                         help="Fewer authors and a smaller model: about 3 minutes on 2 CPU cores.")
+    device: str = option("--device", type=DEVICES, default="auto",
+                         help="Where training, importance, merging and evaluation run.")
+
+
+DEMO = DemoOptions()
