@@ -15,9 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
-import shlex
 import shutil
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 from perta_hub.errors import OutputError, PertaError
 from perta_hub.io.atomic import write_atomic
 from perta_hub.records import CONFIG_NAME, parse_record
+from perta_hub.runtime.invocation import current_command  # noqa: F401 (the CLI sets it; callers import it here)
 
 MARKER = ".perta-run"
 
@@ -33,14 +32,6 @@ MARKER = ".perta-run"
 def make_run_id(payload: dict[str, Any]) -> str:
     """A stable id for a run: sha256 of the JSON of ``payload`` (inputs' fingerprints and parameters)."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def current_command() -> str:
-    """The command line that is running (``perta-hub ...``), or a note that the Python API was used."""
-    argv = list(sys.argv)
-    if argv and Path(argv[0]).name in {"perta-hub", "__main__.py", "cli.py"}:
-        return "perta-hub " + " ".join(shlex.quote(a) for a in argv[1:])
-    return "perta_hub Python API (" + " ".join(shlex.quote(a) for a in argv[:1]) + ")"
 
 
 class FolderState(enum.Enum):
