@@ -18,7 +18,8 @@ cheap and the merger runs where only torch and safetensors are installed.
 from __future__ import annotations
 
 from perta_hub._version import __version__
-from perta_hub.data.qa import collate, encode_dataset, encode_qa, load_qa  # noqa: E402
+from perta_hub.data.encoding import collate, encode_dataset, encode_qa  # noqa: E402
+from perta_hub.data.loading import load_qa  # noqa: E402
 from perta_hub.errors import (  # noqa: E402
     CheckpointError,
     DataError,
@@ -39,7 +40,9 @@ from perta_hub.jobs.artifact import save_artifact  # noqa: E402
 from perta_hub.merge.apply import apply  # noqa: E402
 from perta_hub.merge.math import combine_weights  # noqa: E402
 from perta_hub.merge.task_vector import task_vector  # noqa: E402
-from perta_hub.training.finetune import TrainingOptions, finetune, task_vector_from_data  # noqa: E402
+from perta_hub.training.finetune import finetune  # noqa: E402
+from perta_hub.training.from_data import task_vector_from_data  # noqa: E402
+from perta_hub.training.options import TrainingOptions  # noqa: E402
 
 __all__ = [
     "__version__",

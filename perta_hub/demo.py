@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from perta_hub.data.qa import BUNDLED_TOFU
+from perta_hub.data.loading import BUNDLED_TOFU
 
 QUESTIONS_PER_AUTHOR = 20  # TOFU: 200 authors x 20 questions
 
@@ -130,7 +130,8 @@ def _run(cfg: DemoConfig, out: Path, device: str, echo: Callable[[str], None]) -
     from perta_hub.evaluation import run_evaluation
     from perta_hub.importance.weight_map import compute_weights
     from perta_hub.merge.apply import apply
-    from perta_hub.training.finetune import finetune, task_vector_from_data
+    from perta_hub.training.finetune import finetune
+    from perta_hub.training.from_data import task_vector_from_data
 
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

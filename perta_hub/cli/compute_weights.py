@@ -30,7 +30,8 @@ def compute_weights_command(model: str, options: ComputeWeightsOptions, push_opt
     summary = compute_weights(
         model, o.forget, o.retain, o.out_dir, method=o.method, question_field=o.question_field,
         answer_field=o.answer_field, max_length=o.max_length, batch_size=o.batch_size,
-        retain_fraction=o.retain_fraction, max_examples=o.max_examples, seed=o.seed, params=o.params, dtype=o.dtype,
+        retain_fraction=o.retain_fraction, max_examples=o.max_examples, seed=o.seed, params=o.params,
+        unrestricted_rest=o.unrestricted_rest, dtype=o.dtype,
         device=o.device, gradient_checkpointing=o.gradient_checkpointing, data_dir=o.data_dir,
         max_shard_size=o.max_shard_size, gradients_at=o.gradients_at, allow_pickle=o.allow_pickle,
         progress=console.progress, echo=console.status_echo(),

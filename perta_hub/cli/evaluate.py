@@ -24,7 +24,8 @@ def evaluate_command(models: tuple[str, ...], options: EvaluateOptions, console:
     o = options
     run = run_evaluation(
         list(models), benchmark=o.benchmark, forget_split=o.forget_split, retain_logs=o.retain_logs,
-        retain_model=o.retain_model, output=o.output, write_card=o.write_card, plot=o.plot, echo=console.status,
+        retain_model=o.retain_model, output=o.output, write_card=o.write_card, plot=o.plot, overwrite=o.overwrite,
+        echo=console.status,
         data_dir=o.data_dir, max_examples=o.max_examples, device=o.device, dtype=o.dtype, batch_size=o.batch_size,
         max_new_tokens=o.max_new_tokens, max_length=o.max_length, progress=console.progress,
     )

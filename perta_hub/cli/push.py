@@ -13,7 +13,8 @@ from perta_hub.options.push import PublishOptions, PushOptions
 
 
 def push_and_report(console: Console, folder: Any, repo: str, *, private: bool | None, revision: str | None = None,
-                    create_pr: bool = False, commit_message: str | None = None) -> Any:
+                    create_pr: bool = False, commit_message: str | None = None, include: tuple[str, ...] = (),
+                    skip_card_check: bool = False) -> Any:
     """Push a folder with :func:`perta_hub.hub.publish.publish` and print what happened (warning once if public)."""
     from perta_hub.hub.publish import public_artifact_warning, publish
     from perta_hub.io.hub_source import split_repo_id
@@ -22,7 +23,9 @@ def push_and_report(console: Console, folder: Any, repo: str, *, private: bool |
     if warning:
         console.warning(warning)
     result = publish(folder, repo, private=private, revision=revision, create_pr=create_pr,
-                     commit_message=commit_message)
+                     commit_message=commit_message, include=include, skip_card_check=skip_card_check)
+    for note in result.notes:  # the files left out, a skipped card check
+        console.warning(note)
     visibility = {True: "private", False: "public"}.get(result.private, "visibility: Hub default")
     if result.pr_url:
         console.result(f"Opened pull request {result.pr_url} on {result.repo_id} ({visibility}): commit "
@@ -40,7 +43,8 @@ def push_after(console: Console, options: PushOptions, folder: Any) -> Any:
     if options.push is None:
         return None
     return push_and_report(console, folder, options.push, private=options.private, revision=options.revision,
-                           create_pr=options.create_pr)
+                           create_pr=options.create_pr, include=options.include,
+                           skip_card_check=options.skip_card_check)
 
 
 #: the ``--push ...`` options of a command that writes a folder: the callback receives ``push_options``
@@ -59,4 +63,5 @@ def push_command(folder: str, repo: str, options: PublishOptions, console: Conso
     and the card. The token comes from HF_TOKEN or `hf auth login`.
     """
     push_and_report(console, folder, repo, private=options.private, revision=options.revision,
-                    create_pr=options.create_pr, commit_message=options.commit_message)
+                    create_pr=options.create_pr, commit_message=options.commit_message, include=options.include,
+                    skip_card_check=options.skip_card_check)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perta_hub.data.qa import IGNORE_INDEX, EncodedQA, collate, load_tokenizer
-from perta_hub.errors import CheckpointError, InputError
+from perta_hub.data.encoding import IGNORE_INDEX, EncodedQA, collate, load_tokenizer
+from perta_hub.errors import InputError
 from perta_hub.evaluation.metrics import extraction_strength
 from perta_hub.runtime.devices import resolve_device
 
@@ -75,20 +75,16 @@ def load_model(source: str, *, device: str = "auto", dtype: str = "auto") -> Loa
     or ``sha256:<hex>`` of a local folder's content.
     """
     import torch
-    from transformers import AutoModelForCausalLM
 
     from perta_hub.io.reader import open_checkpoint
+    from perta_hub.runtime.models import load_causal_lm
 
     ckpt = open_checkpoint(source)
     root = Path(ckpt.root)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     tokenizer = load_tokenizer(root, str(source))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(root, dtype=getattr(torch, dt))
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{source} cannot be loaded as a causal LM: {str(err).splitlines()[0]}") from err
-    model.to(dev).eval()
+    model = load_causal_lm(root, str(source), getattr(torch, dt), dev, eval_mode=True)
     return LoadedModel(model, tokenizer, str(source), root, ckpt.revision, dev, dt)
 
 

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from perta_hub.data.qa import encode_prompt, encode_qa, load_qa
+from perta_hub.data.encoding import encode_prompt, encode_qa
+from perta_hub.data.loading import load_qa
 from perta_hub.errors import DataError, InputError
 from perta_hub.evaluation import metrics
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from perta_hub.errors import DataError, InputError, NonFiniteError
+from perta_hub.runtime.distributed import gather_full, local_shard, lockstep_padding, reduce_sum, world_and_rank
 
 if TYPE_CHECKING:
     import torch
@@ -156,11 +156,6 @@ def split_examples(batch: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Te
     return out
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """The local shard of a DTensor (FSDP2), or the tensor itself."""
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
 class _Accumulators:
     """fp32 accumulators fed by post-accumulate-grad hooks; each ``.grad`` is freed once folded in."""
 
@@ -171,7 +166,7 @@ class _Accumulators:
         self.sums: dict[str, torch.Tensor] = {}
         self._handles = []
         for name, p in params.items():
-            local = _local(p)
+            local = local_shard(p)
             self.sums[name] = torch.zeros(local.shape, dtype=torch.float32, device=local.device)
             self._handles.append(p.register_post_accumulate_grad_hook(self._hook(self.sums[name])))
 
@@ -179,7 +174,7 @@ class _Accumulators:
         def fold(p: torch.nn.Parameter) -> None:
             if p.grad is None:
                 return
-            g = _local(p.grad)
+            g = local_shard(p.grad)
             if g.dtype != acc.dtype:
                 g = g.float()
             if self.square:
@@ -248,7 +243,7 @@ def accumulate_importance(
         device = next(iter(selected.values())).device
     device = torch.device(device)
     acc = _Accumulators(selected, square=(method == "fisher"))
-    world, rank = _world()
+    world, rank = world_and_rank()
     bar = _progress(total_examples, desc, enabled=progress and rank == 0)
     n_examples = n_tokens = n_inputs = 0
     start = time.perf_counter()
@@ -256,7 +251,7 @@ def accumulate_importance(
     if fsdp and method == "grad":
         batches = list(batches)
         real_steps = len(batches)
-        batches += batches[:1] * _lockstep_padding(real_steps, device)
+        batches += batches[:1] * lockstep_padding(real_steps, device)
     try:
         for step, batch in enumerate(batches):
             batch = {k: batch[k].to(device, non_blocking=True) for k in _BATCH_KEYS}
@@ -285,7 +280,7 @@ def accumulate_importance(
     sums = acc.sums
     counts = torch.tensor([n_examples, n_tokens], dtype=torch.float64, device=device)
     if world > 1 and not (fsdp and method == "fisher"):
-        _reduce_sum(counts, everyone=True)
+        reduce_sum(counts, everyone=True)
     total_n, total_t = int(counts[0].item()), int(counts[1].item())
     if total_n == 0:
         raise DataError(f"{desc}: no example to compute the importance on; check the data and its split")
@@ -295,9 +290,9 @@ def accumulate_importance(
     for name in list(sums):
         t = sums.pop(name)  # free each accumulator as soon as it is folded into the result
         if fsdp:
-            t = _gather_full(selected[name], t)
+            t = gather_full(selected[name], t)
         elif world > 1:
-            _reduce_sum(t, everyone=False)
+            reduce_sum(t, everyone=False)
         if rank != 0:
             continue
         t.mul_(scale)
@@ -331,54 +326,6 @@ def eval_mode(model: torch.nn.Module) -> None:
     for module in model.modules():
         if getattr(module, "gradient_checkpointing", False) is True and hasattr(module, "_gradient_checkpointing_func"):
             module.training = True
-
-
-def _reduce_sum(t: torch.Tensor, everyone: bool) -> None:
-    """In-place sum over processes, onto every process or onto rank 0 only (NCCL: through the GPU)."""
-    import torch
-    import torch.distributed as dist
-
-    work = t
-    if t.device.type == "cpu" and dist.get_backend() == "nccl":
-        work = t.to(torch.device("cuda", torch.cuda.current_device()))
-    if everyone:
-        dist.all_reduce(work)
-    else:
-        dist.reduce(work, dst=0)
-    if work is not t:
-        t.copy_(work)
-
-
-def _lockstep_padding(num_batches: int, device: torch.device) -> int:
-    """Steps this process must add so that every process runs as many steps (FSDP collectives)."""
-    import torch
-    import torch.distributed as dist
-
-    steps = torch.tensor([num_batches], device=device)
-    dist.all_reduce(steps, op=dist.ReduceOp.MAX)  # FSDP runs on GPUs: device is the process's GPU
-    missing = int(steps.item()) - num_batches
-    if missing and num_batches == 0:
-        raise InputError("fewer examples than processes under FSDP; run with fewer processes")
-    return missing
-
-
-def _gather_full(param: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
-    """The full tensor of a DTensor parameter's local accumulator (FSDP2)."""
-    if not hasattr(param, "device_mesh"):
-        return local
-    from torch.distributed.tensor import DTensor
-
-    return DTensor.from_local(local, param.device_mesh, param.placements, shape=param.shape,
-                              stride=param.stride()).full_tensor()
-
-
-def _world() -> tuple[int, int]:
-    """(world size, rank) of the default process group, (1, 0) without one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
 
 
 def _progress(total: int | None, desc: str, enabled: bool) -> Any:
@@ -419,14 +366,3 @@ def cast_importance(
                 )
         out[name] = c
     return out, underflow
-
-
-def peak_memory(device: torch.device | str) -> tuple[int, str]:
-    """(peak bytes, what was measured): CUDA max allocated on a GPU, else the process's max RSS."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device)), "GPU max allocated"
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss_kb * (1 if sys.platform == "darwin" else 1024)), "max RSS"

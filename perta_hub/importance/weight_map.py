@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perta_hub.data.qa import load_tokenizer
+from perta_hub.data.encoding import load_tokenizer
 from perta_hub.errors import InputError, MismatchError, OutputError
-from perta_hub.runtime.devices import SINGLE_CPU_PROCESS_NOTE, resolve_device, single_process_cpu_launch
+from perta_hub.runtime.devices import resolve_device
+from perta_hub.runtime.distributed import SINGLE_CPU_PROCESS_NOTE, fsdp_launch, single_process_cpu_launch
 
 if TYPE_CHECKING:
     import torch
@@ -87,6 +88,7 @@ def compute_weights(
     max_examples: int | None = None,
     seed: int = 0,
     params: str | None = None,
+    unrestricted_rest: bool = False,
     dtype: str = "bfloat16",
     device: str = "auto",
     gradient_checkpointing: bool = False,
@@ -112,7 +114,10 @@ def compute_weights(
         retain_fraction: keep this fraction (0, 1] of the retain rows (seeded), None = all.
         max_examples: keep at most this many retain rows (seeded), None = all.
         seed: seed of the retain subsample.
-        params: regex (``re.search``) of parameter names to keep; others get no entry (``apply`` uses w = 1).
+        params: regex (``re.search``) of parameter names to keep; others get no entry, and ``apply`` leaves
+            them unchanged (w = 0; recorded as ``"unrestricted": "w=0"``).
+        unrestricted_rest: with ``params``, ``apply`` uses w = 1 (plain task arithmetic) for the other
+            parameters instead (recorded as ``"unrestricted": "w=1"``).
         dtype: storage dtype, ``bfloat16`` (default), ``float16`` or ``float32``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; on CUDA bf16 autocast is used.
         gradient_checkpointing: recompute each decoder layer in backward (less activation memory).
@@ -138,6 +143,8 @@ def compute_weights(
         raise InputError(f"--gradients-at must be target or anchor, got {gradients_at!r}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if unrestricted_rest and params is None:
+        raise InputError("--unrestricted-rest only applies with --params (without it every parameter has a weight)")
     storage = getattr(torch, DTYPES[dtype])
 
     from accelerate import Accelerator, PartialState
@@ -146,7 +153,7 @@ def compute_weights(
     # launch; without it every process would run alone. An FSDP config needs the full AcceleratorState
     # (PartialState alone never selects FSDP).
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    accelerator = Accelerator(cpu=on_cpu) if _fsdp_launch() else None
+    accelerator = Accelerator(cpu=on_cpu) if fsdp_launch() else None
     state = PartialState(cpu=on_cpu)
     is_main = state.is_main_process
     say = echo or ((lambda line: print(line, file=sys.stderr, flush=True)) if is_main else (lambda line: None))
@@ -174,12 +181,18 @@ def compute_weights(
                           fraction=retain_fraction, max_examples=max_examples, seed=seed)
 
     # Under FSDP the model is loaded on the CPU and accelerate moves only each process's shard to its GPU.
-    net = _load_model(ckpt.root, torch.device("cpu") if fsdp else run_device, gradient_checkpointing,
-                      dtype=None if run_device.type == "cuda" else torch.float32)
+    from perta_hub.importance.gradients import enable_gradient_checkpointing
+    from perta_hub.runtime.models import load_causal_lm
+
+    net = load_causal_lm(ckpt.root, str(model), None if run_device.type == "cuda" else torch.float32,
+                         torch.device("cpu") if fsdp else run_device, eval_mode=True)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(net)
     if fsdp:
         net = accelerator.prepare(net)  # type: ignore[union-attr]  # fully_shard, each process's shard to its GPU
     autocast = torch.bfloat16 if run_device.type == "cuda" else None
-    from perta_hub.importance.gradients import accumulate_importance, cast_importance, peak_memory, select_parameters
+    from perta_hub.importance.gradients import accumulate_importance, cast_importance, select_parameters
+    from perta_hub.runtime.memory import peak_memory
 
     selected = list(select_parameters(net, params))
     missing = [n for n in selected if n not in ckpt.entries]
@@ -223,6 +236,8 @@ def compute_weights(
         "retain_data": retain_data.describe(*counts["retain"]),
         "max_length": max_length,
         "params": params,
+        # what apply does with the parameters --params leaves out: w = 0 (unchanged) or w = 1 (plain negation)
+        **({"unrestricted": "w=1" if unrestricted_rest else "w=0"} if params is not None else {}),
         "num_tensors": len(groups["importance_forget"]),
         "num_parameters": num_entries,
         "dtype": DTYPES[dtype],
@@ -263,12 +278,13 @@ def _encode(spec: str, tokenizer: Any, role: str, question_field: str, answer_fi
             data_dir: str | Path | None, say: Callable[[str], None], *, fraction: float | None = None,
             max_examples: int | None = None, seed: int = 0) -> _Data:
     """Load, subsample (retain) and encode one dataset; report what was dropped or truncated."""
-    from perta_hub.data.qa import encode_dataset, load_qa, subsample
+    from perta_hub.data import check_qa_rows, describe_data, encode_dataset, load_qa, subsample
     from perta_hub.errors import DataError
 
     try:
         rows = load_qa(spec, data_dir=data_dir)
         total_rows = len(rows)
+        check_qa_rows(rows, question_field, answer_field)  # before subsampling: row numbers of the file
         if fraction is not None or max_examples is not None:
             rows = subsample(rows, fraction=fraction, max_examples=max_examples, seed=seed)
         with warnings.catch_warnings():
@@ -278,37 +294,13 @@ def _encode(spec: str, tokenizer: Any, role: str, question_field: str, answer_fi
     except DataError as err:
         raise DataError(f"{role} data {spec!r}: {err}") from err
     say(f"  {role} data {spec}: {encoded.report()}")
-    info: dict[str, Any] = {"spec": spec, **_dataset_id(spec, data_dir), "split": "train",
+    info: dict[str, Any] = {**describe_data(spec, data_dir), "split": "train",
                             "question_field": question_field, "answer_field": answer_field,
                             "num_rows": total_rows, "dropped_answer_beyond_max_length": len(encoded.dropped),
                             "truncated": len(encoded.truncated)}
     if role == "retain":
         info.update(retain_fraction=fraction, max_examples=max_examples, seed=seed, num_rows_used=len(rows))
     return _Data(spec, list(encoded), info)
-
-
-def _dataset_id(spec: str, data_dir: str | Path | None) -> dict[str, Any]:
-    """``dataset_id`` (Hub repo, for the card) and ``config`` of a data spec; local files have neither."""
-    from perta_hub.data.qa import LOCAL_SUFFIXES
-
-    path = Path(spec).expanduser()
-    if path.suffix in LOCAL_SUFFIXES or path.is_file():
-        return {"dataset_id": None, "config": None, "local_file": str(path)}
-    repo, _, config = spec.partition(":")
-    repo_id = repo.partition("@")[0]
-    if repo_id.lower() == "tofu":  # the bundled copy of the Hub dataset
-        return {"dataset_id": "locuslab/TOFU", "config": config, "bundled": True}
-    info: dict[str, Any] = {"dataset_id": repo_id if "/" in repo_id else None, "config": config or None}
-    if data_dir is not None:
-        info["data_dir"] = str(data_dir)
-    return info
-
-
-def _fsdp_launch() -> bool:
-    """True under ``accelerate launch`` with an FSDP config (PartialState alone does not record it)."""
-    from accelerate.utils import parse_flag_from_env
-
-    return bool(parse_flag_from_env("ACCELERATE_USE_FSDP"))
 
 
 def _resolve_device(device: str, state: Any) -> torch.device:
@@ -334,25 +326,6 @@ def _check_output(out: Path) -> None:
         raise OutputError(f"{out} already holds other files ({held}...); choose another -o or remove it")
 
 
-def _load_model(root: Path, device: torch.device, gradient_checkpointing: bool, dtype: Any) -> Any:
-    """The model on ``device`` in eval mode, in ``dtype`` (None: the checkpoint's own dtype)."""
-    from transformers import AutoModelForCausalLM
-
-    from perta_hub.errors import CheckpointError
-
-    try:
-        net = AutoModelForCausalLM.from_pretrained(root, dtype=dtype if dtype is not None else "auto")
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot load {root} as a causal LM with transformers: {err}") from err
-    net.to(device)
-    net.eval()
-    if gradient_checkpointing:
-        from perta_hub.importance.gradients import enable_gradient_checkpointing
-
-        enable_gradient_checkpointing(net)
-    return net
-
-
 def _shard(examples: Sequence[Any], rank: int, world: int) -> list[Any]:
     """Contiguous block ``rank`` of ``world`` nearly equal blocks (sizes differ by at most one)."""
     n = len(examples)
@@ -361,7 +334,7 @@ def _shard(examples: Sequence[Any], rank: int, world: int) -> list[Any]:
 
 def _batches(examples: Sequence[Any], batch_size: int, pad_token_id: int) -> list[dict[str, Any]]:
     """Right-padded micro-batches, longest examples first (an out-of-memory shows on the first step)."""
-    from perta_hub.data.qa import collate
+    from perta_hub.data.encoding import collate
 
     order = sorted(examples, key=lambda e: len(e.input_ids), reverse=True)
     return [collate(order[i:i + batch_size], pad_token_id, padding_side="right")

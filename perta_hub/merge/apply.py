@@ -34,6 +34,7 @@ from perta_hub.merge.math import (
     merge_chunked,
     merge_whole,
 )
+from perta_hub.options.apply import APPLY
 from perta_hub.records import ModelRecord
 from perta_hub.runtime.buffers import BufferPool
 from perta_hub.runtime.devices import Transfer, one_torch_thread, resolve_device
@@ -249,13 +250,13 @@ def apply(
     *,
     alphas: list[float],
     out_dir: str | Path,
-    weights: str | Path | None = None,
-    p: float | None = None,
-    lam: float | None = None,
-    eps: float | None = None,
-    device: str = "auto",
-    max_shard_size: int | str = "5GB",
-    allow_pickle: bool = False,
+    weights: str | Path | None = APPLY.weights,
+    p: float | None = APPLY.p,
+    lam: float | None = APPLY.lam,
+    eps: float | None = APPLY.eps,
+    device: str = APPLY.device,
+    max_shard_size: int | str = APPLY.max_shard_size,
+    allow_pickle: bool = APPLY.allow_pickle,
     progress: bool = True,
 ) -> list[Path]:
     """Apply a task vector (optionally weighted per parameter) to ``model`` for each alpha.

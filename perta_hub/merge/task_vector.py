@@ -11,6 +11,7 @@ from perta_hub.io.output_folder import current_command, make_run_id
 from perta_hub.io.reader import Checkpoint, open_checkpoint
 from perta_hub.io.sharding import TensorSpec, dtype_code
 from perta_hub.jobs.engine import Job, Stream, run_job
+from perta_hub.options.task_vector import TASK_VECTOR
 from perta_hub.records import TaskVectorRecord
 from perta_hub.runtime.devices import one_torch_thread
 
@@ -99,9 +100,9 @@ def task_vector(
     finetuned: str | Path,
     out_dir: str | Path,
     *,
-    dtype: str = "float32",
-    max_shard_size: int | str = "5GB",
-    allow_pickle: bool = False,
+    dtype: str = TASK_VECTOR.dtype,
+    max_shard_size: int | str = TASK_VECTOR.max_shard_size,
+    allow_pickle: bool = TASK_VECTOR.allow_pickle,
     extra_provenance: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> Path:

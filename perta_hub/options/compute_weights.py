@@ -51,7 +51,11 @@ class ComputeWeightsOptions(Options):
     params: str | None = option(
         "--params",
         help="Regular expression (re.search) on parameter names: only matching parameters get importances; "
-             "apply leaves the others at w = 1 [default: every parameter].")
+             "apply leaves the others unchanged (w = 0) unless --unrestricted-rest [default: every parameter].")
+    unrestricted_rest: bool = option(
+        "--unrestricted-rest", is_flag=True, default=False,
+        help="With --params: apply uses w = 1 (plain task arithmetic) for the parameters --params leaves out "
+             "instead of leaving them unchanged [default: off, w = 0]; recorded as 'unrestricted'.")
     dtype: str = option(
         "--dtype", type=Choice(IMPORTANCE_DTYPES), default="bfloat16",
         help="Storage dtype of the importances (computed in float32); values that underflow to zero are "

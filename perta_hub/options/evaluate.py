@@ -53,6 +53,9 @@ class EvaluateOptions(Options):
                                    "results.")
     plot: str | None = option("--plot", type=FILE,
                               help="PNG of forget quality (log scale) against model utility, one point per MODEL.")
+    overwrite: bool = option(
+        "--overwrite", is_flag=True, default=False,
+        help="Replace existing -o, --plot and retain-logs files [default: refuse an existing file].")
 
 
 EVALUATE = EvaluateOptions()

@@ -41,25 +41,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def single_process_cpu_launch(state: Any) -> bool:
-    """True when ``accelerate launch --cpu --num_processes N>1`` ran us as a single process (no MPI).
-
-    ``state`` is accelerate's ``PartialState``.
-    """
-    import os
-
-    return (state.num_processes == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1")
-            and "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ
-            and "PMI_SIZE" not in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ)
-
-
-SINGLE_CPU_PROCESS_NOTE = (
-    "`accelerate launch --cpu` started ONE process (accelerate starts several CPU processes only through MPI, "
-    "--mpirun_hostfile); {consequence}. For N CPU processes without MPI: "
-    "CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N"
-)
-
-
 class Transfer:
     """Host -> device copies on a side stream (pinned, non-blocking) and device -> host copies back.
 

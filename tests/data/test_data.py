@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from perta_hub.data.qa import (
+from perta_hub.data.encoding import (
     DATE_STRING,
     IGNORE_INDEX,
     SYSTEM_PROMPT,
@@ -17,9 +17,8 @@ from perta_hub.data.qa import (
     encode_dataset,
     encode_prompt,
     encode_qa,
-    load_qa,
-    subsample,
 )
+from perta_hub.data.loading import load_qa, subsample
 from perta_hub.errors import DataError
 
 Q = "Who wrote the novel 'Blue Harbour'?"

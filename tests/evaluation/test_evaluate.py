@@ -90,7 +90,7 @@ def test_score_matches_unbatched_reference(lm, tokenizer):
     import torch
     import torch.nn.functional as F
 
-    from perta_hub.data.qa import encode_qa
+    from perta_hub.data.encoding import encode_qa
     from perta_hub.evaluation.scoring import score
 
     examples = [encode_qa(tokenizer, "Who is he?", "A writer."),
@@ -110,7 +110,7 @@ def test_score_matches_unbatched_reference(lm, tokenizer):
 
 
 def test_batched_generation_equals_one_by_one(lm, tokenizer):
-    from perta_hub.data.qa import encode_prompt
+    from perta_hub.data.encoding import encode_prompt
     from perta_hub.evaluation.scoring import generate
 
     prompts = [encode_prompt(tokenizer, q) for q in ("Who?", "Which books did the author write in 1990?")]

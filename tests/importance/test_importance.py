@@ -142,7 +142,7 @@ def qa_files(tmp_path):
 
 
 def _encoded(path: str, tokenizer, max_length: int = 512) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from perta_hub.data.qa import encode_dataset, load_qa
+    from perta_hub.data import encode_dataset, load_qa
 
     return [(torch.tensor(e.input_ids), torch.tensor(e.labels))
             for e in encode_dataset(tokenizer, load_qa(path), max_length=max_length)]
@@ -180,7 +180,7 @@ def test_compute_weights_artifact_round_trip(tmp_path, make_model, tokenizer, qa
 
     forget_ex = _encoded(forget, tokenizer)
     assert cfg["forget_data"]["num_answer_tokens"] == sum(int((lab != -100).sum()) for _, lab in forget_ex)
-    from perta_hub.data.qa import load_qa, subsample
+    from perta_hub.data.loading import load_qa, subsample
 
     retain_rows = subsample(load_qa(retain), max_examples=6, seed=3)
     retain_path = _write_rows(tmp_path / "retain_sub.json", [dict(r) for r in retain_rows])
@@ -291,7 +291,7 @@ def test_single_process_cpu_launch_is_detected(monkeypatch):
     """`accelerate launch --num_processes 2 --cpu` (no MPI) runs one process with this environment."""
     from accelerate import PartialState
 
-    from perta_hub.runtime.devices import single_process_cpu_launch
+    from perta_hub.runtime.distributed import single_process_cpu_launch
 
     for key in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
         monkeypatch.delenv(key, raising=False)

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from perta_hub.cli import main
-from perta_hub.training.finetune import TrainingOptions, plan_steps
+from perta_hub.training.options import TrainingOptions, plan_steps
 from tests.conftest import tofu_rows
 from tests.helpers import accelerate_launch, load_state
 
@@ -49,7 +49,7 @@ def _forget_loss(model_dir: Path, rows: list[dict]) -> float:
     """Mean NLL per answer token of ``rows`` under the model in ``model_dir`` (the package's formatting)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from perta_hub.data.qa import collate, encode_qa
+    from perta_hub.data.encoding import collate, encode_qa
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -172,7 +172,7 @@ def test_lora_task_vector_is_zero_outside_adapted_modules(tmp_path, make_model, 
     _run(["finetune", base, "--data", forget_file, "-o", ft, "--lora-rank", "2", "--max-steps", "2", *FAST])
     assert _config(ft)["lora_rank"] == 2 and (ft / "adapter" / "adapter_model.safetensors").is_file()
     AutoModelForCausalLM.from_pretrained(ft)
-    from perta_hub.training.lora import lora_task_vector
+    from perta_hub.merge.lora_delta import lora_task_vector
 
     lora_task_vector(base, ft / "adapter", tv2, progress=False)
     tau2, b, f = load_state(tv2, "task_vector"), load_state(base), load_state(ft)
@@ -251,19 +251,19 @@ def test_bad_input_is_one_clear_line(tmp_path, make_model, forget_file):
 
 def test_deepspeed_zero3_without_weight_gathering_is_refused_before_training(tmp_path, monkeypatch):
     from perta_hub.errors import InputError
-    from perta_hub.training.finetune import _check_deepspeed_saving
+    from perta_hub.training.trainer import check_deepspeed_saving
 
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "false")
     with pytest.raises(InputError, match="zero3_save_16bit_model"):
-        _check_deepspeed_saving()
+        check_deepspeed_saving()
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "true")
-    _check_deepspeed_saving()
+    check_deepspeed_saving()
     ds = tmp_path / "ds.json"
     ds.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(ds))
     with pytest.raises(InputError, match="stage3_gather_16bit_weights_on_model_save"):
-        _check_deepspeed_saving()
+        check_deepspeed_saving()
     ds.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
-    _check_deepspeed_saving()
+    check_deepspeed_saving()

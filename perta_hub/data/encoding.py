@@ -1,4 +1,4 @@
-"""Question/answer data: loading, prompt/label construction, subsampling and collation.
+"""Question/answer data as token ids: tokenizer loading, prompt/label construction, collation.
 
 The one place that turns TOFU-style QA rows into token ids. compute-weights, finetune and
 evaluate all use it, so training, importance and evaluation see exactly the same prompts.
@@ -11,7 +11,7 @@ Formatting follows the open-unlearning TOFU benchmark (see ``docs/data.md``):
   with it).
 * tokenizers without a chat template: ``"Question: {q}\\nAnswer: {a}"``, loss on the answer only.
 
-Heavy libraries (datasets, torch) are imported inside the functions.
+Heavy libraries (transformers, torch) are imported inside the functions.
 """
 
 from __future__ import annotations
@@ -28,130 +28,6 @@ IGNORE_INDEX = -100
 SYSTEM_PROMPT = "You are a helpful assistant."
 DATE_STRING = "10 Apr 2025"
 MAX_LENGTH = 512
-LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
-BUNDLED_TOFU = Path(__file__).resolve().parents[1] / "resources" / "tofu"
-
-
-# --------------------------------------------------------------------------------------------- loading
-
-
-def load_qa(spec: str, *, split: str | None = None, data_dir: str | Path | None = None) -> Any:
-    """Load a QA dataset as a ``datasets.Dataset``.
-
-    Args:
-        spec: one of
-            * a local ``.json`` / ``.jsonl`` / ``.parquet`` file (``datasets`` json/parquet loader);
-            * a Hub dataset with its config, ``"locuslab/TOFU:forget10"`` (``load_dataset(repo, config,
-              split=split or "train")``), optionally ``repo@revision:config``;
-            * ``"tofu:forget10"``: the copy of TOFU bundled in ``perta_hub/resources/tofu/``.
-        split: split to take (default ``"train"``; local files only have ``"train"``).
-        data_dir: a local folder holding ``<config>.json`` (or .jsonl/.parquet) files; when given,
-            ``repo:config`` specs (and bare config names such as ``"forget10"``) resolve to
-            ``<data_dir>/<config>.json`` instead of the Hub.
-    Raises:
-        DataError: missing file, unknown split, empty dataset, or a Hub dataset that cannot be loaded.
-    """
-    path = Path(spec).expanduser()
-    if path.suffix in LOCAL_SUFFIXES or path.is_file():
-        return _load_local(path, split)
-    repo, _, config = spec.partition(":")
-    if data_dir is not None:
-        folder = Path(data_dir).expanduser()
-        if not folder.is_dir():
-            raise DataError(f"--data-dir {folder} is not a folder; pass the folder of <split>.json files")
-        return _load_local(_find_config_file(folder, config or repo, spec), split)
-    if repo.lower() == "tofu":
-        if not config:
-            raise DataError(f"{spec!r}: name a TOFU config, e.g. 'tofu:forget10'")
-        return _load_local(_find_config_file(BUNDLED_TOFU, config, spec), split)
-    return _load_hub(repo, config or None, split, spec)
-
-
-def _find_config_file(folder: Path, config: str, spec: str) -> Path:
-    for suffix in LOCAL_SUFFIXES:
-        candidate = folder / f"{config}{suffix}"
-        if candidate.is_file():
-            return candidate
-    present = sorted(p.stem for p in folder.iterdir() if p.suffix in LOCAL_SUFFIXES)
-    raise DataError(
-        f"{spec!r}: no {config}.json/.jsonl/.parquet in {folder}; available: {', '.join(present) or 'none'}"
-    )
-
-
-def _load_local(path: Path, split: str | None) -> Any:
-    import datasets
-
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist; check the path")
-    if path.suffix not in LOCAL_SUFFIXES:
-        raise DataError(f"{path}: unsupported data file type {path.suffix!r}; use .json, .jsonl or .parquet")
-    if split not in (None, "train"):
-        raise DataError(f"{path}: a local file has only the split 'train', not {split!r}")
-    builder = "parquet" if path.suffix == ".parquet" else "json"
-    try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
-    except Exception as err:  # datasets raises many types for malformed files
-        raise DataError(f"could not read {path} as {builder}: {_one_line(err)}") from err
-    return _non_empty(ds, str(path))
-
-
-def _load_hub(repo: str, config: str | None, split: str | None, spec: str) -> Any:
-    import datasets
-
-    repo_id, _, revision = repo.partition("@")
-    try:
-        ds = datasets.load_dataset(repo_id, config, split=split or "train", revision=revision or None)
-    except ValueError as err:
-        if "split" in str(err).lower():
-            raise DataError(f"{spec!r} has no split {split!r}: {_one_line(err)}") from err
-        raise DataError(f"could not load {spec!r}: {_one_line(err)}") from err
-    except Exception as err:
-        raise DataError(
-            f"could not load the Hub dataset {spec!r} ({_one_line(err)}); check the name and config, or "
-            "pass a local copy with --data-dir"
-        ) from err
-    return _non_empty(ds, spec)
-
-
-def _non_empty(ds: Any, what: str) -> Any:
-    if len(ds) == 0:
-        raise DataError(f"{what} is empty; pass a dataset with at least one example")
-    return ds
-
-
-def _one_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def subsample(
-    dataset: Any, fraction: float | None = None, max_examples: int | None = None, seed: int = 0
-) -> Any:
-    """A seeded random subset, in the original row order.
-
-    Args:
-        dataset: a ``datasets.Dataset`` (anything with ``len`` and ``select``).
-        fraction: keep ``round(fraction * len)`` rows (0 < fraction <= 1), at least one.
-        max_examples: keep at most this many rows (>= 1).
-        seed: seed of the random choice (``random.Random``); the same seed gives the same rows.
-    Both limits may be given (the smaller count wins); neither returns ``dataset`` unchanged.
-    """
-    import random
-
-    n = len(dataset)
-    keep = n
-    if fraction is not None:
-        if not 0 < fraction <= 1:
-            raise InputError(f"fraction must be in (0, 1], got {fraction}")
-        keep = max(1, round(fraction * n))
-    if max_examples is not None:
-        if max_examples < 1:
-            raise InputError(f"max_examples must be >= 1, got {max_examples}")
-        keep = min(keep, max_examples)
-    if keep >= n:
-        return dataset
-    indices = sorted(random.Random(seed).sample(range(n), keep))
-    return dataset.select(indices)
 
 
 # ---------------------------------------------------------------------------------------- formatting
@@ -329,6 +205,33 @@ def encode_qa(tokenizer: Any, question: str, answer: str, *, max_length: int = M
     return EncodedQA(input_ids=full[:max_length], labels=labels[:max_length], truncated=truncated)
 
 
+def check_qa_rows(dataset: Any, question_field: str = "question", answer_field: str = "answer") -> None:
+    """Refuse a row whose question or answer is not a non-empty string (a missing value would train on "None").
+
+    Rows are numbered from 0, in the order of ``dataset`` (a ``datasets.Dataset`` or a list of dicts); a field
+    the data lacks altogether is left to :func:`encode_dataset`, which names the fields present.
+    Raises:
+        DataError: ``row I: field 'F' is None, not a non-empty string; ...`` (callers prefix the data spec).
+    """
+    names = getattr(dataset, "column_names", None)
+    for f in (question_field, answer_field):
+        if names is not None:
+            if f not in names:
+                continue
+            values: Iterable[Any] = list(dataset[f])
+        else:
+            values = (row.get(f, "?") for row in dataset)
+        for i, value in enumerate(values):
+            if not isinstance(value, str) or not value.strip():
+                got = "an empty string" if isinstance(value, str) else _short_repr(value)
+                raise DataError(f"row {i}: field {f!r} is {got}, not a non-empty string; fix or remove the row")
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def encode_dataset(
     tokenizer: Any,
     dataset: Any,
@@ -346,7 +249,8 @@ def encode_dataset(
         an :class:`EncodedQAList` (a ``list[EncodedQA]``) with ``.indices`` (source rows kept),
         ``.dropped``, ``.truncated`` and ``.num_answer_tokens``.
     Raises:
-        DataError: empty dataset, a missing field (named, with the fields present), or no example left.
+        DataError: empty dataset, a missing field (named, with the fields present), a question or answer that is
+            not a non-empty string (:func:`check_qa_rows`), or no example left.
     """
     n = len(dataset)
     if n == 0:
@@ -358,13 +262,14 @@ def encode_dataset(
                 f"the dataset has no field {name!r} (fields present: {', '.join(fields)}); "
                 "pass the right --question-field/--answer-field"
             )
+    check_qa_rows(dataset, question_field, answer_field)
     items: list[EncodedQA] = []
     kept: list[int] = []
     dropped: list[int] = []
     truncated: list[int] = []
     for i in range(n):
         row = dataset[i]
-        enc = encode_qa(tokenizer, str(row[question_field]), str(row[answer_field]), max_length=max_length)
+        enc = encode_qa(tokenizer, row[question_field], row[answer_field], max_length=max_length)
         if enc.num_answer_tokens == 0:
             dropped.append(i)
             continue
