@@ -64,8 +64,8 @@ class OutputFolder:
     def state(self) -> FolderState:
         """What the folder holds now (no lock taken)."""
         folder = self.path
-        if not folder.is_dir() or not any(folder.iterdir()):
-            return FolderState.EMPTY
+        if not folder.is_dir() or not any(not p.name.endswith(".partial") for p in folder.iterdir()):
+            return FolderState.EMPTY  # temporaries (``.NAME.partial``) are never an output
         marker, config = folder / MARKER, folder / CONFIG_NAME
         if marker.is_file():
             return FolderState.RESUMABLE if marker.read_text().strip() == self.run_id else FolderState.FOREIGN
@@ -124,27 +124,32 @@ class OutputFolder:
             self.created = False  # the other run owns it now
             raise OutputError(f"{self.path} is being written by another perta-hub run; wait for it to finish, "
                               "or choose another -o") from None
-        state = self.state()  # again, under the lock
-        if state is FolderState.FOREIGN:
+        try:
+            return self._mark(needed_bytes)
+        except OutputError:
+            if self.created:
+                shutil.rmtree(self.path, ignore_errors=True)
             self.release()
+            raise
+
+    def _mark(self, needed_bytes: int) -> bool:
+        """Under the lock: judge the folder again, check it can take the output, write the run marker."""
+        state = self.state()
+        if state is FolderState.FOREIGN:
             raise OutputError(self._foreign_message())
         if state is FolderState.COMPLETE:
             self.complete = True
             return True
         self.was_empty = state is FolderState.EMPTY
         if not os.access(self.path, os.W_OK):
-            self.release()
             raise OutputError(f"cannot write to {self.path} (permission denied); choose a writable -o")
-        if needed_bytes:
-            free = shutil.disk_usage(self.path).free
-            if free < needed_bytes:
-                self.release()
-                raise OutputError(f"{self.path} needs {needed_bytes / 1e9:.2f} GB but its file system has "
-                                  f"{free / 1e9:.2f} GB free; free space or choose another -o")
+        free = shutil.disk_usage(self.path).free
+        if free < needed_bytes:
+            raise OutputError(f"{self.path} needs {needed_bytes / 1e9:.2f} GB but its file system has "
+                              f"{free / 1e9:.2f} GB free; free space or choose another -o")
         try:
             write_atomic(self.path / MARKER, self.run_id + "\n")
         except OSError as err:
-            self.release()
             raise OutputError(f"cannot write to {self.path} ({err.strerror}); choose a writable -o") from None
         return False
 
