@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.data.loading import BUNDLED_TOFU
+from perta_hub.options.demo import DEMO
 
 QUESTIONS_PER_AUTHOR = 20  # TOFU: 200 authors x 20 questions
 
@@ -112,7 +113,7 @@ def build_initial_model(folder: Path, cfg: DemoConfig) -> Path:
                             max_shard_size="5GB")
 
 
-def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False, device: str = "auto",
+def run_demo(out_dir: str | Path = DEMO.out_dir, *, quick: bool = DEMO.quick, device: str = DEMO.device,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole pipeline into ``out_dir`` (re-running resumes: finished steps are reused).
 

@@ -20,6 +20,7 @@ from perta_hub.hub.allowlist import plan_upload
 from perta_hub.hub.card_check import check_card
 from perta_hub.io.hub_source import _hub_errors, split_repo_id
 from perta_hub.io.reader import index_files
+from perta_hub.options.push import PUBLISH
 
 CONFIG_NAME = "perta_config.json"
 #: kinds in ``perta_config.json`` derived from the forget data: their repos are private unless ``--public``
@@ -113,13 +114,13 @@ def push_folder(
     folder: str | Path,
     repo_id: str,
     *,
-    private: bool | None = None,
-    revision: str | None = None,
-    create_pr: bool = False,
-    commit_message: str | None = None,
+    private: bool | None = PUBLISH.private,
+    revision: str | None = PUBLISH.revision,
+    create_pr: bool = PUBLISH.create_pr,
+    commit_message: str | None = PUBLISH.commit_message,
     token: str | None = None,
-    include: list[str] | tuple[str, ...] = (),
-    skip_card_check: bool = False,
+    include: list[str] | tuple[str, ...] = PUBLISH.include,
+    skip_card_check: bool = PUBLISH.skip_card_check,
 ) -> str:
     """Publish a folder to a Hub repo and return the commit sha that holds it (see :func:`publish`)."""
     return publish(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
@@ -131,13 +132,13 @@ def publish(
     folder: str | Path,
     repo_id: str,
     *,
-    private: bool | None = None,
-    revision: str | None = None,
-    create_pr: bool = False,
-    commit_message: str | None = None,
+    private: bool | None = PUBLISH.private,
+    revision: str | None = PUBLISH.revision,
+    create_pr: bool = PUBLISH.create_pr,
+    commit_message: str | None = PUBLISH.commit_message,
     token: str | None = None,
-    include: list[str] | tuple[str, ...] = (),
-    skip_card_check: bool = False,
+    include: list[str] | tuple[str, ...] = PUBLISH.include,
+    skip_card_check: bool = PUBLISH.skip_card_check,
 ) -> PushResult:
     """Publish an artifact or model folder: ``create_repo(exist_ok=True)`` then ``upload_folder``.
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from perta_hub.data.encoding import load_tokenizer
 from perta_hub.errors import InputError, MismatchError, OutputError
+from perta_hub.options.compute_weights import COMPUTE_WEIGHTS
 from perta_hub.runtime.devices import resolve_device
 from perta_hub.runtime.distributed import SINGLE_CPU_PROCESS_NOTE, fsdp_launch, single_process_cpu_launch
 
@@ -79,23 +80,23 @@ def compute_weights(
     retain: str,
     out_dir: str | Path,
     *,
-    method: str = "grad",
-    question_field: str = "question",
-    answer_field: str = "answer",
-    max_length: int = 512,
-    batch_size: int = 8,
-    retain_fraction: float | None = None,
-    max_examples: int | None = None,
-    seed: int = 0,
-    params: str | None = None,
-    unrestricted_rest: bool = False,
-    dtype: str = "bfloat16",
-    device: str = "auto",
-    gradient_checkpointing: bool = False,
-    data_dir: str | Path | None = None,
-    max_shard_size: int | str = "5GB",
-    gradients_at: str = "target",
-    allow_pickle: bool = False,
+    method: str = COMPUTE_WEIGHTS.method,
+    question_field: str = COMPUTE_WEIGHTS.question_field,
+    answer_field: str = COMPUTE_WEIGHTS.answer_field,
+    max_length: int = COMPUTE_WEIGHTS.max_length,
+    batch_size: int = COMPUTE_WEIGHTS.batch_size,
+    retain_fraction: float | None = COMPUTE_WEIGHTS.retain_fraction,
+    max_examples: int | None = COMPUTE_WEIGHTS.max_examples,
+    seed: int = COMPUTE_WEIGHTS.seed,
+    params: str | None = COMPUTE_WEIGHTS.params,
+    unrestricted_rest: bool = COMPUTE_WEIGHTS.unrestricted_rest,
+    dtype: str = COMPUTE_WEIGHTS.dtype,
+    device: str = COMPUTE_WEIGHTS.device,
+    gradient_checkpointing: bool = COMPUTE_WEIGHTS.gradient_checkpointing,
+    data_dir: str | Path | None = COMPUTE_WEIGHTS.data_dir,
+    max_shard_size: int | str = COMPUTE_WEIGHTS.max_shard_size,
+    gradients_at: str = COMPUTE_WEIGHTS.gradients_at,
+    allow_pickle: bool = COMPUTE_WEIGHTS.allow_pickle,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> WeightsSummary:
