@@ -17,6 +17,7 @@ from perta_hub.data.encoding import encode_prompt, encode_qa
 from perta_hub.data.loading import load_qa
 from perta_hub.errors import DataError, InputError
 from perta_hub.evaluation import metrics
+from perta_hub.options.evaluate import EVALUATE
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 RETAIN_FOR = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
@@ -233,15 +234,15 @@ def perta_labels(path: Path) -> dict[str, Any]:
 def evaluate_tofu(
     model: str | Any,
     *,
-    forget_split: str = "forget10",
-    retain_logs: str | Path | Mapping[str, float] | None = None,
-    data_dir: str | Path | None = None,
-    max_examples: int | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    batch_size: int = 16,
-    max_new_tokens: int = 200,
-    max_length: int = 512,
+    forget_split: str = EVALUATE.forget_split,
+    retain_logs: str | Path | Mapping[str, float] | None = EVALUATE.retain_logs,
+    data_dir: str | Path | None = EVALUATE.data_dir,
+    max_examples: int | None = EVALUATE.max_examples,
+    device: str = EVALUATE.device,
+    dtype: str = EVALUATE.dtype,
+    batch_size: int = EVALUATE.batch_size,
+    max_new_tokens: int = EVALUATE.max_new_tokens,
+    max_length: int = EVALUATE.max_length,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate one model on TOFU, as open-unlearning does.
@@ -338,13 +339,13 @@ def retain_logs_path(output: str | Path | None, forget_split: str) -> Path:
 def run_evaluation(
     models: Sequence[str],
     *,
-    benchmark: str = "tofu",
-    forget_split: str = "forget10",
-    retain_logs: str | Path | None = None,
-    retain_model: str | None = None,
-    output: str | Path | None = None,
-    write_card: bool = False,
-    plot: str | Path | None = None,
+    benchmark: str = EVALUATE.benchmark,
+    forget_split: str = EVALUATE.forget_split,
+    retain_logs: str | Path | None = EVALUATE.retain_logs,
+    retain_model: str | None = EVALUATE.retain_model,
+    output: str | Path | None = EVALUATE.output,
+    write_card: bool = EVALUATE.write_card,
+    plot: str | Path | None = EVALUATE.plot,
     echo: Any = None,
     **options: Any,
 ) -> dict[str, Any]:
