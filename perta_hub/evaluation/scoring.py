@@ -128,7 +128,7 @@ def score(
     from tqdm.auto import tqdm
 
     results: list[Scored] = []
-    for start, stop in tqdm(_batches(len(examples), batch_size, groups), desc=desc, disable=not progress,
+    for start, stop in tqdm(_batches(len(examples), batch_size, groups), desc=desc, disable=None if progress else True,
                             leave=False):
         chunk = list(examples[start:stop])
         batch = collate(chunk, lm.pad_token_id, padding_side="right")
@@ -195,7 +195,7 @@ def generate(
         pad_token_id=lm.pad_token_id, eos_token_id=stop or None,
     )
     texts: list[str] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=None if progress else True, leave=False):
         chunk = [list(p) for p in prompts[start:start + batch_size]]
         batch = collate(chunk, lm.pad_token_id, padding_side="left")
         with torch.inference_mode():

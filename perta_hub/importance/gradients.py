@@ -333,7 +333,8 @@ def _progress(total: int | None, desc: str, enabled: bool) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True, file=sys.stderr,
+                disable=None)  # drawn only on a terminal: no bar frames in a redirected log
 
 
 def _postfix(bar: Any, tokens: int, start: float) -> None:
