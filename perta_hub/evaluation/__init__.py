@@ -1,13 +1,16 @@
 """Benchmark evaluation of (unlearned) models: TOFU metrics faithful to open-unlearning.
 
 Modules: ``metrics`` (pure functions on numbers), ``scoring`` (teacher-forced NLL, greedy
-generation), ``tofu`` (the runner and its JSON), ``report`` (table, model-card entries),
-``plot`` (the sweep PNG). Importing this package loads no heavy library.
+generation), ``tofu`` (the runner and its JSON), ``outputs`` (the files it writes), ``report``
+(table, model-card entries), ``plot`` (the sweep PNG), ``hf_metrics`` (the metrics as Hugging Face
+``evaluate`` modules: :func:`load_metric`). Importing this package loads no heavy library.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from perta_hub.evaluation.hf_metrics import METRICS, load_metric, metric_path
 
 
 def evaluate_tofu(model: Any, **kwargs: Any) -> dict[str, Any]:
@@ -24,4 +27,4 @@ def run_evaluation(models: Any, **kwargs: Any) -> dict[str, Any]:
     return _run(models, **kwargs)
 
 
-__all__ = ["evaluate_tofu", "run_evaluation"]
+__all__ = ["METRICS", "evaluate_tofu", "load_metric", "metric_path", "run_evaluation"]

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError
+from perta_hub.io.atomic import write_atomic
 
 
 def plot_sweep(results: Sequence[dict[str, Any]], path: str | Path, *, title: str | None = None) -> Path:
     """Save a PNG (matplotlib, Agg backend) with model utility on x and forget quality on a log y axis.
 
     Each point is labelled with ``meta.label`` (method and alpha from ``perta_config.json``, else the
-    folder name). Models without a forget quality are left out; none at all is an error.
+    folder name). Models without a forget quality are left out; none at all is an error. The file is
+    written atomically (never half-written).
     """
     import matplotlib
 
@@ -38,8 +41,10 @@ def plot_sweep(results: Sequence[dict[str, Any]], path: str | Path, *, title: st
     ax.set_title(title or f"TOFU {split}: forget quality vs model utility")
     ax.grid(True, which="both", alpha=0.3)
     out = Path(path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=out.suffix[1:].lower() or None)  # the format of the file name, as savefig(out)
     plt.close(fig)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, buf.getvalue())
     return out

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError
+from perta_hub.io.atomic import write_atomic
 
 # (column title, result key, field) shown in the terminal table, one row per model.
 COLUMNS = (
@@ -107,5 +108,5 @@ def write_card(model_dir: str | Path, results: dict[str, Any]) -> Path:
     card.data.eval_results = kept + new
     if not card.data.model_name:
         card.data.model_name = folder.resolve().name
-    card.save(str(path))
+    write_atomic(path, str(card).encode("utf-8"))  # the bytes ModelCard.save writes, never half-written
     return path

@@ -17,6 +17,7 @@ from perta_hub.data.encoding import encode_prompt, encode_qa
 from perta_hub.data.loading import load_qa
 from perta_hub.errors import DataError, InputError
 from perta_hub.evaluation import metrics
+from perta_hub.evaluation.outputs import check_outputs, retain_logs_path, save_results
 from perta_hub.options.evaluate import EVALUATE
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
@@ -320,22 +321,6 @@ def model_label(source: str, labels: Mapping[str, Any]) -> str:
     return path.name if path.exists() else source
 
 
-def save_results(results: Any, path: str | Path) -> Path:
-    """Write results as indented JSON (creating the parent folder); returns the path."""
-    out = Path(path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-    return out
-
-
-def retain_logs_path(output: str | Path | None, forget_split: str) -> Path:
-    """Where ``--retain-model`` saves its logs: beside ``-o`` (``<stem>.retain.json``), else the cwd."""
-    if output is not None:
-        out = Path(output).expanduser()
-        return out.with_name(f"{out.stem}.retain.json")
-    return Path(f"tofu_{forget_split}_retain_logs.json")
-
-
 def run_evaluation(
     models: Sequence[str],
     *,
@@ -346,6 +331,7 @@ def run_evaluation(
     output: str | Path | None = EVALUATE.output,
     write_card: bool = EVALUATE.write_card,
     plot: str | Path | None = EVALUATE.plot,
+    overwrite: bool = EVALUATE.overwrite,
     echo: Any = None,
     **options: Any,
 ) -> dict[str, Any]:
@@ -359,6 +345,8 @@ def run_evaluation(
             ``{"benchmark", "forget_split", "models": [dict, ...]}``.
         write_card: write each (local) model's results into its README.md ``model-index``.
         plot: PNG path for the forget quality / model utility plot.
+        overwrite: replace an existing ``output``, ``plot`` or retain-logs file; without it an
+            existing one is refused before any model is evaluated.
         echo: a ``print``-like callable for progress lines (None: silent).
         options: passed to :func:`evaluate_tofu` (data_dir, max_examples, device, dtype, batch_size,
             max_new_tokens, max_length, progress).
@@ -383,6 +371,11 @@ def run_evaluation(
                 raise InputError(f"--write-card writes into a local model folder; {m} is not one")
     if retain_logs is not None:
         read_retain_logs(retain_logs, forget_split)  # fail before any model runs
+    if plot is not None and retain_logs is None and retain_model is None:
+        raise InputError("--plot needs forget quality: pass --retain-logs FILE or --retain-model M")
+    check_outputs([("-o", output), ("--plot", plot),
+                   ("the retain model's logs", retain_logs_path(output, forget_split) if retain_model else None)],
+                  inputs=[retain_logs], overwrite=overwrite)
     saved_logs = None
     if retain_model is not None:
         say(f"Evaluating the retain model {retain_model} on {forget_split} ...")

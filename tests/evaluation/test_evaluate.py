@@ -203,7 +203,11 @@ def test_retain_logs_reuse_and_card(first_run, tiny_model, tofu_dir, tmp_path):
     assert by_type["model_utility"].dataset_type == "locuslab/TOFU"
     assert by_type["model_utility"].dataset_config == "forget10"
     n_results = len(card.data.eval_results)
-    assert CliRunner().invoke(main, args).exit_code == 0  # a second run replaces, not duplicates
+    # a second run (new -o and --plot: existing ones are refused) replaces the card's results, not duplicates
+    again = [tmp_path / "res2.json" if a == str(out) else tmp_path / "sweep2.png" if a == str(png) else a
+             for a in args]
+    result = CliRunner().invoke(main, [str(a) for a in again])
+    assert result.exit_code == 0, result.output
     assert len(ModelCard.load(model_dir / "README.md").data.eval_results) == n_results
 
 
