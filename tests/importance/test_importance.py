@@ -197,12 +197,25 @@ def test_bfloat16_storage_reports_underflow_and_apply_end_to_end(tmp_path, make_
     base, tuned = make_model("base"), make_model("tuned", seed=1)
     forget, retain = qa_files
     wm = tmp_path / "wm"
-    _run(["compute-weights", str(base), "--forget", forget, "--retain", retain, "--method", "fisher",
-          "-o", str(wm), "--params", r"layers\.0\.", "--device", "cpu"])
+    command = ["compute-weights", str(base), "--forget", forget, "--retain", retain, "--method", "fisher",
+               "--params", r"layers\.0\.", "--device", "cpu"]
+    _run([*command, "-o", str(wm)])
     cfg = json.loads((wm / "perta_config.json").read_text())
     assert cfg["dtype"] == "bfloat16" and cfg["params"] == r"layers\.0\."
-    assert set(cfg["underflow"]) == {"importance_forget", "importance_retain", "total"}
     i_f, i_r = load_state(wm, "importance_forget"), load_state(wm, "importance_retain")
+    # the reported counts: entries non-zero in float32 (the same command with --dtype float32) that the
+    # storage dtype turns into zero; float16 (smallest subnormal 6e-8) underflows many squared gradients
+    exact = tmp_path / "wm32"
+    _run([*command, "-o", str(exact), "--dtype", "float32"])
+    groups = ("importance_forget", "importance_retain")
+    fp32 = {g: load_state(exact, g) for g in groups}
+    half = tmp_path / "wm16"
+    _run([*command, "-o", str(half), "--dtype", "float16"])
+    for folder, dtype in ((wm, torch.bfloat16), (half, torch.float16)):
+        expected = {g: sum(int(((t != 0) & (t.to(dtype) == 0)).sum()) for t in fp32[g].values()) for g in groups}
+        expected["total"] = expected["importance_forget"] + expected["importance_retain"]
+        assert json.loads((folder / "perta_config.json").read_text())["underflow"] == expected, dtype
+    assert expected["total"] > 0  # float16: the count is exercised, not only zero
     assert i_f and all("layers.0." in n and t.dtype == torch.bfloat16 for n, t in i_f.items())
 
     tv = task_vector(base, tuned, tmp_path / "tv", progress=False)
