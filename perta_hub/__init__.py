@@ -11,66 +11,58 @@ The Python API that the ``perta-hub`` command wraps::
     perta_hub.run_evaluation([str(o) for o in outs], forget_split="forget10", retain_model="org/llama-tofu-retain90")
     perta_hub.push_folder(outs[0], "me/llama-tofu-perta", private=True, commit_message="PerTA alpha 1")
 
-Every module imports torch, transformers and datasets inside its functions, so importing the package is
-cheap and the merger runs where only torch and safetensors are installed.
+The names below are loaded on first use (PEP 562), so ``import perta_hub`` and the command line's start-up
+stay cheap, and the merger runs where only torch and safetensors are installed.
 """
 
 from __future__ import annotations
 
-from perta_hub._version import __version__
-from perta_hub.data.encoding import collate, encode_dataset, encode_qa  # noqa: E402
-from perta_hub.data.loading import load_qa  # noqa: E402
-from perta_hub.errors import (  # noqa: E402
-    CheckpointError,
-    DataError,
-    HubError,
-    InputError,
-    MismatchError,
-    NonFiniteError,
-    OutputError,
-    PertaError,
-)
-from perta_hub.evaluation import evaluate_tofu, run_evaluation  # noqa: E402
-from perta_hub.hub.publish import publish, push_folder  # noqa: E402
-from perta_hub.importance.weight_map import compute_weights  # noqa: E402
-from perta_hub.io.artifacts import load_artifact  # noqa: E402
-from perta_hub.io.hub_source import download  # noqa: E402
-from perta_hub.io.reader import open_checkpoint  # noqa: E402
-from perta_hub.jobs.artifact import save_artifact  # noqa: E402
-from perta_hub.merge.apply import apply  # noqa: E402
-from perta_hub.merge.math import combine_weights  # noqa: E402
-from perta_hub.merge.task_vector import task_vector  # noqa: E402
-from perta_hub.training.finetune import finetune  # noqa: E402
-from perta_hub.training.from_data import task_vector_from_data  # noqa: E402
-from perta_hub.training.options import TrainingOptions  # noqa: E402
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "__version__",
-    "CheckpointError",
-    "DataError",
-    "HubError",
-    "InputError",
-    "MismatchError",
-    "NonFiniteError",
-    "OutputError",
-    "PertaError",
-    "TrainingOptions",
-    "apply",
-    "collate",
-    "combine_weights",
-    "compute_weights",
-    "download",
-    "encode_dataset",
-    "encode_qa",
-    "evaluate_tofu",
-    "finetune",
-    "load_artifact",
-    "load_qa",
-    "open_checkpoint",
-    "publish",
-    "push_folder",
-    "run_evaluation",
-    "save_artifact",
-    "task_vector",
-    "task_vector_from_data",
-]
+from perta_hub._version import __version__
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "CheckpointError": "perta_hub.errors",
+    "DataError": "perta_hub.errors",
+    "HubError": "perta_hub.errors",
+    "InputError": "perta_hub.errors",
+    "MismatchError": "perta_hub.errors",
+    "NonFiniteError": "perta_hub.errors",
+    "OutputError": "perta_hub.errors",
+    "PertaError": "perta_hub.errors",
+    "TrainingOptions": "perta_hub.training.options",
+    "apply": "perta_hub.merge.apply",
+    "collate": "perta_hub.data.encoding",
+    "combine_weights": "perta_hub.merge.math",
+    "compute_weights": "perta_hub.importance.weight_map",
+    "download": "perta_hub.io.hub_source",
+    "encode_dataset": "perta_hub.data.encoding",
+    "encode_qa": "perta_hub.data.encoding",
+    "evaluate_tofu": "perta_hub.evaluation",
+    "finetune": "perta_hub.training.finetune",
+    "load_artifact": "perta_hub.io.artifacts",
+    "load_qa": "perta_hub.data.loading",
+    "open_checkpoint": "perta_hub.io.reader",
+    "publish": "perta_hub.hub.publish",
+    "push_folder": "perta_hub.hub.publish",
+    "run_evaluation": "perta_hub.evaluation",
+    "save_artifact": "perta_hub.jobs.artifact",
+    "task_vector": "perta_hub.merge.task_vector",
+    "task_vector_from_data": "perta_hub.training.from_data",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'perta_hub' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

@@ -1,20 +1,26 @@
 """Typed records: the one definition of ``perta_config.json`` for each kind of output.
 
 Every output folder perta-hub writes holds a ``perta_config.json``; its keys are the fields of one record
-class below (one per kind: task vector, weight map, unlearned model, fine-tuned model). Writers build a record
-and call :meth:`Record.to_json`; readers (``apply``, cards, ``push``) call :func:`read_record`, which checks
-every key's type (pydantic, strict: no string for a number, no list for a dict) and refuses unknown kinds and
-keys with one line naming the key. Fields a writer did not set are left out of the file, so the JSON holds
-exactly what was recorded, in the order of the fields here.
+class below (one per kind: task vector, weight map, unlearned model, fine-tuned model), frozen dataclasses in
+the manner of peft's ``PeftConfigMixin`` (one base class serialises them all). Writers build a record with
+:meth:`Record.from_dict` and write :meth:`Record.to_json`; readers (``apply``, cards, ``push``) call
+:func:`read_record`. Every key's type is checked (no string for a number, no list for a dict, no unknown
+key, no unknown kind) and a violation is one line naming the key. Fields a writer did not set are left out
+of the file, so the JSON holds exactly what was recorded, in the order of the fields here.
+
+Plain dataclasses rather than pydantic: the records are read on the merger's start-up path, where
+pydantic's import and model construction cost about 0.2 s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any, ClassVar, Literal, Union
 
 from perta_hub._version import __version__
 from perta_hub.errors import CheckpointError
@@ -24,57 +30,178 @@ CONFIG_NAME = "perta_config.json"
 Json = dict[str, Any]
 
 
-class _Strict(BaseModel):
-    """Frozen, strict, no unknown keys."""
+class _Unset:
+    """The default of a field the writer did not set (left out of the JSON)."""
 
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid", populate_by_name=True)
+    def __repr__(self) -> str:
+        return "UNSET"
 
 
-class Source(_Strict):
+UNSET: Any = _Unset()
+
+
+def _opt() -> Any:
+    return field(default=UNSET)
+
+
+class _Invalid(Exception):
+    """A value that does not fit its field (message without the key)."""
+
+
+@dataclass(frozen=True)
+class _Typed:
+    """A frozen dataclass whose values are checked against the annotations by :meth:`from_dict`."""
+
+    @classmethod
+    def from_dict(cls, data: Json) -> Any:
+        """Build from a JSON object; raises ``_Invalid`` (via :func:`parse_record`) naming the key."""
+        if not isinstance(data, dict):
+            raise _Invalid(f"must be an object, got {type(data).__name__}")
+        hints = _hints(cls)
+        known = {f.name: f for f in fields(cls) if f.init}
+        values = {}
+        for key, value in data.items():
+            if key not in known:
+                raise _KeyError(key, "is not a known key")
+            try:
+                values[key] = _check(value, hints[key])
+            except _KeyError as err:
+                raise _KeyError(f"{key}.{err.key}", err.reason) from None
+            except _Invalid as err:
+                raise _KeyError(key, str(err)) from None
+        for name, f in known.items():
+            if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise _KeyError(name, "is missing")
+        return cls(**values)
+
+    def to_plain(self) -> Json:
+        """The set fields in order (nested records as dicts)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is UNSET or not f.init:
+                continue
+            out[f.name] = value.to_plain() if isinstance(value, _Typed) else value
+        return out
+
+
+class _KeyError(Exception):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(key, reason)
+        self.key, self.reason = key, reason
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _check(value: Any, hint: Any) -> Any:
+    """``value`` if it fits ``hint`` (str, int, float, bool, None, Json, Literal, a record, or a union)."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        for option in options:
+            try:
+                return _check(value, option)
+            except _Invalid:
+                continue
+        raise _Invalid(f"must be {' or '.join(_name(o) for o in options)}, got {_shown(value)}")
+    if origin is Literal:
+        if value in typing.get_args(hint) and not isinstance(value, bool):
+            return value
+        raise _Invalid(f"must be one of {', '.join(map(repr, typing.get_args(hint)))}, got {_shown(value)}")
+    if hint is Any:
+        return value
+    if hint is type(None):
+        if value is None:
+            return None
+    elif origin is dict:
+        if isinstance(value, dict):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value) if isinstance(value, int) else value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(hint, type) and issubclass(hint, _Typed):
+        return hint.from_dict(value)
+    elif isinstance(value, hint):
+        return value
+    raise _Invalid(f"must be {_name(hint)}, got {_shown(value)}")
+
+
+def _name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is dict:
+        return "an object"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(hint, "an object")
+
+
+def _shown(value: Any) -> str:
+    kind = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return f"{kind} ({json.dumps(value, default=str)[:60]})"
+
+
+@dataclass(frozen=True)
+class Source(_Typed):
     """Where an input came from: what the user passed, the Hub repo (None for a local path) and the revision
     (Hub commit sha, or ``sha256:<hex>`` of a local folder's files)."""
 
     source: str
-    repo_id: str | None = None
-    revision: str
-    temporary: bool | None = None
+    repo_id: str | None = _opt()
+    revision: str = _opt()
+    temporary: bool = _opt()
 
 
-class ArtifactRef(_Strict):
+@dataclass(frozen=True)
+class ArtifactRef(_Typed):
     """An artifact an unlearned model was made from (task vector)."""
 
     source: str
     revision: str
-    repo_id: str | None = None
+    repo_id: str | None = _opt()
 
 
-class WeightsRef(_Strict):
+@dataclass(frozen=True)
+class WeightsRef(_Typed):
     """The weight map an unlearned model was made from, and the combination used (``w`` formula)."""
 
     source: str
     revision: str
     method: str
-    repo_id: str | None = None
-    p: float
-    lam: float
-    eps: float
-    unrestricted: str | None = None
+    repo_id: str | None = _opt()
+    p: float = _opt()
+    lam: float = _opt()
+    eps: float = _opt()
+    unrestricted: Literal["w=0", "w=1"] = _opt()
 
 
-class Record(_Strict):
-    """Fields every record holds, first in the file (``run_id`` and ``hub`` come last)."""
+@dataclass(frozen=True)
+class Record(_Typed):
+    """Fields every record holds, first in the file (``run_id`` and ``hub`` come last in each kind)."""
 
     kind: ClassVar[str]
     perta_hub_version: str = __version__
-    command: str | None = None
+    command: str | None = _opt()
+
+    @classmethod
+    def build(cls, data: Json) -> Any:
+        """A record of this kind from its fields, checked as :func:`parse_record` checks a file."""
+        return parse_record({"kind": cls.kind, **data}, f"the {cls.kind} record")
 
     def to_dict(self) -> Json:
-        """The JSON object, keys in field order, unset fields left out; ``kind`` after the version."""
-        data = self.model_dump(exclude_unset=True, by_alias=True)
+        """The JSON object: version, kind, then the set fields in order."""
+        data = self.to_plain()
         data.pop("perta_hub_version", None)
-        head = {"perta_hub_version": self.perta_hub_version, "kind": self.kind}
-        tail = {k: data.pop(k) for k in ("run_id", "hub") if k in data}
-        return {**head, **data, **tail}
+        return {"perta_hub_version": self.perta_hub_version, "kind": self.kind, **data}
 
     def to_json(self) -> str:
         """The text of ``perta_config.json`` (2-space indent, trailing newline)."""
@@ -82,90 +209,99 @@ class Record(_Strict):
 
     def with_hub(self, hub: Json) -> Record:
         """A copy that records where the folder was published."""
-        return type(self).model_validate({**self.model_dump(exclude_unset=True, by_alias=True), "hub": hub})
+        return dataclasses.replace(self, hub=hub)  # type: ignore[call-arg]
 
 
+@dataclass(frozen=True)
 class TaskVectorRecord(Record):
     """``tau = finetuned - base`` (or a LoRA adapter's ``scaling * B @ A``), stored in ``dtype``."""
 
     kind: ClassVar[str] = "task_vector"
-    base: Source
-    finetuned: Source | None = None
-    adapter: Json | None = None
-    dtype: Literal["float32", "bfloat16", "float16"]
-    num_parameters: int
-    base_config: Json
-    lora_rank: int | None = None
-    lora: Json | None = None
-    method: Literal["full", "lora"] | None = None
-    forget_data: Json | None = None
-    training: Json | None = None
-    training_results: Json | None = None
-    finetuned_kept: bool | None = None
-    finetune_run_id: str | None = None
-    run_id: str | None = None
-    hub: Json | None = None
+    base: Source = _opt()
+    finetuned: Source = _opt()
+    adapter: Json = _opt()
+    dtype: Literal["float32", "bfloat16", "float16"] = _opt()
+    num_parameters: int = _opt()
+    base_config: Json = _opt()
+    lora_rank: int | None = _opt()
+    lora: Json | None = _opt()
+    method: Literal["full", "lora"] = _opt()
+    forget_data: Json = _opt()
+    training: Json = _opt()
+    training_results: Json = _opt()
+    finetuned_kept: bool = _opt()
+    finetune_run_id: str = _opt()
+    run_id: str = _opt()
+    hub: Json = _opt()
 
 
+@dataclass(frozen=True)
 class WeightMapRecord(Record):
     """Importances ``I_f`` and ``I_r`` and the combination ``w = I_f^p / (I_f^p + lam I_r^p + eps)``."""
 
     kind: ClassVar[str] = "weight_map"
-    model: Source | None = None
-    #: ``model_config`` in the file (a name pydantic reserves)
-    model_config_: Json | None = Field(default=None, alias="model_config")
-    gradients_at: Literal["target", "anchor"] | None = None
-    method: str | None = None
-    p: float | None = None
-    lam: float | None = None
-    eps: float | None = None
-    forget_data: Json | None = None
-    retain_data: Json | None = None
-    max_length: int | None = None
-    params: str | None = None
-    unrestricted: Literal["w=0", "w=1"] | None = None
-    num_tensors: int | None = None
-    num_parameters: int | None = None
-    dtype: str | None = None
-    underflow: Json | None = None
-    compute: Json | None = None
-    run_id: str | None = None
-    hub: Json | None = None
+    model: Source = _opt()
+    model_config: Json = _opt()
+    gradients_at: Literal["target", "anchor"] = _opt()
+    method: str = _opt()
+    p: float = _opt()
+    lam: float = _opt()
+    eps: float = _opt()
+    forget_data: Json = _opt()
+    retain_data: Json = _opt()
+    max_length: int = _opt()
+    params: str | None = _opt()
+    unrestricted: Literal["w=0", "w=1"] = _opt()
+    num_tensors: int = _opt()
+    num_parameters: int = _opt()
+    dtype: str = _opt()
+    underflow: Json = _opt()
+    compute: Json = _opt()
+    run_id: str = _opt()
+    hub: Json = _opt()
 
 
+@dataclass(frozen=True)
 class ModelRecord(Record):
     """An unlearned model: ``theta = target - alpha * (w ⊙ tau)``."""
 
     kind: ClassVar[str] = "model"
-    alpha: float
-    method: str
-    target: Source
-    task_vector: ArtifactRef
-    weights: WeightsRef | None = None
-    device: str
-    run_id: str | None = None
-    hub: Json | None = None
+    alpha: float = _opt()
+    method: str = _opt()
+    target: Source = _opt()
+    task_vector: ArtifactRef = _opt()
+    weights: WeightsRef | None = _opt()
+    device: str = _opt()
+    run_id: str = _opt()
+    hub: Json = _opt()
 
 
+@dataclass(frozen=True)
 class FinetunedModelRecord(Record):
     """A model fine-tuned on question/answer data (the privacy-tuned model a task vector is made from)."""
 
     kind: ClassVar[str] = "finetuned_model"
-    base: Source
-    base_config: Json
-    num_parameters: int
-    data: Json
-    training: Json
-    lora_rank: int | None = None
-    lora: Json | None = None
-    results: Json
-    library: Json
-    run_id: str | None = None
-    hub: Json | None = None
+    base: Source = _opt()
+    base_config: Json = _opt()
+    num_parameters: int = _opt()
+    data: Json = _opt()
+    training: Json = _opt()
+    lora_rank: int | None = _opt()
+    lora: Json | None = _opt()
+    results: Json = _opt()
+    library: Json = _opt()
+    run_id: str = _opt()
+    hub: Json = _opt()
 
 
+#: the record class of each ``kind``
 RECORDS: dict[str, type[Record]] = {cls.kind: cls for cls in (TaskVectorRecord, WeightMapRecord, ModelRecord,
                                                               FinetunedModelRecord)}
+#: keys each kind must hold to be used (older or hand-made files may lack the others)
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "task_vector": ("dtype",), "weight_map": (), "model": ("alpha", "target", "task_vector"),
+    "finetuned_model": ("base",),
+}
 
 
 def parse_record(data: Any, where: str = CONFIG_NAME) -> Record:
@@ -181,16 +317,14 @@ def parse_record(data: Any, where: str = CONFIG_NAME) -> Record:
     if kind not in RECORDS:
         raise CheckpointError(f"{where}: unknown kind {kind!r} (expected one of {', '.join(RECORDS)}); "
                               "it was not written by perta-hub, or by a newer version")
-    body = {k: v for k, v in data.items() if k != "kind"}
     try:
-        return RECORDS[kind].model_validate(body)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        given = first.get("input")
-        shown = "" if first["type"] in ("missing", "extra_forbidden") else f" (got {type(given).__name__} {given!r:.60})"
-        reason = {"missing": "is missing", "extra_forbidden": "is not a known key"}.get(first["type"], first["msg"])
-        raise CheckpointError(f"{where}: key {key!r} {reason}{shown}; re-create the output or fix the file") from None
+        record = RECORDS[kind].from_dict({k: v for k, v in data.items() if k != "kind"})
+        for key in REQUIRED[kind]:
+            if getattr(record, key) is UNSET:
+                raise _KeyError(key, "is missing")
+    except _KeyError as err:
+        raise CheckpointError(f"{where}: key {err.key!r} {err.reason}; re-create the output or fix the file") from None
+    return record
 
 
 def read_record(folder: str | Path) -> Record:

@@ -23,7 +23,7 @@ from typing import Any
 
 from perta_hub.errors import OutputError, PertaError
 from perta_hub.io.atomic import write_atomic
-from perta_hub.records import CONFIG_NAME, parse_record
+from perta_hub.records import CONFIG_NAME, Record, read_record
 from perta_hub.runtime.invocation import current_command  # noqa: F401 (the CLI sets it; callers import it here)
 
 MARKER = ".perta-run"
@@ -205,17 +205,24 @@ def claimed(folders: Sequence[OutputFolder], needed_bytes: int = 0) -> Iterator[
         yield pending
 
 
-@contextmanager
-def claimed_outputs(folders: list[Path], run_ids: list[str], inputs: list[Path]) -> Iterator[None]:
-    """Claim ``folders`` for one block (see :func:`claimed`); used where the writer is not a job."""
-    with claimed([OutputFolder(f, r, inputs) for f, r in zip(folders, run_ids, strict=True)]):
-        yield
+def refuse_unusable(path: str | Path, what: str = "-o") -> None:
+    """Refuse, before any work and before the run id is known, a file or a folder that holds files but no
+    perta-hub output (neither a run marker nor ``perta_config.json``)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        raise OutputError(f"{path} is a file; {what} needs a folder")
+    if (path.is_dir() and any(not p.name.endswith(".partial") for p in path.iterdir())
+            and not ((path / MARKER).exists() or (path / CONFIG_NAME).exists())):
+        held = ", ".join(sorted(p.name for p in path.iterdir())[:3])
+        raise OutputError(f"{path} already holds other files ({held}...); choose another {what} or remove it")
 
 
-def finish_output(folder: Path, config: dict[str, Any], card: Any | None) -> None:
-    """Validate ``config`` as its kind's record and write it with the card (see :meth:`OutputFolder.finish`)."""
-    out = OutputFolder(folder, str(config.get("run_id")))
-    out.finish(parse_record(config, f"the {config.get('kind')} record"), card)
+def finished_record(path: str | Path) -> Record | None:
+    """The record of a finished perta-hub output in ``path`` (no run marker), else None."""
+    path = Path(path).expanduser()
+    if (path / MARKER).exists() or not (path / CONFIG_NAME).is_file():
+        return None
+    return read_record(path)
 
 
 def copy_side_files(source: Path, dest: Path) -> list[str]:

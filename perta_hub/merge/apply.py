@@ -221,7 +221,7 @@ class PerTAMergeJob(Job):
         assert self.revisions is not None
         target_rev, tv_rev, wm_rev = self.revisions.result()
         wmap, tv = self.wmap, self.tv_artifact
-        record = ModelRecord.model_validate({
+        record = ModelRecord.build({
             "command": current_command(),
             "alpha": self.alphas[index],
             "method": "tv" if wmap is None else f"perta-{wmap.method}",

@@ -28,7 +28,7 @@ def task_vector_record(anchor: Checkpoint, dtype: str, run_id: str, extra: dict[
                        **fields: Any) -> TaskVectorRecord:
     """The record of a task vector made against ``anchor`` (``fields``: ``finetuned`` or ``adapter``...;
     ``extra``: the fine-tuning provenance of ``task-vector MODEL --forget DATA``)."""
-    return TaskVectorRecord.model_validate({
+    return TaskVectorRecord.build({
         "command": current_command(), "base": anchor.provenance(), **fields, "dtype": dtype,
         "num_parameters": anchor.num_parameters, "base_config": architecture(anchor.config), **(extra or {}),
         "run_id": run_id,

@@ -25,6 +25,8 @@ from typing import Any
 
 from perta_hub.data.encoding import load_tokenizer
 from perta_hub.errors import DataError, OutputError
+from perta_hub.io.output_folder import refuse_unusable
+from perta_hub.records import FinetunedModelRecord, read_record
 from perta_hub.runtime.devices import resolve_device
 from perta_hub.runtime.distributed import SINGLE_CPU_PROCESS_NOTE, single_process_cpu_launch
 from perta_hub.training.options import TrainingOptions, plan_steps, resolve_options
@@ -72,54 +74,6 @@ class FinetuneResult:
                 f"examples in {self.train_seconds:.1f} s, {self.tokens_per_second:.0f} tokens/s, final mean loss "
                 f"{self.train_loss:.4f}, peak memory {self.peak_memory_bytes / 2**30:.2f} GiB "
                 f"({self.peak_memory_kind}); model in {self.out_dir}")
-
-
-# --------------------------------------------------------------- the output folder (being replaced)
-
-
-def _is_complete(out: Path, run_id: str) -> dict[str, Any] | None:
-    """The ``perta_config.json`` of ``out`` when it holds this run's complete output, else None."""
-    config = _complete_config(out)
-    return config if config is not None and config.get("run_id") == run_id else None
-
-
-def _complete_config(out: Path) -> dict[str, Any] | None:
-    """The ``perta_config.json`` of a finished perta-hub output folder (no run marker), else None."""
-    from perta_hub.io.output_folder import CONFIG_NAME, MARKER
-
-    config = out / CONFIG_NAME
-    if not config.is_file() or (out / MARKER).exists():
-        return None
-    try:
-        return json.loads(config.read_text())
-    except ValueError:
-        return None
-
-
-def _holds_other_run(out: Path, run_id: str) -> bool:
-    """True when ``out`` holds a perta-hub run marker or config of a run other than ``run_id``."""
-    from perta_hub.io.output_folder import CONFIG_NAME, MARKER
-
-    marker, config = out / MARKER, out / CONFIG_NAME
-    if marker.is_file():
-        return marker.read_text().strip() != run_id
-    if config.is_file():
-        try:
-            return json.loads(config.read_text()).get("run_id") != run_id
-        except ValueError:
-            return True
-    return False
-
-
-def check_output_folder(out: Path, what: str = "-o") -> None:
-    """Refuse, before any compute, a folder holding something that is not a perta-hub run."""
-    from perta_hub.io.output_folder import CONFIG_NAME, MARKER
-
-    if out.is_file():
-        raise OutputError(f"{out} is a file; {what} needs a folder")
-    if out.is_dir() and any(out.iterdir()) and not ((out / MARKER).exists() or (out / CONFIG_NAME).exists()):
-        held = ", ".join(sorted(p.name for p in out.iterdir())[:3])
-        raise OutputError(f"{out} already holds other files ({held}...); choose another {what} or remove it")
 
 
 def _data_sha256(examples: Sequence[Any]) -> str:
@@ -251,7 +205,7 @@ def finetune(
     start = time.perf_counter()
     opts = resolve_options(options, overrides)
     out = Path(out_dir).expanduser()
-    check_output_folder(out)
+    refuse_unusable(out)
     prep = prepare(model, data, opts, max_shard_size=max_shard_size, allow_pickle=allow_pickle, echo=echo)
     state, is_main, say, device = prep.state, prep.is_main, prep.say, prep.device
     ckpt, tokenizer, encoded, plan = prep.ckpt, prep.tokenizer, prep.encoded, prep.plan
@@ -260,16 +214,17 @@ def finetune(
 
     from perta_hub.cards.finetuned import finetuned_card
     from perta_hub.io.compat import architecture
-    from perta_hub.io.output_folder import claimed_outputs, copy_side_files, current_command, finish_output
+    from perta_hub.io.output_folder import FolderState, OutputFolder, copy_side_files, current_command
     from perta_hub.runtime.memory import peak_memory
     from perta_hub.training.trainer import save_lora, train
 
-    done = _is_complete(out, run_id)
-    if done is not None:
+    folder = OutputFolder(out, run_id, [ckpt.root])
+    state_now = folder.state()
+    if state_now is FolderState.COMPLETE:
+        done = folder_record(out)
         say(f"finetune: {out} already holds this run (run id {run_id}); nothing to train")
-        return result_from_config(out, done["results"], done["data"], done["training"],
-                                   time.perf_counter() - start, is_main)
-    if _holds_other_run(out, run_id):
+        return result_from_config(out, done.results, done.data, done.training, time.perf_counter() - start, is_main)
+    if state_now is FolderState.FOREIGN:
         if not replace_other_run:
             raise OutputError(f"{out} holds another fine-tuning run (other model, data or options); choose "
                               "another folder or remove it")
@@ -285,7 +240,8 @@ def finetune(
         f"{state.num_processes} processes)")
     with ExitStack() as stack:
         if is_main:
-            stack.enter_context(claimed_outputs([out], [run_id], [ckpt.root]))
+            stack.enter_context(folder)
+            folder.claim(ckpt.total_bytes)
         trainer, train_output, use_cache = train(ckpt.root, str(model), encoded, tokenizer.pad_token_id, opts, plan,
                                                  train_dtype, device, bf16_autocast, progress, say)
         # gathered on every process (FSDP / DeepSpeed shard the weights), written by the main one
@@ -308,8 +264,7 @@ def finetune(
             else:
                 net.config.use_cache = use_cache
                 net.save_pretrained(out, state_dict=state_dict, max_shard_size=max_shard_size)
-            config = {
-                "kind": KIND,
+            record = FinetunedModelRecord.build({
                 "command": current_command(),
                 "base": ckpt.provenance(),
                 "base_config": architecture(ckpt.config),
@@ -322,14 +277,22 @@ def finetune(
                 "library": {"transformers": _version("transformers"), "torch": torch.__version__,
                             "peft": _version("peft") if opts.lora_rank else None},
                 "run_id": run_id,
-            }
-            finish_output(out, config, finetuned_card(config))
+            })
+            folder.finish(record, finetuned_card(record.to_dict()))
         del state_dict
     state.wait_for_everyone()
     ckpt.close()
     return FinetuneResult(out, len(encoded), encoded.num_answer_tokens, results["steps"], plan["effective_batch"],
                           results["train_loss"], tokens, seconds, results["tokens_per_second"],
                           time.perf_counter() - start, peak, peak_kind, False, is_main)
+
+
+def folder_record(out: Path) -> FinetunedModelRecord:
+    """The record of a finished fine-tuned model folder."""
+    record = read_record(out)
+    if not isinstance(record, FinetunedModelRecord):
+        raise OutputError(f"{out} holds a {record.kind}, not a fine-tuned model; choose another folder")
+    return record
 
 
 def result_from_config(out: Path, results: dict[str, Any], data: dict[str, Any], training: dict[str, Any],

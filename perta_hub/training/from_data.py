@@ -6,7 +6,6 @@ the fine-tuned model is kept with ``--finetuned-dir`` or lives in a hidden scrat
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -14,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError, OutputError
+from perta_hub.io.output_folder import finished_record, refuse_unusable
+from perta_hub.records import TaskVectorRecord
 from perta_hub.training.finetune import (
     FinetuneResult,
-    _complete_config,
-    check_output_folder,
     finetune,
+    folder_record,
     prepare,
     result_from_config,
 )
@@ -60,34 +60,34 @@ def task_vector_from_data(
     start = time.perf_counter()
     opts = resolve_options(options, overrides)
     out = Path(out_dir).expanduser()
-    check_output_folder(out)
+    refuse_unusable(out)
     keep = finetuned_dir is not None
     ft_dir = Path(finetuned_dir).expanduser() if keep else out.parent / f".{out.name}.finetuned"
     if ft_dir.resolve() == out.resolve():
         raise InputError("--finetuned-dir and -o are the same folder; the model and the task vector need two")
-    check_output_folder(ft_dir, "--finetuned-dir")
-    existing = _complete_config(out)
+    refuse_unusable(ft_dir, "--finetuned-dir")
+    existing = finished_record(out)
     if existing is not None:  # a finished artifact: this very run (nothing to do), or something else (refused)
         prep = prepare(model, forget, opts, max_shard_size=max_shard_size, allow_pickle=allow_pickle, echo=echo)
-        if existing.get("finetune_run_id") != prep.run_id:
+        if not isinstance(existing, TaskVectorRecord) or existing.finetune_run_id != prep.run_id:
             raise OutputError(f"{out} already holds another task vector (other model, data or options); choose "
                               "another -o or remove it")
         prep.say(f"task-vector: {out} already holds this task vector (fine-tuning run {prep.run_id}); nothing to do")
-        result = result_from_config(out, existing.get("training_results", {}), existing.get("forget_data", {}),
-                                     existing.get("training", {}), time.perf_counter() - start, prep.is_main)
+        result = result_from_config(out, existing.training_results or {}, existing.forget_data or {},
+                                    existing.training or {}, time.perf_counter() - start, prep.is_main)
         return (out if prep.is_main else None), result
     result = finetune(model, forget, ft_dir, options=opts, max_shard_size=max_shard_size, allow_pickle=allow_pickle,
                       progress=progress, echo=echo, replace_other_run=not keep)
     if not result.is_main:
         return None, result
-    ft_config = json.loads((ft_dir / "perta_config.json").read_text())
+    tuned_record = folder_record(ft_dir)
     extra: dict[str, Any] = {
         "method": "lora" if opts.lora_rank else "full",
-        "forget_data": ft_config["data"],
-        "training": ft_config["training"],
-        "training_results": {k: v for k, v in ft_config["results"].items() if k != "loss_history"},
+        "forget_data": tuned_record.data,
+        "training": tuned_record.training,
+        "training_results": {k: v for k, v in tuned_record.results.items() if k != "loss_history"},
         "finetuned_kept": keep,
-        "finetune_run_id": ft_config["run_id"],
+        "finetune_run_id": tuned_record.run_id,
     }
     from perta_hub.io.reader import open_checkpoint
 
