@@ -6,7 +6,6 @@ then they are read with ``torch.load(weights_only=True)``, which refuses arbitra
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,7 +24,9 @@ def convert_pickle_checkpoint(folder: Path) -> tuple[Path, str, list[Path]]:
 
     index = folder / "pytorch_model.bin.index.json"
     if index.is_file():
-        files = [folder / f for f in dict.fromkeys(json.loads(index.read_text())["weight_map"].values())]
+        from perta_hub.io.reader import index_files
+
+        files = index_files(index)
     else:
         files = sorted(folder.glob("*.bin"))
     if not files:

@@ -174,13 +174,16 @@ class Checkpoint:
         return f"Checkpoint({self.source!r}, {len(self.entries)} tensors, {len(self.files)} files)"
 
 
-def find_weight_files(folder: Path, prefix: str | None = None) -> tuple[str, list[Path]]:
+def find_weight_files(folder: Path, prefix: str | None = None, *, hub: bool = False) -> tuple[str, list[Path]]:
     """Locate the safetensors files of ``folder`` (through ``<prefix>.safetensors.index.json`` when sharded).
 
+    ``hub``: ``folder`` is a Hub snapshot (its files are symlinks into the cache's blob store, so only
+    the names an index lists are judged, not where they resolve).
     Returns:
         (prefix, files in shard order).
     Raises:
-        CheckpointError: no safetensors weights (a pickle checkpoint gets its own message).
+        CheckpointError: no safetensors weights (a pickle checkpoint gets its own message), or an index
+        naming a file outside ``folder``.
     """
     prefixes = [prefix] if prefix else ["model"] + sorted(
         p.name[: -len(".safetensors.index.json")] for p in folder.glob("*.safetensors.index.json")
@@ -188,19 +191,55 @@ def find_weight_files(folder: Path, prefix: str | None = None) -> tuple[str, lis
     for pre in prefixes:
         index = folder / f"{pre}.safetensors.index.json"
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise CheckpointError(f"{index} is not a valid safetensors index ({err}); re-download or re-create it") from err
-            files = list(dict.fromkeys(weight_map.values()))
-            missing = [f for f in files if not (folder / f).is_file()]
+            files = index_files(index, hub=hub)
+            missing = [f for f in files if not f.is_file()]
             if missing:
-                raise CheckpointError(f"{folder} is incomplete: {missing[0]} named in {index.name} is missing; re-download it")
-            return pre, [folder / f for f in files]
+                raise CheckpointError(f"{folder} is incomplete: {missing[0].name} named in {index.name} is missing; "
+                                      "re-download it")
+            return pre, files
         single = folder / f"{pre}.safetensors"
         if single.is_file():
             return pre, [single]
     raise CheckpointError(_no_weights_message(folder))
+
+
+def index_files(index: Path, *, hub: bool = False) -> list[Path]:
+    """The files an index (``*.index.json``, HF schema) names, in first-named order, each checked to be a
+    plain file name of the index's own folder (see :func:`check_file_name`).
+
+    Raises:
+        CheckpointError: not an index (``weight_map`` a map of tensor name -> file name), or a name that
+        leads out of the folder.
+    """
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError("weight_map must map tensor names to file names")
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{index} is not a valid safetensors index ({err}); re-download or re-create it") from err
+    folder = index.parent
+    return [check_file_name(folder, name, index, hub=hub) for name in dict.fromkeys(weight_map.values())]
+
+
+def check_file_name(folder: Path, name: str, named_in: Path, *, hub: bool = False) -> Path:
+    """``folder / name``, where ``name`` (read from the file ``named_in``) must be a plain file name.
+
+    Refused: an empty name, an absolute path, ``.``/``..``, any path separator, a NUL byte; for a local
+    folder also a name that resolves (through symlinks) outside ``folder``, except a file of a Hub cache
+    snapshot resolving into its repo's blob store. Hub snapshots (``hub``) are judged by the name only.
+    """
+    if (not name or name in {".", ".."} or "/" in name or "\\" in name or "\0" in name
+            or os.path.isabs(name) or (len(name) > 1 and name[1] == ":")):
+        raise CheckpointError(f"{named_in} names {name!r}, which is not a plain file name in {folder}; "
+                              "refusing to read it (re-download or re-create the folder)")
+    path = folder / name
+    if not hub and path.is_symlink():
+        resolved, inside = path.resolve(), folder.resolve()
+        blobs = inside.parent.parent / "blobs" if inside.parent.name == "snapshots" else None
+        if not (resolved.is_relative_to(inside) or (blobs is not None and resolved.is_relative_to(blobs))):
+            raise CheckpointError(f"{named_in} names {name!r}, a link to {resolved} outside {folder}; refusing to "
+                                  "read it (copy the file into the folder if you trust it)")
+    return path
 
 
 def _no_weights_message(folder: Path) -> str:
@@ -245,7 +284,7 @@ def open_checkpoint(source: str | Path, *, prefix: str | None = None, allow_pick
     else:
         root = path
         try:
-            pre, files = find_weight_files(path, prefix)
+            pre, files = find_weight_files(path, prefix, hub=hub_sha is not None)
         except CheckpointError:
             if not allow_pickle:
                 raise

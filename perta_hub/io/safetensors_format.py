@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import CheckpointError
+
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's limit
 
 # safetensors dtype codes -> (torch dtype name, bytes per element)
 DTYPES: dict[str, tuple[str, int]] = {
@@ -34,55 +37,122 @@ class TensorEntry:
         return DTYPES[self.dtype_code][0]
 
 
-def read_header(path: Path) -> dict[str, Any]:
-    """Parse a safetensors header and check the file holds all the bytes it promises.
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json`` object hook: a key given twice is refused (``json`` would keep the last one silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
+    return obj
 
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_uint(value: Any) -> bool:
+    return type(value) is int and value >= 0  # not bool, not float
+
+
+def parse_header(path: Path) -> tuple[dict[str, Any], list[TensorEntry]]:
+    """Parse and validate a safetensors header, reading no tensor data.
+
+    The rules are the safetensors library's (``Metadata::validate``), checked in full before a byte of
+    data is used: a header length of at most 100 MB inside the file; UTF-8 JSON holding one object, no
+    key given twice; ``__metadata__`` a string -> string map; each tensor a known dtype, a shape of
+    non-negative integers and ``data_offsets`` ``[begin, end]`` with ``end - begin == prod(shape) *
+    dtype size``; sorted by offset, the tensors tile the data area from byte 0 to the file's last byte
+    exactly (no gap, no overlap, nothing after).
+
+    Returns:
+        (the header as parsed, the tensors sorted by offset, with absolute file offsets).
     Raises:
-        CheckpointError: the file is truncated, not safetensors, or its header is corrupt.
+        CheckpointError: one line naming the file (and the tensor) and what is wrong.
     """
+    fix = "re-download or re-create it"
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
             prefix = fh.read(8)
             if len(prefix) < 8:
-                raise CheckpointError(f"{path} is not a safetensors file (only {size} bytes); re-download or re-create it")
+                raise CheckpointError(f"{path} is not a safetensors file (only {size} bytes); {fix}")
             (header_len,) = struct.unpack("<Q", prefix)
-            if header_len > min(size - 8, 100 << 20):
-                raise CheckpointError(f"{path} has a corrupt safetensors header (length {header_len}); re-download or re-create it")
-            header = json.loads(fh.read(header_len))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} has a corrupt safetensors header ({err}); re-download or re-create it") from err
+            if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+                raise CheckpointError(f"{path} has a corrupt safetensors header (length {header_len}, file "
+                                      f"{size} bytes); {fix}")
+            raw = fh.read(header_len)
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from err
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicates,
+                            parse_constant=_refuse_constant)
+    except _Duplicate as err:
+        raise CheckpointError(f"{path} has a corrupt safetensors header (key {str(err)!r} given twice); {fix}") from err
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        reason = "not UTF-8" if isinstance(err, UnicodeDecodeError) else "not valid JSON"
+        raise CheckpointError(f"{path} has a corrupt safetensors header ({reason}); {fix}") from err
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path} has a corrupt safetensors header; re-download or re-create it")
-    end = 0
+        raise CheckpointError(f"{path} has a corrupt safetensors header (not a JSON object); {fix}")
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict) and all(
+            isinstance(v, str) for v in metadata.values())):
+        raise CheckpointError(f"{path} has a corrupt safetensors header (__metadata__ must map strings to "
+                              f"strings); {fix}")
+    data_start = 8 + header_len
+    rows: list[tuple[int, int, str, str, tuple[int, ...]]] = []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        try:
-            if entry["dtype"] not in DTYPES:
-                raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
-            end = max(end, int(entry["data_offsets"][1]))
-        except (KeyError, TypeError, IndexError) as err:
-            raise CheckpointError(f"{path} has a corrupt header entry for {name}; re-download or re-create it") from err
-    if size < 8 + header_len + end:
-        raise CheckpointError(
-            f"{path} is truncated ({size} bytes, the header needs {8 + header_len + end}); "
-            "re-download or re-create it"
-        )
-    return header
+        bad = f"{path}: tensor {name!r} has a corrupt header entry"
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{bad} (not an object); {fix}")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype, str):
+            raise CheckpointError(f"{bad} (dtype {dtype!r}); {fix}")
+        if dtype not in DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype}; perta-hub reads "
+                                  f"{', '.join(DTYPES)}")
+        if not (isinstance(shape, list) and all(_is_uint(d) for d in shape)):
+            raise CheckpointError(f"{bad} (shape {shape!r} is not a list of non-negative integers); {fix}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(x) for x in offsets)):
+            raise CheckpointError(f"{bad} (data_offsets {offsets!r} is not [begin, end]); {fix}")
+        begin, end = offsets
+        if end < begin:
+            raise CheckpointError(f"{bad} (data_offsets [{begin}, {end}] end before they begin); {fix}")
+        nbytes = math.prod(shape) * DTYPES[dtype][1]
+        if end - begin != nbytes:
+            raise CheckpointError(f"{bad} ({end - begin} bytes for shape {tuple(shape)} of {dtype}, which "
+                                  f"needs {nbytes}); {fix}")
+        rows.append((begin, end, name, dtype, tuple(shape)))
+    rows.sort()
+    expected = 0
+    entries = []
+    for begin, end, name, dtype, shape in rows:
+        if begin != expected:
+            what = "overlaps the tensor before it" if begin < expected else f"leaves a gap after byte {expected}"
+            raise CheckpointError(f"{path}: tensor {name!r} has a corrupt header entry (data_offsets [{begin}, "
+                                  f"{end}] {what}); {fix}")
+        expected = end
+        entries.append(TensorEntry(name, path, dtype, shape, end - begin, data_start + begin))
+    if data_start + expected != size:
+        state = "is truncated" if data_start + expected > size else "has extra bytes after its tensors"
+        raise CheckpointError(f"{path} {state} ({size} bytes, the header describes {data_start + expected}); {fix}")
+    return header, entries
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The validated header of a safetensors file (see :func:`parse_header`)."""
+    return parse_header(path)[0]
 
 
 def _entries(path: Path, only: set[str] | None = None) -> list[TensorEntry]:
-    header = read_header(path)
-    with path.open("rb") as fh:
-        data_start = 8 + struct.unpack("<Q", fh.read(8))[0]
-    out = []
-    for name, entry in header.items():
-        if name == "__metadata__" or (only is not None and name not in only):
-            continue
-        start, end = (int(x) for x in entry["data_offsets"])
-        out.append(TensorEntry(name, path, entry["dtype"], tuple(entry["shape"]), end - start, data_start + start))
-    out.sort(key=lambda e: e.offset)
-    return out
-
-
+    """The tensors of ``path`` in file order (all, or those named in ``only``)."""
+    entries = parse_header(path)[1]
+    return entries if only is None else [e for e in entries if e.name in only]

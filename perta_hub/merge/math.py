@@ -5,10 +5,48 @@ Every function takes tensors and numbers and returns tensors; nothing here reads
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
+from perta_hub.errors import InputError
+
 DEFAULT_P, DEFAULT_LAM, DEFAULT_EPS = 1.0, 1.0, 1e-12
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max: w is computed in fp32
+
+
+def check_combination(p: Any, lam: Any, eps: Any, origin: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Check that ``w = I_f^p / (I_f^p + lam * I_r^p + eps)`` is a weight in [0, 1] for any importances >= 0.
+
+    ``p`` must be a finite number > 0 (``p = 0`` makes ``w`` one constant), ``lam`` and ``eps`` finite
+    and >= 0 within fp32 range (``lam = inf`` gives ``inf * 0 = NaN``), and ``eps > 0`` (``eps = 0`` gives
+    ``0 / 0 = NaN`` wherever both importances are 0, as in every unused embedding row).
+    ``origin`` maps a parameter to where its value came from (default ``--p`` etc., the command line).
+
+    Returns:
+        (p, lam, eps) as floats.
+    Raises:
+        InputError: one line naming the parameter, its value and the fix.
+    """
+    origin = origin or {}
+    values = []
+    for name, value, need_positive in (("p", p, True), ("lam", lam, False), ("eps", eps, True)):
+        where = origin.get(name, f"--{name}")
+        try:
+            number = float(value)
+            if isinstance(value, bool):
+                raise TypeError
+        except (TypeError, ValueError):
+            raise InputError(f"{where} must be a number, got {value!r}") from None
+        ok = math.isfinite(number) and abs(number) <= FLOAT32_MAX and (number > 0 if need_positive else number >= 0)
+        if not ok:
+            bound = "> 0" if need_positive else ">= 0"
+            why = {"p": "", "lam": "", "eps": " (eps = 0 makes w = 0/0 = NaN wherever both importances are 0)"}[name]
+            raise InputError(f"{where} must be a finite number {bound}, got {value!r}{why}; "
+                             f"pass --{name} with a value in range")
+        values.append(number)
+    return values[0], values[1], values[2]
+
 
 def combine_weights(i_forget: Any, i_retain: Any, p: float, lam: float, eps: float) -> Any:
     """``w = I_f^p / (I_f^p + lam * I_r^p + eps)`` in fp32, elementwise (same shape as the inputs)."""
@@ -20,6 +58,25 @@ def combine_weights(i_forget: Any, i_retain: Any, p: float, lam: float, eps: flo
         f = f.pow(p)
         r = r.pow(p)
     return f / (f + lam * r + eps)
+
+
+def importances_valid(*importances: Any) -> bool:
+    """Whether every value is finite and >= 0 (one min/max pass per tensor; NaN fails)."""
+    import torch
+
+    for t in importances:
+        if t.numel():
+            low, high = torch.aminmax(t)
+            if not (bool(low >= 0) and bool(high < math.inf)):
+                return False
+    return True
+
+
+def all_finite(t: Any) -> bool:
+    """Whether ``t`` has no NaN or Inf (a sum first: a finite sum is the common, cheap answer)."""
+    import torch
+
+    return bool(torch.isfinite(t.sum(dtype=torch.float32)) or torch.isfinite(t).all())
 
 
 def _weighted_delta(delta: Any, combination: tuple | None) -> Any:
@@ -36,14 +93,17 @@ def merge_whole(theta: Any, delta: Any, alphas: list[float], combination: tuple 
     """``theta - alpha * (w ⊙ delta)`` for each alpha in one shot (GPU path), in fp32, cast to theta's dtype.
 
     Returns:
-        (one tensor per alpha, whether ``w ⊙ delta`` is finite everywhere).
+        (one tensor per alpha, whether everything is sound: the importances finite and >= 0, ``w ⊙ delta``
+        finite, and every result finite after the cast; on False the caller finds out which).
     """
     import torch
 
+    ok = combination is None or importances_valid(combination[0], combination[1])
     delta = _weighted_delta(delta, combination)
-    finite = bool(torch.isfinite(delta).all())
+    ok = ok and bool(torch.isfinite(delta).all())
     base = theta.to(torch.float32)
-    return [torch.sub(base, delta, alpha=a).to(theta.dtype) for a in alphas], finite
+    results = [torch.sub(base, delta, alpha=a).to(theta.dtype) for a in alphas]
+    return results, ok and all(bool(torch.isfinite(r).all()) for r in results)
 
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32 per operand: the chunk stays in the CPU caches
@@ -52,7 +112,8 @@ CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32 per operand: the chunk stays in the CP
 def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tuple | None,
                   empty: Callable[[tuple[int, ...], Any], Any] | None = None) -> tuple[list[Any], bool]:
     """The same as :func:`merge_whole`, chunk by chunk on CPU, so every operand stays in cache and no
-    full-size fp32 temporary is allocated (about 3x faster than whole-tensor ops here).
+    full-size fp32 temporary is allocated (about 3x faster than whole-tensor ops here). The soundness
+    checks (importances, ``w ⊙ delta``, each result after the cast) run on each chunk while it is in cache.
 
     ``empty(shape, dtype)`` allocates the results (e.g. ``BufferPool.empty``; default ``torch.empty``).
     """
@@ -77,12 +138,14 @@ def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tupl
             d = delta32[: stop - start]
             d.copy_(deltas[start:stop])  # to fp32 without allocating
         if parts is not None:
-            d.mul_(combine_weights(parts[0][start:stop], parts[1][start:stop], *combination[2:]))
+            i_f, i_r = parts[0][start:stop], parts[1][start:stop]
+            finite = finite and importances_valid(i_f, i_r)
+            d.mul_(combine_weights(i_f, i_r, *combination[2:]))
         w = work[: stop - start]
         for alpha, out in zip(alphas, outs, strict=True):
             torch.add(flat[start:stop], d, alpha=-alpha, out=w)  # theta promoted to fp32 inside the kernel
-            out[start:stop].copy_(w)
-        finite = finite and bool(torch.isfinite(d.sum()) or torch.isfinite(d).all())  # d is in cache now
+            chunk = out[start:stop]
+            chunk.copy_(w)
+            finite = finite and all_finite(chunk)  # after the cast: an fp16/bf16 overflow is inf here
+        finite = finite and all_finite(d)  # d is in cache now
     return [o.reshape(theta.shape) for o in outs], finite
-
-
