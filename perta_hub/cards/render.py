@@ -92,6 +92,16 @@ def _provenance_lines(config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _restriction_line(config: dict[str, Any]) -> str:
+    """For a weight map restricted with ``--params``: which parameters it covers and what ``apply`` does with
+    the others (``unrestricted``: ``w=0`` leaves them unchanged, ``w=1`` applies plain task arithmetic)."""
+    if not config.get("params"):
+        return ""
+    rest = {"w=0": "w = 0, left unchanged by `apply`",
+            "w=1": "w = 1, plain task arithmetic in `apply`"}.get(str(config.get("unrestricted")), "w = 1 in `apply`")
+    return f"\n- restricted to parameters matching `{config['params']}`; the others: {rest}"
+
+
 def artifact_card(kind: str, config: dict[str, Any]) -> Any:
     """The card of a task-vector or weight-map artifact folder (``ModelCard``)."""
     from huggingface_hub import ModelCardData
@@ -122,7 +132,7 @@ Made with perta-hub {__version__}: {what}
 ## Provenance
 
 {_provenance_lines(config)}
-- parameters: {config.get("num_parameters")}
+- parameters: {config.get("num_parameters")}{_restriction_line(config)}
 
 Command:
 
