@@ -233,9 +233,17 @@ def test_cli_rejects_both_references_and_unknown_split(tmp_path):
     logs = tmp_path / "l.json"
     logs.write_text("{}")
     result = CliRunner().invoke(main, ["evaluate", "m", "--retain-logs", str(logs), "--retain-model", "r"])
-    assert result.exit_code != 0 and "either --retain-logs or --retain-model" in result.output
+    assert (result.exit_code, result.output) == (
+        InputError.exit_code, "Error: pass either --retain-logs or --retain-model, not both\n")
     result = CliRunner().invoke(main, ["evaluate", "m", "--forget-split", "forget20"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2  # click's usage error
+    assert result.output.splitlines()[-1] == (
+        "Error: Invalid value for '--forget-split': 'forget20' is not one of 'forget01', 'forget05', 'forget10'.")
+    from perta_hub.evaluation import run_evaluation
+
+    with pytest.raises(InputError) as err:  # the same check in the Python API
+        run_evaluation(["m"], forget_split="forget20")
+    assert str(err.value) == "unknown forget split 'forget20'; use one of forget01, forget05, forget10"
 
 
 def test_retain_model_is_evaluated_first_and_saved(tiny_model, tofu_dir, tmp_path):
