@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -87,6 +89,11 @@ def test_rerun_of_a_complete_output_is_a_no_op(tmp_path, make_model):
     base, tuned = make_model("base"), make_model("tuned", seed=1)
     tv = task_vector(base, tuned, tmp_path / "tv", progress=False)
     (out,) = apply(base, tv, alphas=[1.0], out_dir=tmp_path / "out", progress=False)
-    digest = tree_digest(out)
-    apply(base, tv, alphas=[1.0], out_dir=tmp_path / "out", progress=False)
-    assert tree_digest(out) == digest
+
+    def state() -> dict[str, tuple[str, int]]:  # bytes (sha256) and mtime (ns) of every file
+        return {name: (digest, (out / name).stat().st_mtime_ns) for name, digest in tree_digest(out).items()}
+
+    before = state()
+    time.sleep(0.02)  # a rewrite would show as a newer mtime
+    assert apply(base, tv, alphas=[1.0], out_dir=tmp_path / "out", progress=False) == [out]
+    assert state() == before
