@@ -173,9 +173,9 @@ def compute_weights(
     _check_output(out)
 
     from perta_hub.io.compat import architecture
-    from perta_hub.io.reader import open_checkpoint
+    from perta_hub.io.reader import open_checkpoint, scratch_for
 
-    ckpt = open_checkpoint(model, allow_pickle=allow_pickle)
+    ckpt = open_checkpoint(model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
     tokenizer = load_tokenizer(ckpt.root, model)
     forget_data = _encode(forget, tokenizer, "forget", question_field, answer_field, max_length, data_dir, say)
     retain_data = _encode(retain, tokenizer, "retain", question_field, answer_field, max_length, data_dir, say,

@@ -6,21 +6,28 @@ then they are read with ``torch.load(weights_only=True)``, which refuses arbitra
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from perta_hub.errors import CheckpointError
 
 
-def convert_pickle_checkpoint(folder: Path) -> tuple[Path, str, list[Path]]:
+def convert_pickle_checkpoint(folder: Path, scratch: Path | None = None) -> tuple[Path, str, list[Path], list[Path]]:
     """Convert ``pytorch_model*.bin`` in ``folder`` into ``model.safetensors`` in a temporary folder.
 
+    Args:
+        folder: the pickle checkpoint.
+        scratch: where the temporary folder goes (the output's temporary area, ``.<output>.perta-tmp``
+            beside it); None -> the system's temporary folder. The caller deletes it (see
+            :func:`perta_hub.io.reader.open_checkpoint`: when the checkpoint is released or the process exits).
     Returns:
-        (temporary folder, ``"model"``, [the safetensors file]); the config and tokenizer are copied too.
+        (temporary folder, ``"model"``, [the safetensors file], [the pickle files read]); the config and
+        tokenizer are copied too.
     """
     import torch
-    from safetensors.torch import save_file
 
     index = folder / "pytorch_model.bin.index.json"
     if index.is_file():
@@ -37,10 +44,29 @@ def convert_pickle_checkpoint(folder: Path) -> tuple[Path, str, list[Path]]:
             state.update(torch.load(file, map_location="cpu", weights_only=True))
         except Exception as err:  # torch raises several types for bad pickles
             raise CheckpointError(f"cannot load {file} with weights_only=True: {err}") from err
-    out = Path(tempfile.mkdtemp(prefix="perta-pickle-"))
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix="perta-pickle-", dir=scratch))
+    try:
+        _write_copy(folder, state, out)
+    except BaseException:
+        remove_scratch(out)
+        raise
+    return out, "model", [out / "model.safetensors"], files
+
+
+def _write_copy(folder: Path, state: dict[str, Any], out: Path) -> None:
+    from safetensors.torch import save_file
+
     for side in folder.iterdir():
         if side.is_file() and side.suffix in {".json", ".jinja", ".model", ".txt"} and "bin.index" not in side.name:
             shutil.copy2(side, out / side.name)
-    target = out / "model.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(target), metadata={"format": "pt"})
-    return out, "model", [target]
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+
+def remove_scratch(folder: Path) -> None:
+    """Delete a conversion's temporary folder, and its scratch parent if that is left empty."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.parent.name.endswith(".perta-tmp"):
+        with contextlib.suppress(OSError):  # another conversion may still use it
+            folder.parent.rmdir()

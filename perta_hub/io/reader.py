@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import weakref
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from perta_hub.errors import CheckpointError, InputError
 from perta_hub.io.fingerprint import content_hash, quick_fingerprint
+from perta_hub.io.pickle_import import remove_scratch
 from perta_hub.io.safetensors_format import TensorEntry, _entries
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -53,6 +55,7 @@ class Checkpoint:
         self.entries = entries
         self._hub_sha = hub_sha
         self._handles: dict[Path, int] = {}
+        self.pickle_files: list[Path] = []  # the .bin files a converted copy was made from
 
     # -- metadata ---------------------------------------------------------------------------------
     @property
@@ -94,7 +97,7 @@ class Checkpoint:
     @cached_property
     def revision(self) -> str:
         """The Hub commit sha, or ``sha256:<hex>`` of the local files' content (cached by size and mtime)."""
-        return self._hub_sha or "sha256:" + content_hash(self.files + self._side_files())
+        return self._hub_sha or "sha256:" + content_hash((self.pickle_files or self.files) + self._side_files())
 
     @property
     def repo_id(self) -> str | None:
@@ -103,7 +106,10 @@ class Checkpoint:
 
     @property
     def identity(self) -> str:
-        """Cheap identity for run ids: the Hub sha, or the local files' names, sizes and mtimes."""
+        """Cheap identity for run ids: the Hub sha, the local files' names, sizes and mtimes, or for a converted
+        pickle checkpoint the content hash of the pickle files (its temporary copy is new each run)."""
+        if self.pickle_files:
+            return "pickle:" + content_hash(self.pickle_files)
         return self._hub_sha or "local:" + quick_fingerprint(self.files)
 
     def provenance(self) -> dict[str, Any]:
@@ -252,7 +258,7 @@ def _no_weights_message(folder: Path) -> str:
 
 
 def open_checkpoint(source: str | Path, *, prefix: str | None = None, allow_pickle: bool = False,
-                    extra_patterns: list[str] | None = None) -> Checkpoint:
+                    extra_patterns: list[str] | None = None, scratch: Path | None = None) -> Checkpoint:
     """Open a checkpoint or an artifact group for streaming reads.
 
     Args:
@@ -260,6 +266,9 @@ def open_checkpoint(source: str | Path, *, prefix: str | None = None, allow_pick
         prefix: the file prefix to read (``model`` by default; ``task_vector``, ``importance_forget``...).
         allow_pickle: convert a ``.bin`` checkpoint to a temporary safetensors copy instead of refusing.
         extra_patterns: more files to download from the Hub (the weights and small JSON files always are).
+        scratch: where a pickle conversion's temporary copy goes (see :func:`scratch_for`); it is deleted
+            when the checkpoint is released or the process exits, and the checkpoint's identity is the
+            content hash of the pickle files, so a re-run resumes or finds its finished output.
     """
     from perta_hub.io import hub_source as hub
 
@@ -290,7 +299,15 @@ def open_checkpoint(source: str | Path, *, prefix: str | None = None, allow_pick
                 raise
             from perta_hub.io.pickle_import import convert_pickle_checkpoint
 
-            root, pre, files = convert_pickle_checkpoint(path)
+            root, pre, files, pickles = convert_pickle_checkpoint(path, scratch)
+            ckpt = _checkpoint(root, source, pre, files, hub_sha)
+            ckpt.pickle_files = pickles
+            weakref.finalize(ckpt, remove_scratch, root)  # on release, on error, and at exit
+            return ckpt
+    return _checkpoint(root, source, pre, files, hub_sha)
+
+
+def _checkpoint(root: Path, source: str, pre: str, files: list[Path], hub_sha: str | None) -> Checkpoint:
     entries: dict[str, TensorEntry] = {}
     for file in files:
         for entry in _entries(file):
@@ -298,3 +315,9 @@ def open_checkpoint(source: str | Path, *, prefix: str | None = None, allow_pick
                 raise CheckpointError(f"tensor {entry.name} appears in both {entries[entry.name].file.name} and {file.name}")
             entries[entry.name] = entry
     return Checkpoint(root, source, pre, files, entries, hub_sha)
+
+
+def scratch_for(out_dir: str | Path) -> Path:
+    """The output's temporary area: ``.<name>.perta-tmp`` beside ``out_dir`` (pickle conversions go there)."""
+    out = Path(out_dir).expanduser()
+    return out.parent / f".{out.name}.perta-tmp"

@@ -19,7 +19,7 @@ from perta_hub.errors import CheckpointError, InputError, MismatchError, NonFini
 from perta_hub.io.artifacts import load_artifact
 from perta_hub.io.compat import architecture, check_architecture, check_same_tensors, is_tied
 from perta_hub.io.output_folder import copy_side_files, current_command, make_run_id
-from perta_hub.io.reader import open_checkpoint
+from perta_hub.io.reader import open_checkpoint, scratch_for
 from perta_hub.io.sharding import TensorSpec
 from perta_hub.io.writer import IN_FLIGHT_BYTES
 from perta_hub.jobs.engine import Job, Stream, run_job
@@ -124,7 +124,7 @@ class PerTAMergeJob(Job):
         self.alphas = alphas = check_alphas(alphas)
         self.device = resolve_device(device)
         self.model, self.task_vector, self.weights = model, task_vector, weights
-        self.target = target = open_checkpoint(model, allow_pickle=allow_pickle)
+        self.target = target = open_checkpoint(model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
         self.tv_artifact = load_artifact(task_vector, "task_vector")
         self.tau = tau = self.tv_artifact.group("task_vector")
         target_arch = architecture(target.config)

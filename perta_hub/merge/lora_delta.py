@@ -18,7 +18,7 @@ from typing import Any
 from perta_hub.errors import CheckpointError, MismatchError, NonFiniteError
 from perta_hub.io.fingerprint import content_hash
 from perta_hub.io.output_folder import make_run_id
-from perta_hub.io.reader import open_checkpoint
+from perta_hub.io.reader import open_checkpoint, scratch_for
 from perta_hub.io.sharding import TensorSpec, dtype_code
 from perta_hub.jobs.engine import Job, Stream, run_job
 from perta_hub.merge.task_vector import check_float_dtype, task_vector_record
@@ -102,7 +102,7 @@ class LoraDeltaJob(Job):
         self.base, self.out, self.dtype, self.extra = base, Path(out_dir), dtype, extra_provenance
         self.store = getattr(torch, dtype)
         self.lora = lora = read_adapter(adapter)
-        self.anchor = anchor = open_checkpoint(base, allow_pickle=allow_pickle)
+        self.anchor = anchor = open_checkpoint(base, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
         for name, (a, b) in lora.pairs.items():
             if name not in anchor.entries:
                 raise MismatchError(f"the adapter in {lora.folder} adapts {name}, which {base} does not hold; "

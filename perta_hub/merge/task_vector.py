@@ -8,7 +8,7 @@ from typing import Any
 from perta_hub.errors import InputError, MismatchError, NonFiniteError
 from perta_hub.io.compat import architecture, check_architecture, check_same_tensors, is_tied
 from perta_hub.io.output_folder import current_command, make_run_id
-from perta_hub.io.reader import Checkpoint, open_checkpoint
+from perta_hub.io.reader import Checkpoint, open_checkpoint, scratch_for
 from perta_hub.io.sharding import TensorSpec, dtype_code
 from perta_hub.jobs.engine import Job, Stream, run_job
 from perta_hub.options.task_vector import TASK_VECTOR
@@ -47,8 +47,9 @@ class TaskVectorJob(Job):
         check_float_dtype(dtype)
         self.base, self.finetuned, self.out, self.dtype = base, finetuned, Path(out_dir), dtype
         self.store = getattr(torch, dtype)
-        self.anchor = open_checkpoint(base, allow_pickle=allow_pickle)
-        self.tuned = open_checkpoint(finetuned, allow_pickle=allow_pickle)
+        scratch = scratch_for(out_dir)
+        self.anchor = open_checkpoint(base, allow_pickle=allow_pickle, scratch=scratch)
+        self.tuned = open_checkpoint(finetuned, allow_pickle=allow_pickle, scratch=scratch)
         self.extra = extra_provenance
         anchor, tuned = self.anchor, self.tuned
         check_architecture(architecture(anchor.config), architecture(tuned.config), "the fine-tuned model", str(base))

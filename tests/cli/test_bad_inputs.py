@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from perta_hub.cli import main
 from perta_hub.merge.task_vector import task_vector
-from tests.helpers import make_weight_map, rewrite_tensors, tree_digest
+from tests.helpers import load_state, make_weight_map, rewrite_tensors, tree_digest
 
 
 @pytest.fixture
@@ -117,6 +117,18 @@ def test_pickle_checkpoint_refused_unless_allowed(tmp_path, pair):
     assert_one_line_error(code, out, "pickle", "--allow-pickle")
     code, out = apply_cli(pickled, tv, tmp_path / "out", "--allow-pickle")
     assert code == 0, out
+    # the converted copy lived in the output's temporary area and is gone; nothing else was left beside -o
+    assert not any(p.name.endswith(".perta-tmp") or p.name.startswith("perta-pickle-") for p in tmp_path.iterdir())
+    # the run id hashes the pickle's content, so the finished output is recognised: the re-run writes nothing
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    code, out = apply_cli(pickled, tv, tmp_path / "out", "--allow-pickle")
+    assert code == 0, out
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == stamps
+    code, out = apply_cli(base, tv, tmp_path / "from-safetensors")
+    assert code == 0, out
+    assert load_state(tmp_path / "out").keys() == load_state(tmp_path / "from-safetensors").keys()
+    for name, tensor in load_state(tmp_path / "out").items():
+        assert tensor.equal(load_state(tmp_path / "from-safetensors")[name]), name
 
 
 @pytest.mark.parametrize("where", ["task_vector", "weights"])
