@@ -26,7 +26,8 @@ CONFIG_NAME = "perta_config.json"
 #: kinds in ``perta_config.json`` derived from the forget data: their repos are private unless ``--public``
 #: (task vectors, weight maps, and the model fine-tuned on the forget data that a task vector is made from).
 PRIVATE_KINDS = ("task_vector", "weight_map", "finetuned_model")
-#: remote files a push replaces wholesale: those not in the folder being pushed are deleted (stale shards).
+#: remote files a push replaces wholesale: those not in this push's upload are deleted (stale shards, a file
+#: of a kind push no longer uploads, such as an optimizer state an older version published).
 #: The card (README.md), ``.gitattributes`` and anything else on the repo are never deleted.
 STALE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth",
                   "*.ckpt", "*.gguf"]

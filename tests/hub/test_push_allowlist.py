@@ -251,3 +251,23 @@ def test_connection_dropped_during_an_upload_is_retried(hub: HubServer, make_mod
     assert [r for r in hub.requests("PUT", "^/lfs-upload/") if r[2] == 0]
     assert sorted(hub.uploaded) == sorted(set(hub.uploaded)) and len(hub.uploaded) == len(shards)  # each once
     assert remote_files("user/m") == listed(model)
+
+
+def test_compute_weights_records_the_data_so_push_checks_it_from_elsewhere(
+        hub: HubServer, make_model: Any, tmp_path: Path, forget_file: Path, tofu_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end: the data spec is relative to the cwd of compute-weights; push runs from another cwd."""
+    target = make_model("target")
+    monkeypatch.chdir(forget_file.parent)
+    result = run_cli("compute-weights", str(target), "--forget", forget_file.name, "--retain",
+                     str(tofu_dir / "retain99.json"), "--method", "grad", "--max-examples", "2", "--device", "cpu",
+                     "--dtype", "float32", "-o", str(tmp_path / "wm"))
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((tmp_path / "wm" / "perta_config.json").read_text())["forget_data"]
+    assert recorded["files"] == [{"path": str(forget_file.resolve()),
+                                  "sha256": hashlib.sha256(forget_file.read_bytes()).hexdigest()}]
+    monkeypatch.chdir(tmp_path)
+    card = tmp_path / "wm" / "README.md"
+    card.write_text(card.read_text() + "\nIn Astana, Kazakhstan, in 1970.\n")
+    result = run_cli("push", str(tmp_path / "wm"), "user/wm")
+    assert "quotes 1 forget-set example(s)" in error_line(result) and result.exit_code != 0
