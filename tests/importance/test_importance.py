@@ -226,7 +226,7 @@ def test_bfloat16_storage_reports_underflow_and_apply_end_to_end(tmp_path, make_
             f, r = i_f[name].float(), i_r[name].float()
             w = f / (f + r + 1e-24)
         else:
-            w = torch.ones_like(t)  # no entry: plain task arithmetic
+            w = torch.zeros_like(t)  # no entry: left unchanged (w = 0, the default of --params)
         torch.testing.assert_close(merged[name], t - w * tau[name], rtol=1e-6, atol=1e-7, msg=name)
     _load(out)  # a loadable transformers checkpoint
 
