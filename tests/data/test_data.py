@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,45 @@ def test_collate_masks_added_padding_not_pad_id():
     assert left["input_ids"].tolist() == [[5, eos, 6], [eos, eos, eos]]
     assert left["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
     assert "labels" not in left
+
+
+def test_rows_without_a_non_empty_string_are_refused(tokenizer):
+    from perta_hub.data.encoding import check_qa_rows
+
+    rows = [{"question": Q, "answer": A}, {"question": Q, "answer": None}]
+    with pytest.raises(DataError) as err:
+        encode_dataset(tokenizer, rows)
+    assert str(err.value) == "row 1: field 'answer' is None, not a non-empty string; fix or remove the row"
+    for value, shown in (("", "an empty string"), (" \n", "an empty string"), (42, "42"), (["a"], "['a']")):
+        with pytest.raises(DataError, match=f"^row 0: field 'question' is {re.escape(shown)}, not a non-empty"):
+            check_qa_rows([{"question": value, "answer": A}])
+    check_qa_rows([{"question": Q, "answer": A}])  # good rows pass
+
+
+def test_data_description_records_source_and_file_hashes(tmp_path: Path, tofu_dir: Path, monkeypatch):
+    import hashlib
+
+    from perta_hub.data import describe_data
+
+    def sha(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    local = tmp_path / "rows.json"
+    local.write_text(json.dumps([{"question": Q, "answer": A}]))
+    monkeypatch.chdir(tmp_path)
+    info = describe_data("rows.json")  # a relative spec: recorded as given, identified by its absolute path
+    assert info == {"spec": "rows.json", "dataset_id": None, "config": None, "local_file": "rows.json",
+                    "source": str(local.resolve()), "files": [{"path": str(local.resolve()), "sha256": sha(local)}]}
+
+    bundled = describe_data("tofu:forget01")
+    assert {k: bundled[k] for k in ("dataset_id", "config", "bundled")} == {
+        "dataset_id": "locuslab/TOFU", "config": "forget01", "bundled": True}
+    tofu_file = (tofu_dir / "forget01.json").resolve()
+    assert bundled["source"] == str(tofu_file) and bundled["files"] == [{"path": str(tofu_file), "sha256": sha(tofu_file)}]
+
+    in_dir = describe_data("locuslab/TOFU:forget01", data_dir=tofu_dir)
+    assert in_dir["dataset_id"] == "locuslab/TOFU" and in_dir["data_dir"] == str(tofu_dir)
+    assert in_dir["source"] == str(tofu_file) and in_dir["files"][0]["sha256"] == sha(tofu_file)
+
+    hub = describe_data("org/data@v1:forget01")  # offline: the revision as asked for, no local files
+    assert hub["source"] == "org/data@v1" and hub["files"] == [] and hub["dataset_id"] == "org/data"

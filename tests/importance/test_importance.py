@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -174,6 +175,10 @@ def test_compute_weights_artifact_round_trip(tmp_path, make_model, tokenizer, qa
     assert cfg["model"]["revision"].startswith("sha256:") and cfg["gradients_at"] == "target"
     assert cfg["forget_data"]["num_examples"] == 5 and cfg["retain_data"]["num_examples"] == 6
     assert cfg["retain_data"]["max_examples"] == 6 and cfg["retain_data"]["seed"] == 3
+    for role, path in (("forget_data", Path(forget)), ("retain_data", Path(retain))):  # the data's identity
+        resolved = str(path.resolve())
+        assert cfg[role]["source"] == resolved and cfg[role]["local_file"] == str(path)
+        assert cfg[role]["files"] == [{"path": resolved, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}]
     assert cfg["dtype"] == "float32" and cfg["underflow"]["total"] == 0
     assert "Privacy note" in (out / "README.md").read_text()
     assert len(art.group("importance_forget").files) > 1  # sharded
@@ -249,7 +254,17 @@ def test_bad_data_gives_clear_errors(tmp_path, make_model, qa_files):
     fails([*base, "--forget", str(empty), "-o", str(tmp_path / "b")], "forget data", "empty")
     fails([*base, "--forget", forget, "-o", str(tmp_path / "c"), "--max-length", "8"],
           "all 5 examples were dropped", "max_length=8")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    # a bad row of the retain file: numbered as in the file, even though only some retain rows are used
+    rows = tofu_rows("retain99")[:9]
+    rows[7] = {**rows[7], "answer": None}
+    bad = _write_rows(tmp_path / "bad_retain.json", rows)
+    result = CliRunner().invoke(main, ["compute-weights", str(model_dir), "--forget", forget, "--retain", bad,
+                                       "--max-examples", "3", "--method", "grad", "-o", str(tmp_path / "e"),
+                                       "--device", "cpu"])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit), result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: retain data '{bad}': row 7: field 'answer' is None, not a non-empty string; fix or remove the row")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists() and not (tmp_path / "e").exists()
 
     # some answers cut away: kept going, and the count is recorded and printed
     rows = tofu_rows("forget01")[:3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -81,6 +82,9 @@ def test_finetune_lowers_the_forget_loss_and_reloads(tmp_path, make_model, forge
     args = ["finetune", base, "--data", forget_file, "-o", out, "--epochs", "5", *FAST]
     printed = _run(args)
     assert "finetune: 10 steps (effective batch 4) on 8 examples" in printed and "tokens/s" in printed
+    # Trainer logs: one readable line per epoch off a terminal, never a raw log dict or the Trainer's bar
+    assert "{'" not in printed and "/10 [" not in printed, printed
+    assert sum(line.startswith("finetune: step ") and ": loss " in line for line in printed.splitlines()) == 5
 
     rows = tofu_rows("forget01")[:8]
     before, after = _forget_loss(base, rows), _forget_loss(out, rows)
@@ -95,6 +99,10 @@ def test_finetune_lowers_the_forget_loss_and_reloads(tmp_path, make_model, forge
     assert cfg["kind"] == "finetuned_model" and cfg["lora_rank"] is None
     assert cfg["base"]["source"] == str(base) and cfg["base"]["revision"].startswith("sha256:")
     assert cfg["data"]["num_examples"] == 8 and cfg["data"]["num_answer_tokens"] > 0
+    # the data's identity: the absolute path and sha256 of the file read
+    resolved = str(forget_file.resolve())
+    assert cfg["data"]["source"] == resolved
+    assert cfg["data"]["files"] == [{"path": resolved, "sha256": hashlib.sha256(forget_file.read_bytes()).hexdigest()}]
     training = cfg["training"]
     assert (training["epochs"], training["lr"], training["weight_decay"], training["effective_batch"]) == (5, 3e-3, 0.01, 4)
     assert training["total_steps"] == 10 and cfg["results"]["steps"] == 10
@@ -215,6 +223,18 @@ def test_bad_input_is_one_clear_line(tmp_path, make_model, forget_file):
     no_answer.write_text(json.dumps([{"question": r["question"], "response": r["answer"]}
                                      for r in tofu_rows("forget01")[:3]]))
     _fails(["finetune", base, "--data", no_answer, "-o", out, *FAST], "no field 'answer'", "question, response")
+    # a question or answer that is not a non-empty string: the file, the row and the field, never "None" trained on
+    rows = tofu_rows("forget01")[:4]
+    rows[2]["answer"] = None
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(rows))
+    line = _fails(["finetune", base, "--data", bad, "-o", out, *FAST])
+    assert line == (f"Error: data '{bad}': row 2: field 'answer' is None, not a non-empty string; "
+                    "fix or remove the row"), line
+    rows[2]["answer"], rows[1]["question"] = "An answer.", "  "
+    bad.write_text(json.dumps(rows))
+    _fails(["task-vector", base, "--forget", bad, "-o", out, *FAST],
+           f"data '{bad}': row 1: field 'question' is an empty string")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     _fails(["finetune", base, "--data", empty, "-o", out, *FAST], "empty")
