@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,8 @@ import click
 from click.core import ParameterSource
 
 from perta_hub.options.base import Choice, Flag, PathSpec, Range, flags_of
+
+log = logging.getLogger("perta_hub.cli")
 
 
 def click_type(spec: Any) -> Any:
@@ -64,6 +67,7 @@ def bind(cls: type, dest: str, *, given: str | None = None) -> Callable[[Any], A
                 kwargs[given] = [flag.name for f, flag in fields
                                  if ctx.get_parameter_source(f.name) not in (ParameterSource.DEFAULT, None)]
             kwargs[dest] = cls(**values)
+            log.debug("%r", kwargs[dest])
             return func(*args, **kwargs)
 
         for f, flag in reversed(fields):

@@ -130,4 +130,7 @@ def configured(options: OutputOptions) -> Iterator[Console]:
             stack.enter_context(_logger_level(log, logging.WARNING, None))
             stack.enter_context(_hub_verbosity(logging.ERROR, bars=False))
             stack.enter_context(_transformers_verbosity(logging.ERROR, bars=False))
+        from perta_hub.runtime.invocation import current_command
+
+        log.debug("running %s", current_command())
         yield Console(options)
