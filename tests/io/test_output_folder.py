@@ -42,6 +42,18 @@ def test_rerun_of_finished_outputs_changes_no_file(tmp_path, make_model):
     assert read_record(outs[0]).hub == {"repo_id": "me/x", "revision": "main", "commit": "0" * 40}
 
 
+def test_rerun_of_finished_weight_map_changes_no_file(tmp_path, make_model):
+    from perta_hub.importance.weight_map import compute_weights
+
+    base = make_model("base")
+    args = (base, "tofu:forget01", "tofu:retain99", tmp_path / "wm")
+    compute_weights(*args, method="grad", max_examples=4, progress=False)
+    before = stat_digest(tmp_path / "wm")
+    time.sleep(0.01)
+    compute_weights(*args, method="grad", max_examples=4, progress=False)
+    assert stat_digest(tmp_path / "wm") == before
+
+
 def test_sweep_resumes_only_the_missing_alpha(tmp_path, make_model):
     base, tuned = make_model("base"), make_model("tuned", seed=1)
     tv = task_vector(base, tuned, tmp_path / "tv", progress=False)
