@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -164,14 +165,14 @@ def build_weight_map(folder: Path, shapes, shard_mb: int) -> None:
     )
 
 
-def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, float]:
+def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Run a command; return (wall seconds, peak RSS in GB).
 
     The peak is the process's VmHWM read from /proc while it runs (ru_maxrss would count the memory of
     the benchmark process it was forked from).
     """
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     peak_kb = 0
     status = Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
@@ -231,6 +232,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds over all contenders; the median is printed")
     parser.add_argument("--cache", type=Path, default=ROOT / ".bench_cache")
     parser.add_argument("--mergekit", default=shutil.which("mergekit-yaml"), help="path of mergekit-yaml")
+    parser.add_argument("--compare-src", type=Path, default=None,
+                        help="another checkout of perta-hub (e.g. `git worktree add /tmp/base REV`): its apply runs "
+                             "beside this one on the same inputs, and the ratios are printed")
     args = parser.parse_args()
 
     target, tuned, tv, tv_bf16, wm = build_inputs(args.cache, args)
@@ -256,6 +260,14 @@ def main() -> None:
                 lambda out: run([*apply_cmd, "--task-vector", str(tv), "--weights", str(wm), "-o", str(out)]),
             ),
         }
+        if args.compare_src is not None:
+            other = {**os.environ, "PYTHONPATH": str(args.compare_src.resolve())}
+            contenders[f"{APPLY_TV} @ {args.compare_src.name}"] = (
+                (target, tv), lambda out: run([*apply_cmd, "--task-vector", str(tv), "-o", str(out)], env=other))
+            contenders[f"{APPLY_WM} @ {args.compare_src.name}"] = (
+                (target, tv, wm),
+                lambda out: run([*apply_cmd, "--task-vector", str(tv), "--weights", str(wm), "-o", str(out)],
+                                env=other))
         if args.mergekit:
             config = scratch_dir / "mergekit.yml"
             merge = {"merge_method": "task_arithmetic", "base_model": str(target), "dtype": "bfloat16",
@@ -302,6 +314,13 @@ def main() -> None:
             ("speed-up of apply(tv+weights) over mergekit", mk_wall / summary[APPLY_WM][0], ""),
             ("peak RSS apply(tv) / mergekit", tv_rss / mk_rss, ""),
         ]
+    if args.compare_src is not None:
+        for mine in (APPLY_TV, APPLY_WM):
+            theirs = summary[f"{mine} @ {args.compare_src.name}"]
+            ratios += [(f"{mine[len('perta-hub apply '):]}: this / {args.compare_src.name} wall",
+                        summary[mine][0] / theirs[0], "(<= 1: no slower)"),
+                       (f"{mine[len('perta-hub apply '):]}: this / {args.compare_src.name} peak RSS",
+                        summary[mine][1] / theirs[1], "")]
     for label, value, target_text in ratios:
         print(f"{label:46s} {value:5.2f}x  {target_text}")
     print(f"{'peak RSS of apply(tv)':46s} {tv_rss:5.2f} GB  (target <= 1 GB)")
