@@ -148,8 +148,19 @@ def test_end_to_end_json_is_complete(first_run, tofu_dir):
     result, out = first_run
     data = json.loads(out.read_text())
     for key in PER_QUESTION:
-        assert isinstance(data[key]["agg_value"], float), key
         assert sorted(data[key]["value_by_index"]) == [str(i) for i in range(N)], key
+        per_question = list(data[key]["value_by_index"].values())
+        if key.endswith("_ROUGE"):
+            expected = metrics.mean(v["rougeL_recall"] for v in per_question)
+        elif key.endswith("_PERT_Prob"):
+            expected = metrics.mean(metrics.mean(v["prob"]) for v in per_question)
+        elif key == "forget_truth_ratio":
+            expected = metrics.truth_ratio_forget(v["score"] for v in per_question)
+        elif key.endswith("_Truth_Ratio"):
+            expected = metrics.truth_ratio_retain(v["score"] for v in per_question)
+        else:  # probabilities and extraction strength
+            expected = metrics.mean(v["prob"] if "prob" in v else v["score"] for v in per_question)
+        assert data[key]["agg_value"] == pytest.approx(expected, rel=1e-12), key
     assert len(data["forget_Q_A_PERT_Prob"]["value_by_index"]["0"]["prob"]) == 5
     assert len(data["ra_Q_A_PERT_Prob"]["value_by_index"]["0"]["prob"]) == 3
     assert set(data["model_utility"]["components"]) == {
