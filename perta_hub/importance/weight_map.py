@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perta_hub.data.encoding import load_tokenizer
-from perta_hub.errors import InputError, MismatchError, OutputError
+from perta_hub.errors import InputError, MismatchError
+from perta_hub.io.output_folder import refuse_unusable
 from perta_hub.options.compute_weights import COMPUTE_WEIGHTS
 from perta_hub.runtime.devices import resolve_device
 from perta_hub.runtime.distributed import SINGLE_CPU_PROCESS_NOTE, fsdp_launch, single_process_cpu_launch
@@ -170,7 +171,7 @@ def compute_weights(
             "(same result)")
     run_device = _resolve_device(device, state)
     out = Path(out_dir).expanduser()
-    _check_output(out)
+    refuse_unusable(out)
 
     from perta_hub.io.compat import architecture
     from perta_hub.io.reader import open_checkpoint, scratch_for
@@ -314,17 +315,6 @@ def _resolve_device(device: str, state: Any) -> torch.device:
             return state_device
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def _check_output(out: Path) -> None:
-    """Refuse, before any compute, an output that ``save_artifact`` would refuse after it."""
-    from perta_hub.io.output_folder import CONFIG_NAME, MARKER
-
-    if out.is_file():
-        raise OutputError(f"{out} is a file; -o needs a folder")
-    if out.is_dir() and any(out.iterdir()) and not ((out / MARKER).exists() or (out / CONFIG_NAME).exists()):
-        held = ", ".join(sorted(p.name for p in out.iterdir())[:3])
-        raise OutputError(f"{out} already holds other files ({held}...); choose another -o or remove it")
 
 
 def _shard(examples: Sequence[Any], rank: int, world: int) -> list[Any]:

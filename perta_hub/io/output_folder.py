@@ -86,6 +86,7 @@ class OutputFolder:
                 raise OutputError(f"the output folder {self.path} is (or contains) the input {item}; choose another -o")
         if self.path.is_file():
             raise OutputError(f"{self.path} is a file; -o needs a folder")
+        check_writable(self.path)
         if self.state() is FolderState.FOREIGN:
             raise OutputError(self._foreign_message())
 
@@ -205,12 +206,20 @@ def claimed(folders: Sequence[OutputFolder], needed_bytes: int = 0) -> Iterator[
         yield pending
 
 
+def check_writable(path: Path, what: str = "-o") -> None:
+    """Refuse a ``path`` whose nearest existing folder cannot be written (read-only file system, no permission)."""
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK):  # also false for root on a read-only file system
+        raise OutputError(f"cannot write to {existing} (read-only or no permission); choose a writable {what}")
+
+
 def refuse_unusable(path: str | Path, what: str = "-o") -> None:
-    """Refuse, before any work and before the run id is known, a file or a folder that holds files but no
-    perta-hub output (neither a run marker nor ``perta_config.json``)."""
+    """Refuse, before any work and before the run id is known, a file, a folder that cannot be written, or a
+    folder that holds files but no perta-hub output (neither a run marker nor ``perta_config.json``)."""
     path = Path(path).expanduser()
     if path.is_file():
         raise OutputError(f"{path} is a file; {what} needs a folder")
+    check_writable(path, what)
     if (path.is_dir() and any(not p.name.endswith(".partial") for p in path.iterdir())
             and not ((path / MARKER).exists() or (path / CONFIG_NAME).exists())):
         held = ", ".join(sorted(p.name for p in path.iterdir())[:3])

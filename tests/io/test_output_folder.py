@@ -187,3 +187,35 @@ def test_two_processes_started_together_never_share_a_folder(tmp_path, make_mode
         for name, data in expected.items():
             assert (out / name).read_bytes() == data
         assert json.loads((out / "perta_config.json").read_text())["run_id"]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A read-only tmpfs (root's permission bits would not stop root: a read-only mount does)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({proc.stderr.decode().strip()[:80]})")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("command", ["apply", "compute-weights"])
+def test_read_only_output_is_one_line_before_any_work(tmp_path, make_model, read_only_dir, command):
+    from click.testing import CliRunner
+
+    from perta_hub.cli import main
+
+    base, tuned = make_model("base"), make_model("tuned", seed=1)
+    tv = task_vector(base, tuned, tmp_path / "tv", progress=False)
+    out = read_only_dir / "out"
+    args = {"apply": ["apply", base, "--task-vector", tv, "--alpha", "1", "-o", out],
+            "compute-weights": ["compute-weights", base, "--forget", "tofu:forget01", "--retain", "tofu:retain99",
+                                "--method", "grad", "-o", out]}[command]
+    start = time.perf_counter()
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == f"Error: cannot write to {read_only_dir} (read-only or no permission); choose a writable -o"
+    assert time.perf_counter() - start < 5  # refused before loading data or computing gradients
