@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
+from scipy.stats import ks_2samp
 
 from perta_hub.cli import main
 
@@ -23,7 +25,17 @@ def test_quick_demo_end_to_end(tmp_path):
     # the target memorised the forget authors, the retain model never saw them, both know the rest
     assert target["forget_extraction_strength"] > 0.9 and retain["forget_extraction_strength"] < 0.3
     assert target["retain_extraction_strength"] > 0.9 and retain["retain_extraction_strength"] > 0.9
-    assert retain["forget_quality"] is None and target["forget_quality"] is not None
+    assert retain["forget_quality"] is None  # the reference itself
+    # every other model's forget quality is the KS p-value of its forget truth ratios against the retain model's
+    reference = json.loads((out / "eval" / "tofu.retain.json").read_text())["forget_truth_ratio"]["value_by_index"]
+    evaluated = json.loads((out / "eval" / "tofu.json").read_text())["models"]
+    assert len(evaluated) == len(rows) - 1
+    by_model = {r["model"]: r for r in summary["rows"]}
+    for result in evaluated:
+        ratios = result["forget_truth_ratio"]["value_by_index"]
+        expected = ks_2samp([ratios[k]["score"] for k in reference], [v["score"] for v in reference.values()]).pvalue
+        assert by_model[result["meta"]["model"]]["forget_quality"] == pytest.approx(expected, rel=1e-12)
+    assert target["forget_quality"] < 0.5  # the target remembers: far from the retain model
     # subtracting the task vector makes the target forget, more with a larger alpha
     strongest = rows[("tv", max(alphas))]
     assert strongest["forget_extraction_strength"] < 0.5 * target["forget_extraction_strength"]
