@@ -186,11 +186,15 @@ class WeightsRef(_Typed):
 
 @dataclass(frozen=True)
 class Record(_Typed):
-    """Fields every record holds, first in the file (``run_id`` and ``hub`` come last in each kind)."""
+    """Fields every record holds: version, kind and command first in the file, ``run_id`` and ``hub`` last."""
 
     kind: ClassVar[str]
     perta_hub_version: str = __version__
     command: str | None = _opt()
+    #: the run's id (a hash of the inputs' identities and every parameter); written after the kind's fields
+    run_id: str = _opt()
+    #: where the folder was published (``push``); written last
+    hub: Json = _opt()
 
     @classmethod
     def build(cls, data: Json) -> Any:
@@ -201,7 +205,8 @@ class Record(_Typed):
         """The JSON object: version, kind, then the set fields in order."""
         data = self.to_plain()
         data.pop("perta_hub_version", None)
-        return {"perta_hub_version": self.perta_hub_version, "kind": self.kind, **data}
+        tail = {key: data.pop(key) for key in ("run_id", "hub") if key in data}
+        return {"perta_hub_version": self.perta_hub_version, "kind": self.kind, **data, **tail}
 
     def to_json(self) -> str:
         """The text of ``perta_config.json`` (2-space indent, trailing newline)."""
@@ -231,8 +236,6 @@ class TaskVectorRecord(Record):
     training_results: Json = _opt()
     finetuned_kept: bool = _opt()
     finetune_run_id: str = _opt()
-    run_id: str = _opt()
-    hub: Json = _opt()
 
 
 @dataclass(frozen=True)
@@ -257,8 +260,6 @@ class WeightMapRecord(Record):
     dtype: str = _opt()
     underflow: Json = _opt()
     compute: Json = _opt()
-    run_id: str = _opt()
-    hub: Json = _opt()
 
 
 @dataclass(frozen=True)
@@ -272,8 +273,6 @@ class ModelRecord(Record):
     task_vector: ArtifactRef = _opt()
     weights: WeightsRef | None = _opt()
     device: str = _opt()
-    run_id: str = _opt()
-    hub: Json = _opt()
 
 
 @dataclass(frozen=True)
@@ -290,8 +289,6 @@ class FinetunedModelRecord(Record):
     lora: Json | None = _opt()
     results: Json = _opt()
     library: Json = _opt()
-    run_id: str = _opt()
-    hub: Json = _opt()
 
 
 #: the record class of each ``kind``

@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from perta_hub.errors import HubError, InputError
 from perta_hub.hub.allowlist import plan_upload
@@ -111,22 +112,9 @@ def default_commit_message(folder: str | Path) -> str:
     return message if len(message) <= 400 else message[:397] + "..."
 
 
-def push_folder(
-    folder: str | Path,
-    repo_id: str,
-    *,
-    private: bool | None = PUBLISH.private,
-    revision: str | None = PUBLISH.revision,
-    create_pr: bool = PUBLISH.create_pr,
-    commit_message: str | None = PUBLISH.commit_message,
-    token: str | None = None,
-    include: list[str] | tuple[str, ...] = PUBLISH.include,
-    skip_card_check: bool = PUBLISH.skip_card_check,
-) -> str:
-    """Publish a folder to a Hub repo and return the commit sha that holds it (see :func:`publish`)."""
-    return publish(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
-                   commit_message=commit_message, token=token, include=include,
-                   skip_card_check=skip_card_check).commit
+def push_folder(folder: str | Path, repo_id: str, **options: Any) -> str:
+    """Publish a folder to a Hub repo and return the commit sha that holds it (``options``: see :func:`publish`)."""
+    return publish(folder, repo_id, **options).commit
 
 
 def publish(
