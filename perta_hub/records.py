@@ -44,6 +44,15 @@ def _opt() -> Any:
     return field(default=UNSET)
 
 
+def record_class(cls: type) -> Any:
+    """``@dataclass(frozen=True)`` where every field declared without a value defaults to :data:`UNSET` (not
+    set: left out of the JSON); the keys a kind needs are checked by :func:`parse_record` (``REQUIRED``)."""
+    for name in cls.__dict__.get("__annotations__", {}):
+        if name not in cls.__dict__:
+            setattr(cls, name, field(default=UNSET))
+    return dataclass(frozen=True)(cls)
+
+
 class _Invalid(Exception):
     """A value that does not fit its field (message without the key)."""
 
@@ -56,7 +65,7 @@ class _Typed:
     def from_dict(cls, data: Json) -> Any:
         """Build from a JSON object; raises ``_Invalid`` (via :func:`parse_record`) naming the key."""
         if not isinstance(data, dict):
-            raise _Invalid(f"must be an object, got {type(data).__name__}")
+            raise _Invalid(f"must be an object, got {_shown(data)}")
         hints = _hints(cls)
         known = {f.name: f for f in fields(cls) if f.init}
         values = {}
@@ -184,17 +193,17 @@ class WeightsRef(_Typed):
     unrestricted: Literal["w=0", "w=1"] = _opt()
 
 
-@dataclass(frozen=True)
+@record_class
 class Record(_Typed):
     """Fields every record holds: version, kind and command first in the file, ``run_id`` and ``hub`` last."""
 
     kind: ClassVar[str]
     perta_hub_version: str = __version__
-    command: str | None = _opt()
+    command: str | None
     #: the run's id (a hash of the inputs' identities and every parameter); written after the kind's fields
-    run_id: str = _opt()
+    run_id: str
     #: where the folder was published (``push``); written last
-    hub: Json = _opt()
+    hub: Json
 
     @classmethod
     def build(cls, data: Json) -> Any:
@@ -217,78 +226,78 @@ class Record(_Typed):
         return dataclasses.replace(self, hub=hub)  # type: ignore[call-arg]
 
 
-@dataclass(frozen=True)
+@record_class
 class TaskVectorRecord(Record):
     """``tau = finetuned - base`` (or a LoRA adapter's ``scaling * B @ A``), stored in ``dtype``."""
 
     kind: ClassVar[str] = "task_vector"
-    base: Source = _opt()
-    finetuned: Source = _opt()
-    adapter: Json = _opt()
-    dtype: Literal["float32", "bfloat16", "float16"] = _opt()
-    num_parameters: int = _opt()
-    base_config: Json = _opt()
-    lora_rank: int | None = _opt()
-    lora: Json | None = _opt()
-    method: Literal["full", "lora"] = _opt()
-    forget_data: Json = _opt()
-    training: Json = _opt()
-    training_results: Json = _opt()
-    finetuned_kept: bool = _opt()
-    finetune_run_id: str = _opt()
+    base: Source
+    finetuned: Source
+    adapter: Json
+    dtype: Literal["float32", "bfloat16", "float16"]
+    num_parameters: int
+    base_config: Json
+    lora_rank: int | None
+    lora: Json | None
+    method: Literal["full", "lora"]
+    forget_data: Json
+    training: Json
+    training_results: Json
+    finetuned_kept: bool
+    finetune_run_id: str
 
 
-@dataclass(frozen=True)
+@record_class
 class WeightMapRecord(Record):
     """Importances ``I_f`` and ``I_r`` and the combination ``w = I_f^p / (I_f^p + lam I_r^p + eps)``."""
 
     kind: ClassVar[str] = "weight_map"
-    model: Source = _opt()
-    model_config: Json = _opt()
-    gradients_at: Literal["target", "anchor"] = _opt()
-    method: str = _opt()
-    p: float = _opt()
-    lam: float = _opt()
-    eps: float = _opt()
-    forget_data: Json = _opt()
-    retain_data: Json = _opt()
-    max_length: int = _opt()
-    params: str | None = _opt()
-    unrestricted: Literal["w=0", "w=1"] = _opt()
-    num_tensors: int = _opt()
-    num_parameters: int = _opt()
-    dtype: str = _opt()
-    underflow: Json = _opt()
-    compute: Json = _opt()
+    model: Source
+    model_config: Json
+    gradients_at: Literal["target", "anchor"]
+    method: str
+    p: float
+    lam: float
+    eps: float
+    forget_data: Json
+    retain_data: Json
+    max_length: int
+    params: str | None
+    unrestricted: Literal["w=0", "w=1"]
+    num_tensors: int
+    num_parameters: int
+    dtype: str
+    underflow: Json
+    compute: Json
 
 
-@dataclass(frozen=True)
+@record_class
 class ModelRecord(Record):
     """An unlearned model: ``theta = target - alpha * (w ⊙ tau)``."""
 
     kind: ClassVar[str] = "model"
-    alpha: float = _opt()
-    method: str = _opt()
-    target: Source = _opt()
-    task_vector: ArtifactRef = _opt()
-    weights: WeightsRef | None = _opt()
-    device: str = _opt()
+    alpha: float
+    method: str
+    target: Source
+    task_vector: ArtifactRef
+    weights: WeightsRef | None
+    device: str
 
 
-@dataclass(frozen=True)
+@record_class
 class FinetunedModelRecord(Record):
     """A model fine-tuned on question/answer data (the privacy-tuned model a task vector is made from)."""
 
     kind: ClassVar[str] = "finetuned_model"
-    base: Source = _opt()
-    base_config: Json = _opt()
-    num_parameters: int = _opt()
-    data: Json = _opt()
-    training: Json = _opt()
-    lora_rank: int | None = _opt()
-    lora: Json | None = _opt()
-    results: Json = _opt()
-    library: Json = _opt()
+    base: Source
+    base_config: Json
+    num_parameters: int
+    data: Json
+    training: Json
+    lora_rank: int | None
+    lora: Json | None
+    results: Json
+    library: Json
 
 
 #: the record class of each ``kind``
