@@ -94,13 +94,6 @@ def test_overwrite_replaces_every_output_whole(tmp_path, tiny_model, tofu_dir):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["res.json", "res.retain.json", "sweep.png"]  # no temp
 
 
-def _has_overwrite_flag() -> bool:
-    from perta_hub.cli.evaluate import evaluate_command
-
-    return any("--overwrite" in p.opts for p in evaluate_command.params)
-
-
-@pytest.mark.skipif(not _has_overwrite_flag(), reason="the evaluate --overwrite flag is not in the CLI yet")
 def test_cli_overwrite_flag_replaces_the_output(tmp_path, tiny_model, tofu_dir):
     out = tmp_path / "res.json"
     out.write_text(OLD)
