@@ -15,11 +15,13 @@ from typing import Any
 from perta_hub.errors import CheckpointError
 
 
-def convert_pickle_checkpoint(folder: Path, scratch: Path | None = None) -> tuple[Path, str, list[Path], list[Path]]:
+def convert_pickle_checkpoint(folder: Path, files: list[Path],
+                              scratch: Path | None = None) -> tuple[Path, str, list[Path], list[Path]]:
     """Convert ``pytorch_model*.bin`` in ``folder`` into ``model.safetensors`` in a temporary folder.
 
     Args:
         folder: the pickle checkpoint.
+        files: its ``.bin`` files (:func:`perta_hub.io.reader.pickle_files`: the index's, names checked).
         scratch: where the temporary folder goes (the output's temporary area, ``.<output>.perta-tmp``
             beside it); None -> the system's temporary folder. The caller deletes it (see
             :func:`perta_hub.io.reader.open_checkpoint`: when the checkpoint is released or the process exits).
@@ -29,13 +31,6 @@ def convert_pickle_checkpoint(folder: Path, scratch: Path | None = None) -> tupl
     """
     import torch
 
-    index = folder / "pytorch_model.bin.index.json"
-    if index.is_file():
-        from perta_hub.io.reader import index_files
-
-        files = index_files(index)
-    else:
-        files = sorted(folder.glob("*.bin"))
     if not files:
         raise CheckpointError(f"{folder} holds neither safetensors nor .bin weights")
     state: dict[str, torch.Tensor] = {}

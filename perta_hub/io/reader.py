@@ -227,6 +227,12 @@ def index_files(index: Path, *, hub: bool = False) -> list[Path]:
     return [check_file_name(folder, name, index, hub=hub) for name in dict.fromkeys(weight_map.values())]
 
 
+def pickle_files(folder: Path) -> list[Path]:
+    """The ``.bin`` files of a pickle checkpoint: those its index names (checked), else every ``*.bin``."""
+    index = folder / "pytorch_model.bin.index.json"
+    return index_files(index) if index.is_file() else sorted(folder.glob("*.bin"))
+
+
 def check_file_name(folder: Path, name: str, named_in: Path, *, hub: bool = False) -> Path:
     """``folder / name``, where ``name`` (read from the file ``named_in``) must be a plain file name.
 
@@ -299,7 +305,7 @@ def open_checkpoint(source: str | Path, *, prefix: str | None = None, allow_pick
                 raise
             from perta_hub.io.pickle_import import convert_pickle_checkpoint
 
-            root, pre, files, pickles = convert_pickle_checkpoint(path, scratch)
+            root, pre, files, pickles = convert_pickle_checkpoint(path, pickle_files(path), scratch)
             ckpt = _checkpoint(root, source, pre, files, hub_sha)
             ckpt.pickle_files = pickles
             weakref.finalize(ckpt, remove_scratch, root)  # on release, on error, and at exit
