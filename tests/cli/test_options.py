@@ -71,7 +71,6 @@ def test_help_shows_each_flag_and_the_options_objects_defaults(command: str) -> 
     ("perta_hub.evaluation.tofu:run_evaluation", EVALUATE),
     ("perta_hub.evaluation.tofu:evaluate_tofu", EVALUATE),
     ("perta_hub.hub.publish:publish", PUBLISH),
-    ("perta_hub.hub.publish:push_folder", PUBLISH),
     ("perta_hub.demo:run_demo", DEMO),
 ])
 def test_api_keyword_defaults_are_the_options_defaults(func: str, options: Any) -> None:
