@@ -200,6 +200,9 @@ class Record(_Typed):
     kind: ClassVar[str]
     perta_hub_version: str = __version__
     command: str | None
+    #: sha256 of every file the run wrote (shards, indexes, copied side files), by file name; written after the
+    #: kind's fields (``perta-hub verify`` checks the files against it)
+    files: Json
     #: the run's id (a hash of the inputs' identities and every parameter); written after the kind's fields
     run_id: str
     #: where the folder was published (``push``); written last
@@ -214,7 +217,7 @@ class Record(_Typed):
         """The JSON object: version, kind, then the set fields in order."""
         data = self.to_plain()
         data.pop("perta_hub_version", None)
-        tail = {key: data.pop(key) for key in ("run_id", "hub") if key in data}
+        tail = {key: data.pop(key) for key in ("files", "run_id", "hub") if key in data}
         return {"perta_hub_version": self.perta_hub_version, "kind": self.kind, **data, **tail}
 
     def to_json(self) -> str:
@@ -282,6 +285,7 @@ class ModelRecord(Record):
     task_vector: ArtifactRef
     weights: WeightsRef | None
     device: str
+    tune: Json  # ``perta-hub tune``: the alpha search (alphas tried, scores, rule, budget, chosen)
 
 
 @record_class

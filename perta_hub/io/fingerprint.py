@@ -52,6 +52,23 @@ def file_sha256(path: Path) -> str:
     return value
 
 
+def remember_sha256(path: Path, value: str) -> None:
+    """Store ``value`` as the sha256 of ``path`` as it is now (a writer that hashed the bytes it wrote)."""
+    cache_file = _cache_path()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    cache[_stat_key(path)] = value
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass
+
+
 def content_hash(files: list[Path]) -> str:
     """sha256 over (file name, sha256 of its bytes) for each file, in order: a folder's content identity."""
     digest = hashlib.sha256()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import mmap
 import os
 from pathlib import Path
@@ -38,8 +39,10 @@ def direct_io_enabled() -> bool:
 class ShardFile:
     """A new file of ``len(header) + data_size`` bytes: the header, then data appended in order."""
 
-    def __init__(self, path: Path, header: bytes, data_size: int) -> None:
+    def __init__(self, path: Path, header: bytes, data_size: int, *, digest: bool = False) -> None:
         self.path = path
+        #: sha256 of the bytes appended so far (``digest=True``): the file's hash, without reading it back
+        self.sha256 = hashlib.sha256() if digest else None
         self.size = len(header) + data_size
         self.pos = 0  # bytes accepted so far (file offset of the next byte)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -64,6 +67,8 @@ class ShardFile:
 
     def _append(self, data: Any) -> None:
         view = memoryview(data).cast("B")
+        if self.sha256 is not None:
+            self.sha256.update(view)  # in file order; hashlib releases the GIL for large buffers
         if self.staging is None:
             _pwrite_all(self.fd, view, self.pos)
             self.pos += len(view)

@@ -20,7 +20,7 @@ from typing import Any
 
 from perta_hub.errors import MismatchError
 from perta_hub.io.atomic import _fsync_dir, write_atomic
-from perta_hub.io.fingerprint import file_sha256
+from perta_hub.io.fingerprint import remember_sha256
 from perta_hub.io.shard_file import ShardFile
 from perta_hub.io.sharding import PlannedShard, TensorSpec, index_json
 from perta_hub.runtime.buffers import gc_paused
@@ -131,6 +131,7 @@ def stream_shards(
     in_flight_bytes: int = IN_FLIGHT_BYTES,
     progress: bool = True,
     hash_outputs: bool = False,
+    digests: dict[Path, str] | None = None,
     recycle: Callable[[Any], None] | None = None,
     held_bytes: Callable[[TensorSpec], int] | None = None,
 ) -> int:
@@ -148,6 +149,8 @@ def stream_shards(
             once per output plus once for its inputs).
         hash_outputs: compute each finished shard's sha256 into the hash cache (artifacts are
             inputs of later commands, which then find their content hash ready).
+        digests: filled with the sha256 of each shard written (final path -> hex), hashed while writing
+            (shards already complete are not in it).
         recycle: called with each result tensor once it is written (e.g. ``BufferPool.give``).
     Returns:
         the number of data bytes written (0 when everything was already complete).
@@ -208,7 +211,8 @@ def stream_shards(
                         in_flight.add(path)
                     header = shard.header(outputs[i].metadata)
                     header_lens[i] = len(header)
-                    files[i] = ShardFile(path, header, shard.data_size)
+                    files[i] = ShardFile(path, header, shard.data_size,
+                                         digest=hash_outputs or digests is not None)
                 while True:
                     item = to_write.get()
                     if item[0] is _END:
@@ -239,14 +243,19 @@ def stream_shards(
             try:
                 for i in list(files):
                     os.fsync(files[i].fd)
-                    files.pop(i).close()
+                    file = files.pop(i)
+                    file.close()
                     folder = outputs[i].folder
                     os.replace(partial_name(folder, shard.filename), folder / shard.filename)
                     with lock:
                         in_flight.discard(partial_name(folder, shard.filename))
                     _fsync_dir(folder)
-                    if hash_outputs:
-                        file_sha256(folder / shard.filename)
+                    if file.sha256 is not None:
+                        digest = file.sha256.hexdigest()
+                        if digests is not None:
+                            digests[folder / shard.filename] = digest
+                        if hash_outputs:
+                            remember_sha256(folder / shard.filename, digest)
             finally:
                 for file in files.values():
                     file.close()

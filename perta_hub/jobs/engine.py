@@ -9,16 +9,18 @@ finishes each folder; a folder that already holds the same run is left untouched
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perta_hub.io.fingerprint import file_sha256
 from perta_hub.io.output_folder import OutputFolder, claimed
 from perta_hub.io.sharding import SHARD_METADATA, TensorSpec, plan_shards
 from perta_hub.io.writer import IN_FLIGHT_BYTES, Output, stream_shards
-from perta_hub.records import Record
+from perta_hub.records import CONFIG_NAME, Record
 
 
 @dataclass
@@ -100,6 +102,7 @@ def _write(job: Job, folders: list[OutputFolder], pending: list[OutputFolder],
     """Stream every planned shard into the pending folders, then finish each one."""
     job.started()
     chosen = [folders.index(folder) for folder in pending]
+    digests: dict[Path, str] = {}  # sha256 of each shard written, hashed while writing
     for stream, shards in plans:
         combine = stream.combine
         if len(chosen) < len(folders):  # some folders are complete: keep the results of the others only
@@ -107,9 +110,16 @@ def _write(job: Job, folders: list[OutputFolder], pending: list[OutputFolder],
                 results = _all(name, inputs)
                 return [results[i] for i in chosen]
         stream_shards(shards, [Output(f.path, SHARD_METADATA) for f in pending], stream.prefix, stream.load, combine,
-                      desc=stream.desc, progress=progress, hash_outputs=job.hash_outputs, recycle=stream.recycle,
-                      held_bytes=stream.held_bytes, in_flight_bytes=in_flight_bytes)
+                      desc=stream.desc, progress=progress, hash_outputs=job.hash_outputs, digests=digests,
+                      recycle=stream.recycle, held_bytes=stream.held_bytes, in_flight_bytes=in_flight_bytes)
     for index, folder in zip(chosen, pending, strict=True):
         job.finish_folder(index, folder.path)
         record, card = job.record(index, folder.path)
-        folder.finish(record, card)
+        folder.finish(dataclasses.replace(record, files=output_files(folder.path, digests)), card)
+
+
+def output_files(folder: Path, digests: dict[Path, str]) -> dict[str, str]:
+    """sha256 of every file of a written folder besides its card and record (shards from ``digests`` or the
+    hash cache; indexes and copied side files hashed here), by file name in name order."""
+    return {path.name: digests.get(path) or file_sha256(path) for path in sorted(folder.iterdir())
+            if path.is_file() and not path.name.startswith(".") and path.name not in ("README.md", CONFIG_NAME)}
