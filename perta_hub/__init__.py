@@ -51,6 +51,7 @@ _EXPORTS = {
     "save_artifact": "perta_hub.jobs.artifact",
     "task_vector": "perta_hub.merge.task_vector",
     "task_vector_from_data": "perta_hub.training.from_data",
+    "tune": "perta_hub.tune",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

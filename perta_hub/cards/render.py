@@ -187,7 +187,7 @@ Command:
 ```
 {config.get("command", "")}
 ```
-
+{tune_section(config.get("tune"))}
 ## How to use
 
 ```python
@@ -198,6 +198,31 @@ tokenizer = AutoTokenizer.from_pretrained("THIS_REPO")
 ```
 """
     return _render(card_data, body)
+
+
+def tune_section(tune: dict[str, Any] | None) -> str:
+    """The card's "Choosing alpha" section for a model chosen by ``perta-hub tune``: the rule, every alpha
+    tried with its signals (table) and the plot (``tune.png`` beside the card); "" for other models."""
+    if not tune:
+        return ""
+    cols = [k for k in ("forget_nll", "forget_prob", "forget_rouge", "retain_nll", "retain_prob")
+            if any(k in p for p in tune.get("points", []))]
+    head = "| alpha | stage | " + " | ".join(cols) + " | utility / target | kept | chosen |"
+    rows = [head, "|" + "---|" * (len(cols) + 5)]
+    ref = tune.get("reference") or {}
+    rows.append("| 0 (target) | reference | " + " | ".join(f"{ref[k]:.4g}" if k in ref else "" for k in cols)
+                + " | 1 | yes | |")
+    for p in sorted(tune.get("points", []), key=lambda p: p["alpha"]):
+        ratio = p.get("utility_ratio")
+        rows.append(f"| {p['alpha']:g} | {p['stage']} | " + " | ".join(f"{p[k]:.4g}" if k in p else "" for k in cols)
+                    + f" | {'' if ratio is None else f'{ratio:.3f}'} | {'yes' if p['feasible'] else 'no'} | "
+                    + ("**chosen**" if p["alpha"] == tune.get("chosen") else "") + " |")
+    plot = f"\n\n![alpha search]({tune['plot']})" if tune.get("plot") else ""
+    return (f"\n## Choosing alpha\n\nalpha = {tune.get('chosen')} was chosen by `perta-hub tune`: {tune.get('rule')} "
+            f"(budget {tune.get('budget')}, {len(tune.get('points', []))} alphas evaluated in memory on "
+            f"{(tune.get('data') or {}).get('forget', {}).get('examples', '?')} forget and "
+            f"{(tune.get('data') or {}).get('retain', {}).get('examples', '?')} retain examples).\n\n"
+            + "\n".join(rows) + plot + "\n")
 
 
 # -- checks ---------------------------------------------------------------------------------------------
