@@ -52,6 +52,7 @@ _EXPORTS = {
     "task_vector": "perta_hub.merge.task_vector",
     "task_vector_from_data": "perta_hub.training.from_data",
     "tune": "perta_hub.tune",
+    "verify": "perta_hub.verify",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
