@@ -128,7 +128,8 @@ def tune(
         from perta_hub.evaluation.tofu import read_retain_logs
 
         read_retain_logs(retain_logs, forget_split)
-    refuse_unusable(out)
+    for folder in folders:
+        refuse_unusable(folder)
     return _run(model, task_vector, items, labels, folders, forget=forget, retain=retain, p=p, lam=lam, eps=eps,
                 budget=utility_budget, grid=grid, max_evals=max_evals, forget_examples=forget_examples,
                 retain_examples=retain_examples, rouge_questions=rouge_questions, max_new_tokens=max_new_tokens,
