@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,9 @@ def verify(
             with one_torch_thread():
                 provenance.recompute(result, subject, sample=sample, seed=seed, device=device)
         result.files = hashes.result()
+    if not subject.is_hub:  # a local folder's identity: as a local input's (sha256 over name:sha256 lines)
+        lines = "".join(f"{name}:{sha}\n" for name, sha in result.files.items())
+        result.revision = "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
     integrity.check_files(result, subject, result.files)
     integrity.check_indexes(result, subject)
     integrity.check_card(result, subject)
