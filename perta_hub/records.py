@@ -286,6 +286,7 @@ class ModelRecord(Record):
     weights: WeightsRef | None
     device: str
     tune: Json  # ``perta-hub tune``: the alpha search (alphas tried, scores, rule, budget, chosen)
+    mode: Literal["stream"]  # ``apply --stream``: merged shard by shard from the Hub to the Hub (unset: local)
 
 
 @record_class
@@ -304,13 +305,31 @@ class FinetunedModelRecord(Record):
     library: Json
 
 
+@record_class
+class UnlearnedModelRecord(Record):
+    """A model unlearned by gradient training (``perta-hub unlearn``: GradAscent, GradDiff or NPO)."""
+
+    kind: ClassVar[str] = "unlearned_model"
+    method: Literal["ga", "gd", "npo"]
+    target: Source
+    target_config: Json
+    num_parameters: int
+    dtype: str
+    hyperparameters: Json
+    forget_data: Json
+    retain_data: Json | None
+    training: Json
+    results: Json
+    library: Json
+
+
 #: the record class of each ``kind``
 RECORDS: dict[str, type[Record]] = {cls.kind: cls for cls in (TaskVectorRecord, WeightMapRecord, ModelRecord,
-                                                              FinetunedModelRecord)}
+                                                              FinetunedModelRecord, UnlearnedModelRecord)}
 #: keys each kind must hold to be used (older or hand-made files may lack the others)
 REQUIRED: dict[str, tuple[str, ...]] = {
     "task_vector": ("dtype",), "weight_map": (), "model": ("alpha", "target", "task_vector"),
-    "finetuned_model": ("base",),
+    "finetuned_model": ("base",), "unlearned_model": ("method", "target"),
 }
 
 

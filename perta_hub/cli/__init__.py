@@ -4,7 +4,18 @@
 each command's options are generated from its options dataclass in :mod:`perta_hub.options`.
 """
 
-from perta_hub.cli import apply, compute_weights, demo, evaluate, finetune, push, task_vector, tune, verify  # noqa: F401
+from perta_hub.cli import (  # noqa: F401
+    apply,
+    compute_weights,
+    demo,
+    evaluate,
+    finetune,
+    push,
+    task_vector,
+    tune,
+    unlearn,
+    verify,
+)
 from perta_hub.cli.main import main
 
 __all__ = ["main"]

@@ -23,6 +23,7 @@ CONFIG_NAME = "perta_config.json"
 WEIGHT_PREFIXES: dict[str, tuple[str, ...]] = {
     "model": ("model",),
     "finetuned_model": ("model",),
+    "unlearned_model": ("model",),
     "task_vector": ("task_vector",),
     "weight_map": ("importance_forget", "importance_retain"),
 }

@@ -68,14 +68,14 @@ class _Progress(TrainerCallback):
     in ``perta_config.json`` comes from ``trainer.state.log_history`` and is not touched.
     """
 
-    def __init__(self, say: Callable[[str], None], terminal: bool) -> None:
-        self.say, self.terminal, self.bar = say, terminal, None
+    def __init__(self, say: Callable[[str], None], terminal: bool, name: str = "finetune") -> None:
+        self.say, self.terminal, self.bar, self.name = say, terminal, None, name
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.terminal and state.is_world_process_zero:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, desc="finetune", unit="step", dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(total=state.max_steps, desc=self.name, unit="step", dynamic_ncols=True, file=sys.stderr)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.bar is not None:
@@ -88,7 +88,7 @@ class _Progress(TrainerCallback):
         if self.bar is not None:
             self.bar.set_postfix_str(f"loss {loss:.4f}, epoch {epoch:.2f}")
         else:
-            self.say(f"finetune: step {state.global_step}/{state.max_steps} (epoch {epoch:.2f}): loss {loss:.4f}")
+            self.say(f"{self.name}: step {state.global_step}/{state.max_steps} (epoch {epoch:.2f}): loss {loss:.4f}")
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.bar is not None:
@@ -98,11 +98,14 @@ class _Progress(TrainerCallback):
 
 def train(root: Path, source: str, encoded: Sequence[Any], pad_token_id: int, opts: TrainingOptions,
           plan: dict[str, int], train_dtype: str, device: str, bf16_autocast: bool, progress: bool,
-          say: Callable[[str], None]) -> Any:
+          say: Callable[[str], None], *, dataset: Any = None, collator: Any = None,
+          make_trainer: Callable[..., Any] | None = None, name: str = "finetune") -> Any:
     """Build the model and the Trainer and run it; returns (trainer, TrainOutput, the config's use_cache).
 
     ``progress``: a bar on a terminal (the latest loss in its postfix), else one ``say`` line per logging step
-    (once per epoch); the Trainer's own bar and raw log dicts are never shown.
+    (once per epoch); the Trainer's own bar and raw log dicts are never shown. ``dataset``, ``collator`` and
+    ``make_trainer`` (called as ``Trainer``: ``model=, args=, train_dataset=, data_collator=``) replace the
+    plain supervised ones (``unlearn`` passes its paired data and its loss); ``name`` prefixes the lines.
     """
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
@@ -143,10 +146,12 @@ def train(root: Path, source: str, encoded: Sequence[Any], pad_token_id: int, op
             include_num_input_tokens_seen="non_padding",
             ddp_find_unused_parameters=False,
         )
-        trainer = Trainer(model=net, args=args, train_dataset=_Examples(encoded), data_collator=_Collator(pad_token_id))
+        trainer = (make_trainer or Trainer)(
+            model=net, args=args, train_dataset=_Examples(encoded) if dataset is None else dataset,
+            data_collator=_Collator(pad_token_id) if collator is None else collator)
         trainer.remove_callback(PrinterCallback)  # prints each log dict as it is
         if progress:
-            trainer.add_callback(_Progress(say, sys.stderr.isatty()))
+            trainer.add_callback(_Progress(say, sys.stderr.isatty(), name))
         output = trainer.train()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

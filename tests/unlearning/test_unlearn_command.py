@@ -1,0 +1,137 @@
+"""perta-hub unlearn on a tiny Llama: GA raises the forget NLL, GradDiff/NPO records, dtype, bad input."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from perta_hub.cli import main
+from tests.conftest import tofu_rows
+
+FAST = ["--lr", "3e-3", "--batch-size", "4", "--grad-accum", "1", "--warmup", "0", "--device", "cpu",
+        "--max-shard-size", "40KB", "-q"]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> dict[str, Path]:
+    paths = {"forget": tmp_path / "forget.json", "retain": tmp_path / "retain.json"}
+    paths["forget"].write_text(json.dumps(tofu_rows("forget01")[:8]))
+    paths["retain"].write_text(json.dumps(tofu_rows("retain_perturbed")[:8]))
+    return paths
+
+
+def _run(args: list) -> str:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def _fails(args: list, *patterns: str) -> str:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit), result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    for pattern in patterns:
+        assert pattern in errors[0], errors[0]
+    return errors[0]
+
+
+def _nll(model_dir: Path, rows: list[dict]) -> float:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from perta_hub.data.encoding import collate, encode_qa
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    batch = collate([encode_qa(tok, r["question"], r["answer"]) for r in rows], tok.pad_token_id)
+    with torch.no_grad():
+        return float(model(**batch).loss)
+
+
+def test_ga_steps_raise_the_forget_nll_and_keep_the_dtype(tmp_path, make_model, data):
+    base = make_model("base", dtype="bfloat16")
+    out = tmp_path / "ga"
+    line = _run(["unlearn", base, "--method", "ga", "--forget", data["forget"], "-o", out, "--epochs", "3", *FAST])
+    assert "GradAscent, 6 steps" in line and "last-epoch loss" in line, line
+    rows = tofu_rows("forget01")[:8]
+    assert _nll(out, rows) > _nll(base, rows) + 0.2  # 6 steps of lr 3e-3: about +0.4 nats per token
+    cfg = json.loads((out / "perta_config.json").read_text())
+    assert cfg["kind"] == "unlearned_model" and cfg["method"] == "ga" and cfg["dtype"] == "bfloat16"
+    assert cfg["training"]["epochs"] == 3.0 and cfg["training"]["effective_batch"] == 4
+    assert cfg["results"]["final_loss"] == cfg["results"]["loss_history"][-1]["loss"]
+    from safetensors import safe_open
+
+    shards = sorted(out.glob("model*.safetensors"))
+    for shard in shards:
+        with safe_open(shard, "pt") as f:
+            assert all(f.get_slice(k).get_dtype() == "BF16" for k in f.keys())  # noqa: SIM118 (safe_open is no dict)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in shards}
+    assert len(modes) == 1, modes
+    card = (out / "README.md").read_text()
+    assert "GradAscent" in card and rows[0]["answer"] not in card
+    # the same command again: nothing trained
+    assert "already holds this run" in _run(["unlearn", base, "--method", "ga", "--forget", data["forget"], "-o", out,
+                                              "--epochs", "3", *FAST])
+    from perta_hub.records import UnlearnedModelRecord, read_record
+
+    assert isinstance(read_record(out), UnlearnedModelRecord)
+
+
+def test_graddiff_and_npo_record_their_weights(tmp_path, make_model, data):
+    base = make_model("base")
+    from perta_hub.unlearning import unlearn
+
+    gd = unlearn(base, str(data["forget"]), tmp_path / "gd", method="gd", retain=str(data["retain"]), gamma=0.5,
+                 max_steps=2, lr=1e-3, batch_size=4, grad_accum=1, warmup=0.0, device="cpu", progress=False,
+                 echo=lambda _l: None)
+    cfg = json.loads((gd.out_dir / "perta_config.json").read_text())
+    assert cfg["hyperparameters"]["gamma"] == 0.5 and cfg["hyperparameters"]["retain_weight"] == 1.0
+    assert cfg["retain_data"]["num_examples"] == 8 and gd.steps == 2
+    npo = unlearn(base, str(data["forget"]), tmp_path / "npo", method="npo", beta=0.2, max_steps=2, lr=1e-3,
+                  batch_size=4, grad_accum=1, warmup=0.0, device="cpu", progress=False, echo=lambda _l: None)
+    cfg = json.loads((npo.out_dir / "perta_config.json").read_text())
+    h = cfg["hyperparameters"]
+    assert h["beta"] == 0.2 and h["retain_weight"] == 0.0 and cfg["retain_data"] is None
+    # NPO starts at the reference: the first logged loss is close to 2/beta*log 2 (one step of lr 1e-3 moved it)
+    assert npo.final_loss < 2 / 0.2 * 0.6932 + 1.0
+
+
+def test_defaults_are_the_reference_frameworks():
+    from perta_hub.options.unlearn import UNLEARN
+    from perta_hub.unlearning.options import UnlearnTrainingOptions
+
+    t = UnlearnTrainingOptions()
+    assert (t.epochs, t.lr, t.weight_decay, t.warmup) == (10.0, 1e-5, 0.01, 1.0)
+    assert (UNLEARN.gamma, UNLEARN.beta, UNLEARN.retain_weight) == (1.0, 0.1, None)
+
+
+def test_bad_input_is_one_clear_line(tmp_path, make_model, data):
+    base = make_model("base")
+    out = tmp_path / "out"
+    f, r = data["forget"], data["retain"]
+    _fails(["unlearn", base, "--method", "gd", "--forget", f, "-o", out], "needs --retain")
+    _fails(["unlearn", base, "--method", "ga", "--forget", f, "--retain", r, "-o", out], "only the forget data")
+    _fails(["unlearn", base, "--method", "gd", "--forget", f, "--retain", r, "--beta", "0.5", "-o", out],
+           "--beta only applies")
+    _fails(["unlearn", base, "--method", "npo", "--forget", f, "--retain-weight", "2", "-o", out], "needs --retain")
+    _fails(["unlearn", base, "--method", "npo", "--forget", f, "-o", out, "--lora-rank", "2"], "not supported")
+    _fails(["unlearn", base, "--method", "npo", "--forget", f, "-o", out, "--epochs", "1", "--warmup", "2"],
+           "longer than")
+    no_answer = tmp_path / "no_answer.json"
+    no_answer.write_text(json.dumps([{"question": x["question"], "response": x["answer"]}
+                                     for x in tofu_rows("forget01")[:3]]))
+    _fails(["unlearn", base, "--method", "ga", "--forget", no_answer, "-o", out, *FAST], "forget data",
+           "no field 'answer'")
+    _fails(["unlearn", base, "--method", "gd", "--forget", f, "--retain", no_answer, "-o", out, *FAST],
+           "retain data")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fails(["unlearn", empty, "--method", "ga", "--forget", f, "-o", out, *FAST], "holds no safetensors weights")
+    result = CliRunner().invoke(main, ["unlearn", str(base), "--method", "xx", "--forget", str(f), "-o", str(out)])
+    assert result.exit_code == 2 and "xx" in result.output
+    assert not out.exists()
