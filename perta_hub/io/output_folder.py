@@ -10,6 +10,7 @@ left untouched by a re-run (no file rewritten).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
 import hashlib
@@ -56,6 +57,7 @@ class OutputFolder:
         self.run_id = run_id
         self.inputs = [Path(p) for p in inputs]
         self.created = False
+        self.created_parents: list[Path] = []
         self.was_empty = False
         self.complete = False
         self._fd: int | None = None
@@ -110,9 +112,11 @@ class OutputFolder:
                 folder that cannot be written (read-only, no permission, too little space).
         """
         self.check()
+        missing = [d for d in (self.path, *self.path.absolute().parents) if not d.exists()]
         try:
             self.path.mkdir(parents=True)
             self.created = True
+            self.created_parents = missing[1:]  # e.g. the sweep folder above ``alpha-*/``, deepest first
         except FileExistsError:
             pass
         except OSError as err:
@@ -167,6 +171,9 @@ class OutputFolder:
             return
         if self.created:
             shutil.rmtree(self.path, ignore_errors=True)
+            for parent in self.created_parents:  # made by this run too; kept if anything else is in them
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
         elif self.was_empty:
             for item in self.path.iterdir():
                 shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
