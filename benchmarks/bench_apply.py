@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 APPLY_TV = "perta-hub apply (task vector)"
@@ -165,17 +166,29 @@ def build_weight_map(folder: Path, shapes, shard_mb: int) -> None:
     )
 
 
-def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in GB).
+class Measure(NamedTuple):
+    """One run: wall seconds, peak RSS in GB, CPU seconds (user + system, the child's own)."""
+
+    wall: float
+    rss: float
+    cpu: float
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> Measure:
+    """Run a command and measure it.
 
     The peak is the process's VmHWM read from /proc while it runs (ru_maxrss would count the memory of
-    the benchmark process it was forked from).
+    the benchmark process it was forked from). CPU time comes from ``wait4``: on a shared machine it moves
+    far less with the load than the wall time does.
     """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     peak_kb = 0
     status = Path(f"/proc/{proc.pid}/status")
-    while proc.poll() is None:
+    while True:
+        pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
         try:
             for line in status.read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -184,9 +197,10 @@ def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = No
             pass
         time.sleep(0.02)
     wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(code)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[:4]} failed: {proc.stderr.read()[-2000:]}")
-    return wall, peak_kb * 1024 / 1e9
+    return Measure(wall, peak_kb * 1024 / 1e9, usage.ru_utime + usage.ru_stime)
 
 
 def warm(*folders: Path) -> None:
@@ -198,7 +212,7 @@ def warm(*folders: Path) -> None:
                     pass
 
 
-def write_floor(out: Path, target: Path, direct: bool) -> tuple[float, float]:
+def write_floor(out: Path, target: Path, direct: bool) -> Measure:
     """Write as many bytes as the output, shard by shard, with fsync: the disk's floor.
 
     ``direct=False`` writes through the page cache (the issue's floor); ``direct=True`` writes whole
@@ -243,13 +257,13 @@ def main() -> None:
         for _, s in llama_shapes(args.hidden, args.layers, args.intermediate, args.vocab)
     )
     print(f"model: {n_params / 1e9:.2f}B parameters, bf16, {args.shard_mb} MB shards, device {args.device}")
-    results: dict[str, list[tuple[float, float]]] = {}
+    results: dict[str, list[Measure]] = {}
     with tempfile.TemporaryDirectory(dir=args.cache) as scratch:
         scratch_dir = Path(scratch)
         apply_cmd = [sys.executable, "-m", "perta_hub", "apply", str(target), "--alpha", str(args.alpha),
                      "--device", args.device, "--max-shard-size", f"{args.shard_mb}MB"]  # fmt: skip
         # name -> (inputs to warm first, out folder -> (wall s, peak RSS GB))
-        contenders: dict[str, tuple[tuple[Path, ...], Callable[[Path], tuple[float, float]]]] = {
+        contenders: dict[str, tuple[tuple[Path, ...], Callable[[Path], Measure]]] = {
             APPLY_TV: ((target, tv), lambda out: run([*apply_cmd, "--task-vector", str(tv), "-o", str(out)])),
             APPLY_BF16: (
                 (target, tv_bf16),
@@ -289,15 +303,17 @@ def main() -> None:
         for round_ in range(1, args.repeat + 1):
             for name, (inputs, measure) in contenders.items():
                 warm(*inputs)
-                wall, rss = measure(out)
-                results.setdefault(name, []).append((wall, rss))
-                print(f"round {round_}: {name:45s} wall {wall:7.2f} s   peak RSS {rss:5.2f} GB", flush=True)
+                m = measure(out)
+                results.setdefault(name, []).append(m)
+                print(f"round {round_}: {name:45s} wall {m.wall:7.2f} s   cpu {m.cpu:7.2f} s   peak RSS {m.rss:5.2f} GB",
+                      flush=True)
                 shutil.rmtree(out)
 
-    summary = {name: (statistics.median(w for w, _ in runs), max(r for _, r in runs)) for name, runs in results.items()}
+    summary = {name: (statistics.median(m.wall for m in runs), max(m.rss for m in runs)) for name, runs in results.items()}
+    cpu = {name: statistics.median(m.cpu for m in runs) for name, runs in results.items()}
     print(f"median of {args.repeat} run(s) each, peak RSS the largest seen")
     for name, (wall, rss) in summary.items():
-        print(f"{name:45s} wall {wall:7.2f} s   peak RSS {rss:5.2f} GB")
+        print(f"{name:45s} wall {wall:7.2f} s   cpu {cpu[name]:7.2f} s   peak RSS {rss:5.2f} GB")
     tv_wall, tv_rss = summary[APPLY_TV]
     floor, direct_floor = summary[FLOOR][0], summary[DIRECT_FLOOR][0]
     ratios = [
@@ -319,6 +335,8 @@ def main() -> None:
             theirs = summary[f"{mine} @ {args.compare_src.name}"]
             ratios += [(f"{mine[len('perta-hub apply '):]}: this / {args.compare_src.name} wall",
                         summary[mine][0] / theirs[0], "(<= 1: no slower)"),
+                       (f"{mine[len('perta-hub apply '):]}: this / {args.compare_src.name} cpu",
+                        cpu[mine] / cpu[f"{mine} @ {args.compare_src.name}"], "(<= 1: no more work)"),
                        (f"{mine[len('perta-hub apply '):]}: this / {args.compare_src.name} peak RSS",
                         summary[mine][1] / theirs[1], "")]
     for label, value, target_text in ratios:
