@@ -23,7 +23,7 @@ CARD_ROLES = {"base": "base", "finetuned": "finetuned", "model": "model", "targe
 def recorded_inputs(record: Record) -> dict[str, Any]:
     """The inputs a record names (role -> object with ``source``, ``repo_id``, ``revision``), set ones only."""
     roles = {"model": ("target", "task_vector", "weights"), "task_vector": ("base", "finetuned", "adapter"),
-             "weight_map": ("model",), "finetuned_model": ("base",), "unlearned_model": ("target",)}[record.kind]
+             "weight_map": ("model",), "finetuned_model": ("base",), "unlearned_model": ("target",)}.get(record.kind, ())
     out = {}
     for role in roles:
         item = getattr(record, role, UNSET)
