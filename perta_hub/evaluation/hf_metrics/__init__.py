@@ -39,4 +39,16 @@ def load_metric(name: str, **kwargs: Any) -> Any:
     return evaluate.load(str(path), **kwargs)
 
 
-__all__ = ["METRICS", "load_metric", "metric_path"]
+CITATION = "Maini et al., TOFU: A Task of Fictitious Unlearning for LLMs, 2024."
+
+
+def metric_info(description: str, inputs: str, features: dict[str, Any]) -> Any:
+    """The ``evaluate.MetricInfo`` of a TOFU metric module (``features``: column name -> ``datasets`` feature)."""
+    import datasets
+    import evaluate
+
+    return evaluate.MetricInfo(description=description, citation=CITATION, inputs_description=inputs,
+                               features=datasets.Features(features))
+
+
+__all__ = ["METRICS", "load_metric", "metric_info", "metric_path"]

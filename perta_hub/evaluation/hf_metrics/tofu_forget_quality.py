@@ -10,6 +10,7 @@ import datasets
 import evaluate
 
 from perta_hub.evaluation import metrics
+from perta_hub.evaluation.hf_metrics import metric_info
 
 _DESCRIPTION = (
     "TOFU forget quality (open-unlearning definition): scipy.stats.ks_2samp(TR_model, TR_retain).pvalue "
@@ -23,21 +24,13 @@ Returns:
     forget_quality: the KS p-value in [0, 1] (higher: closer to the retain model).
     log10: its base-10 logarithm (None for a p-value of 0).
 """
-_CITATION = "Maini et al., TOFU: A Task of Fictitious Unlearning for LLMs, 2024."
 
 
 class TofuForgetQuality(evaluate.Metric):
     """Forget quality as TOFU computes it."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
-            ),
-        )
+        return metric_info(_DESCRIPTION, _INPUTS, {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")})
 
     def _compute(self, predictions: list[float], references: list[float]) -> dict:
         p = metrics.forget_quality(list(predictions), list(references))

@@ -11,6 +11,7 @@ import datasets
 import evaluate
 
 from perta_hub.evaluation import metrics
+from perta_hub.evaluation.hf_metrics import metric_info
 
 _DESCRIPTION = (
     "TOFU ROUGE (open-unlearning definition): rouge_score RougeScorer(['rouge1', 'rougeL'], use_stemmer=True)"
@@ -25,21 +26,13 @@ Returns:
     rouge1_recall, rougeL_f1: means of the other two per-question scores.
     scores: per-question dicts {rouge1_recall, rougeL_f1, rougeL_recall}, in input order.
 """
-_CITATION = "Maini et al., TOFU: A Task of Fictitious Unlearning for LLMs, 2024."
 
 
 class TofuRouge(evaluate.Metric):
     """ROUGE-L recall as TOFU computes it."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+        return metric_info(_DESCRIPTION, _INPUTS, {"predictions": datasets.Value("string"), "references": datasets.Value("string")})
 
     def _compute(self, predictions: list[str], references: list[str]) -> dict:
         scores = [metrics.rouge_scores(ref, pred) for pred, ref in zip(predictions, references, strict=True)]

@@ -10,6 +10,7 @@ import datasets
 import evaluate
 
 from perta_hub.evaluation import metrics
+from perta_hub.evaluation.hf_metrics import metric_info
 
 _DESCRIPTION = (
     "TOFU truth ratio (open-unlearning definition): TR = exp(-mean_j avg_nll(perturbed_j)) / "
@@ -26,22 +27,14 @@ Returns:
     truth_ratio: the aggregate (TOFU's forget_truth_ratio or *_Truth_Ratio value).
     scores: the per-question truth ratios, in input order (forget quality's inputs).
 """
-_CITATION = "Maini et al., TOFU: A Task of Fictitious Unlearning for LLMs, 2024."
 
 
 class TofuTruthRatio(evaluate.Metric):
     """Truth ratio as TOFU computes it."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_INPUTS,
-            features=datasets.Features({
-                "correct_avg_nll": datasets.Value("float64"),
-                "perturbed_avg_nlls": datasets.Sequence(datasets.Value("float64")),
-            }),
-        )
+        return metric_info(_DESCRIPTION, _INPUTS, {"correct_avg_nll": datasets.Value("float64"),
+                            "perturbed_avg_nlls": datasets.Sequence(datasets.Value("float64"))})
 
     def _compute(self, correct_avg_nll: list[float], perturbed_avg_nlls: list[list[float]],
                  split: str = "forget") -> dict:
