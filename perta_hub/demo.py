@@ -114,14 +114,25 @@ def build_initial_model(folder: Path, cfg: DemoConfig) -> Path:
 
 
 def run_demo(out_dir: str | Path = DEMO.out_dir, *, quick: bool = DEMO.quick, device: str = DEMO.device,
+             model: str | None = DEMO.model, model_config: Any = None,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole pipeline into ``out_dir`` (re-running resumes: finished steps are reused).
 
+    Args:
+        model: a pretrained model (Hub id or folder) to fine-tune instead of the tiny Llama trained from
+            scratch; then GradAscent, GradDiff and NPO run beside TV and PerTA (:mod:`perta_hub.demo_model`).
+        model_config: the sizes of a ``model`` run (:class:`perta_hub.demo_model.ModelDemoConfig`; default
+            ``MODEL_QUICK`` with ``quick``, else ``MODEL_DEFAULT``).
     Returns:
         the summary written to ``results.json``: config, per-model metrics, best alphas, timings.
     """
     from perta_hub.runtime.devices import one_torch_thread
 
+    if model is not None:
+        from perta_hub.demo_model import MODEL_DEFAULT, MODEL_QUICK, run_model_demo
+
+        cfg_model = model_config or (MODEL_QUICK if quick else MODEL_DEFAULT)
+        return run_model_demo(model, cfg_model, Path(out_dir), device, echo)
     cfg = QUICK if quick else DEFAULT
     with one_torch_thread():  # models of a few million parameters run faster on one CPU thread
         return _run(cfg, Path(out_dir), device, echo)
@@ -191,7 +202,7 @@ def _row(result: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     method = names.get(str(meta["model"])) or meta.get("method") or Path(meta["model"]).name
     fq = result["forget_quality"]
     return {
-        "model": meta["model"], "method": method, "alpha": meta.get("alpha"),
+        "model": meta["model"], "method": method, "alpha": meta.get("alpha"), "setting": meta.get("setting"),
         "forget_quality": fq["agg_value"], "log10_forget_quality": fq.get("log10"),
         "model_utility": result["model_utility"]["agg_value"],
         "forget_extraction_strength": result["extraction_strength"]["agg_value"],
@@ -201,16 +212,19 @@ def _row(result: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def summarise(results: list[dict[str, Any]], cfg: DemoConfig, names: dict[str, str]) -> dict[str, Any]:
-    """Rows per model, and per method the best alpha by forget quality and at utility >= 0.95 x target's.
+def summarise(results: list[dict[str, Any]], cfg: Any, names: dict[str, str],
+              methods: tuple[str, ...] = ("tv", "perta-grad", "perta-fisher")) -> dict[str, Any]:
+    """Rows per model, and per method the best setting by forget quality and at utility >= 0.95 x target's.
 
     ``names`` maps a model path to its row name (``target``, ``retain``); others are named by method.
     """
     rows = [_row(r, names) for r in results]
     target_mu = next(r["model_utility"] for r in rows if r["method"] == "target")
     best: dict[str, Any] = {}
-    for method in ("tv", "perta-grad", "perta-fisher"):
+    for method in methods:
         mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
         by_fq = max(mine, key=lambda r: r["forget_quality"] or 0.0)
         kept = [r for r in mine if r["model_utility"] >= 0.95 * target_mu]
         by_fq_kept = max(kept, key=lambda r: r["forget_quality"] or 0.0) if kept else None
@@ -229,10 +243,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def results_markdown(summary: dict[str, Any]) -> str:
     """The results table (markdown) and the best alphas."""
-    head = ("| method | alpha | forget quality | log10 FQ | model utility | ES forget | ES retain "
+    head = ("| method | alpha / setting | forget quality | log10 FQ | model utility | ES forget | ES retain "
             "| ROUGE forget | ROUGE retain |\n|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
-        f"| {r['method']} | {_fmt(r['alpha'])} | {_fmt(r['forget_quality'])} | {_fmt(r['log10_forget_quality'], 2)} "
+        f"| {r['method']} | {_setting(r)} | {_fmt(r['forget_quality'])} | {_fmt(r['log10_forget_quality'], 2)} "
         f"| {_fmt(r['model_utility'])} | {_fmt(r['forget_extraction_strength'])} "
         f"| {_fmt(r['retain_extraction_strength'])} | {_fmt(r['forget_rouge'])} | {_fmt(r['retain_rouge'])} |\n"
         for r in summary["rows"])
@@ -240,30 +254,48 @@ def results_markdown(summary: dict[str, Any]) -> str:
     for method, best in summary["best"].items():
         a = best["best_forget_quality"]
         b = best["best_forget_quality_at_utility_95pct"]
-        lines.append(f"- {method}: best forget quality at alpha {_fmt(a['alpha'])} (FQ {_fmt(a['forget_quality'])}, "
+        lines.append(f"- {method}: best forget quality at {_setting(a, True)} (FQ {_fmt(a['forget_quality'])}, "
                      f"MU {_fmt(a['model_utility'])}); at MU >= 0.95 x target: "
-                     + (f"alpha {_fmt(b['alpha'])} (FQ {_fmt(b['forget_quality'])}, MU {_fmt(b['model_utility'])})"
-                        if b else "no alpha keeps that much utility"))
+                     + (f"{_setting(b, True)} (FQ {_fmt(b['forget_quality'])}, MU {_fmt(b['model_utility'])})"
+                        if b else "no setting keeps that much utility"))
     return head + body + "\n".join(lines) + "\n"
 
 
-def plot_methods(summary: dict[str, Any], path: Path) -> Path:
-    """Forget quality (log) against model utility: one curve per method over alpha, the target as a point,
-    the retain model (the forget-quality reference, so it has none) as a vertical line at its utility."""
+def _setting(row: dict[str, Any], named: bool = False) -> str:
+    """``alpha`` of a task-arithmetic row, the ``lr=..,ep=..`` setting of a gradient one, else n/a."""
+    if row.get("alpha") is not None:
+        return f"alpha {_fmt(row['alpha'])}" if named else _fmt(row["alpha"])
+    return str(row.get("setting") or "n/a")
+
+
+def _order(row: dict[str, Any]) -> tuple[float, str]:
+    return (row["alpha"] if row.get("alpha") is not None else 0.0, str(row.get("setting") or ""))
+
+
+def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: forgetting vs utility") -> Path:
+    """Forget quality (log) against model utility: one curve per method (ordered by alpha, or by setting for
+    the gradient methods), the target as a star, the retain model (the forget-quality reference, so it has
+    none) as a vertical line at its utility. Point labels (alpha or setting) are placed so that none overlaps
+    another label or a point (:func:`perta_hub.evaluation.plot.place_labels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    from perta_hub.evaluation.plot import place_labels
+
+    fig, ax = plt.subplots(figsize=(7.2, 5.4), dpi=120)
     floor = 1e-300
-    for method, marker in (("tv", "o"), ("perta-grad", "s"), ("perta-fisher", "^")):
-        mine = sorted((r for r in summary["rows"] if r["method"] == method), key=lambda r: r["alpha"])
+    markers = {"tv": "o", "perta-grad": "s", "perta-fisher": "^", "ga": "v", "gd": "D", "npo": "P"}
+    labels: list[tuple[float, float, str]] = []
+    methods = [m for m in markers if any(r["method"] == m for r in summary["rows"])]
+    for method in methods:
+        mine = sorted((r for r in summary["rows"] if r["method"] == method), key=_order)
         xs = [r["model_utility"] for r in mine]
         ys = [max(r["forget_quality"] or floor, floor) for r in mine]
-        ax.plot(xs, ys, marker=marker, label=method)
-        for r, x, y in zip(mine, xs, ys, strict=True):
-            ax.annotate(f"{r['alpha']:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        ax.plot(xs, ys, marker=markers[method], label=method)
+        labels += [(x, y, _setting(r).replace("lr=", "").replace(",ep=", "/"))
+                   for r, x, y in zip(mine, xs, ys, strict=True)]
     for r in (r for r in summary["rows"] if r["method"] == "target"):
         ax.scatter([r["model_utility"]], [max(r["forget_quality"] or floor, floor)], marker="*", s=110,
                    color="black", label="target", zorder=3)
@@ -272,10 +304,12 @@ def plot_methods(summary: dict[str, Any], path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("model utility")
     ax.set_ylabel("forget quality (KS p-value, log)")
-    ax.set_title("TOFU-mini: forgetting vs utility (labels: alpha)")
+    ax.set_title(title + (" (labels: alpha; lr/epochs)" if any(r.get("setting") for r in summary["rows"])
+                          else " (labels: alpha)"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    place_labels(ax, labels, fontsize=7)
     fig.savefig(path)
     plt.close(fig)
     return path

@@ -13,11 +13,16 @@ from perta_hub.options.demo import DemoOptions
 @command("demo")
 @bind(DemoOptions, "options")
 def demo_command(options: DemoOptions, console: Console) -> None:
-    """TOFU-mini unlearning end to end, offline: train, forget with TV / PerTA-grad / PerTA-fisher, evaluate."""
+    """TOFU-mini unlearning end to end, offline: train, forget with TV / PerTA-grad / PerTA-fisher, evaluate.
+
+    With --model MODEL: fine-tune that pretrained model instead (target and retain model), and compare TV and
+    PerTA with GradAscent, GradDiff and NPO in one table and plot (docs/results.md).
+    """
     from perta_hub.demo import results_markdown, run_demo
 
     if console.options.quiet:  # only the final table
-        summary = run_demo(options.out_dir, quick=options.quick, device=options.device, echo=lambda _line: None)
+        summary = run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model,
+                           echo=lambda _line: None)
         console.result(results_markdown(summary))
     else:
-        run_demo(options.out_dir, quick=options.quick, device=options.device, echo=click.echo)
+        run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model, echo=click.echo)

@@ -48,3 +48,71 @@ def plot_sweep(results: Sequence[dict[str, Any]], path: str | Path, *, title: st
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, buf.getvalue())
     return out
+
+
+def place_labels(ax: Any, labels: Sequence[tuple[float, float, str]], *, fontsize: float = 7) -> list[Any]:
+    """Annotate each ``(x, y, text)`` beside its point so that no label overlaps another label or a point.
+
+    Greedy placement in display space: for each label, candidate offsets around the point (right, left,
+    above, below, the diagonals, then twice and three times as far) are tried in turn and the first whose box
+    touches no placed label, no point marker and stays inside the axes is taken; when none is free the one
+    with the least overlap is taken and joined to its point by a thin line. Call after the data, scales and
+    ``tight_layout`` are set (display coordinates must be final). Returns the annotations.
+    """
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    to_px = fig.dpi / 72.0
+    pts = [tuple(ax.transData.transform((x, y))) for x, y, _ in labels]
+    marker = 4.0 * to_px  # half-size of a point's box
+    taken = [(px - marker, py - marker, px + marker, py + marker) for px, py in pts]
+    frame = ax.get_window_extent(renderer)
+    placed = []
+    for (x, y, text), (px, py) in zip(labels, pts, strict=True):
+        probe = ax.text(0, 0, text, fontsize=fontsize)
+        box = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h = box.width, box.height
+        gap = 3.0 * to_px
+        best, best_cost = None, None
+        for scale in (1.0, 2.5, 4.5):
+            g = gap * scale
+            for dx, dy in ((g, g / 2), (g, -h - g / 2), (-w - g, g / 2), (-w - g, -h - g / 2), (-w / 2, g),
+                           (-w / 2, -h - g), (g, -h / 2), (-w - g, -h / 2)):
+                x0, y0 = px + dx, py + dy
+                rect = (x0, y0, x0 + w, y0 + h)
+                cost = sum(_overlap(rect, other) for other in taken)
+                if x0 < frame.x0 or x0 + w > frame.x1 or y0 < frame.y0 or y0 + h > frame.y1:
+                    cost += w * h  # outside the axes: as bad as a full overlap
+                if best_cost is None or cost < best_cost:
+                    best, best_cost = (dx, dy, rect), cost
+                if cost == 0:
+                    break
+            if best_cost == 0:
+                break
+        dx, dy, rect = best
+        taken.append(rect)
+        arrow = None if best_cost == 0 and abs(dx) < 3 * gap and abs(dy) < h + 3 * gap else \
+            {"arrowstyle": "-", "lw": 0.4, "color": "gray"}
+        placed.append(ax.annotate(text, (x, y), xytext=(dx / to_px, dy / to_px), textcoords="offset points",
+                                  fontsize=fontsize, ha="left", va="bottom", arrowprops=arrow))
+    return placed
+
+
+def labels_overlap(annotations: Sequence[Any]) -> int:
+    """How many pairs of the drawn ``annotations`` overlap (0 when :func:`place_labels` succeeded)."""
+    if not annotations:
+        return 0
+    fig = annotations[0].figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [a.get_window_extent(renderer) for a in annotations]
+    return sum(1 for i, a in enumerate(boxes) for b in boxes[i + 1:]
+               if _overlap((a.x0, a.y0, a.x1, a.y1), (b.x0, b.y0, b.x1, b.y1)) > 0)
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Area shared by two (x0, y0, x1, y1) boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0

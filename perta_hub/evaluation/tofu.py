@@ -219,7 +219,8 @@ def model_utility_entry(results: Mapping[str, Any]) -> dict[str, Any]:
 
 def perta_labels(path: Path) -> dict[str, Any]:
     """``alpha`` and ``method`` of an unlearned model written by ``apply`` (kind ``model`` in its
-    ``perta_config.json``); empty for any other folder, e.g. a fine-tuned model."""
+    ``perta_config.json``); ``method`` and ``setting`` (``lr=..,ep=..``) of one written by ``unlearn``
+    (kind ``unlearned_model``); empty for any other folder, e.g. a fine-tuned model."""
     cfg = path / "perta_config.json"
     if not cfg.is_file():
         return {}
@@ -227,6 +228,10 @@ def perta_labels(path: Path) -> dict[str, Any]:
         data = json.loads(cfg.read_text())
     except json.JSONDecodeError:
         return {}
+    if data.get("kind") == "unlearned_model":
+        training = data.get("training") or {}
+        return {"method": data.get("method"),
+                "setting": f"lr={training.get('lr', 0):g},ep={training.get('epochs', 0):g}"}
     if data.get("kind") != "model":
         return {}
     return {k: data[k] for k in ("alpha", "method") if k in data}
@@ -315,6 +320,8 @@ def model_label(source: str, labels: Mapping[str, Any]) -> str:
         parts = [str(labels["method"])] if labels.get("method") is not None else []
         if labels.get("alpha") is not None:
             parts.append(f"alpha={labels['alpha']}")
+        if labels.get("setting") is not None:
+            parts.append(str(labels["setting"]))
         if parts:
             return " ".join(parts)
     path = Path(source)

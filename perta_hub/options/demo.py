@@ -20,6 +20,11 @@ class DemoOptions(Options):
                          help="Fewer authors and a smaller model: about 3 minutes on 2 CPU cores.")
     device: str = option("--device", type=DEVICES, default="auto",
                          help="Where training, importance, merging and evaluation run.")
+    model: str | None = option(
+        "--model",
+        help="A pretrained model (Hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, or a folder) to fine-tune "
+             "instead of the tiny Llama; then GradAscent, GradDiff and NPO run beside TV and PerTA "
+             "(docs/results.md: about 80 minutes for SmolLM2-135M on 2 CPU cores; --quick: fewer settings).")
 
 
 DEMO = DemoOptions()

@@ -1,0 +1,192 @@
+"""``perta-hub demo --model MODEL``: the demo on a real pretrained model, PerTA beside the gradient baselines.
+
+The given model (a Hub id or a folder; its own tokenizer and chat template) is fine-tuned on the demo's TOFU
+authors (the **target**: retain + forget authors) and on the retain authors only (the **retain** model, the
+forget-quality reference). Then, through the public Python API: the task vector (the target fine-tuned on
+the forget authors), grad and fisher weight maps, ``apply`` over an alpha sweep for TV, PerTA-grad and
+PerTA-fisher; ``unlearn`` over a small grid for GradAscent, GradDiff and NPO; ``evaluate`` on every output
+with the retain model as reference. The same ``results.json`` / ``results.md`` / ``results.png`` as the
+tiny demo, one curve per method, plus the compute each method needed.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perta_hub.data.loading import BUNDLED_TOFU
+
+QUESTIONS_PER_AUTHOR = 20
+FORGET_AUTHORS = {"forget01": 2, "forget05": 10, "forget10": 20}
+
+
+@dataclass(frozen=True)
+class ModelDemoConfig:
+    """The size of a ``demo --model`` run.
+
+    Attributes:
+        retain_authors: authors both models learn (the first ones of TOFU ``full``, whose questions open
+            ``retain_perturbed``, which the evaluation uses).
+        forget_split: TOFU forget split (its authors are the last ones of ``full``); all its rows are trained on.
+        memorise_epochs, memorise_lr: fine-tuning the pretrained model into the target and the retain model.
+        forget_epochs, forget_lr: fine-tuning the target on the forget authors (the task vector).
+        alphas: the sweep of TV, PerTA-grad and PerTA-fisher.
+        gradient_grid: per gradient method (``ga``, ``gd``, ``npo``), the (lr, epochs) settings tried.
+        eval_examples: rows evaluated per TOFU split (the first ones).
+        batch_size: micro-batch of every training; grad_accum: micro-batches per step.
+        eval_batch_size, max_new_tokens: evaluation batch and generation budget (ROUGE).
+        retain_fraction: share of retain rows used for the retain importance.
+    """
+
+    retain_authors: int
+    forget_split: str
+    memorise_epochs: float
+    memorise_lr: float
+    forget_epochs: float
+    forget_lr: float
+    alphas: tuple[float, ...]
+    gradient_grid: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    eval_examples: int = 40
+    batch_size: int = 4
+    grad_accum: int = 1
+    eval_batch_size: int = 32
+    max_new_tokens: int = 64
+    max_length: int = 256
+    retain_fraction: float = 1.0
+    seed: int = 0
+
+
+#: the measured configuration for SmolLM2-135M-Instruct on 2 CPU cores (docs/results.md)
+MODEL_DEFAULT = ModelDemoConfig(
+    retain_authors=2, forget_split="forget01", memorise_epochs=3, memorise_lr=1e-4, forget_epochs=2,
+    forget_lr=1e-4, alphas=(0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
+    gradient_grid={"ga": ((2e-5, 2.0), (5e-5, 2.0)), "gd": ((2e-5, 2.0), (5e-5, 2.0)),
+                   "npo": ((5e-5, 2.0), (1e-4, 2.0))},
+    eval_examples=40)
+#: ``demo --model M --quick``: one setting per gradient method, fewer alphas, 20 rows
+MODEL_QUICK = ModelDemoConfig(
+    retain_authors=1, forget_split="forget01", memorise_epochs=2, memorise_lr=1e-4, forget_epochs=1,
+    forget_lr=1e-4, alphas=(1.0, 2.0, 4.0), gradient_grid={"ga": ((5e-5, 1.0),), "gd": ((5e-5, 1.0),),
+                                                            "npo": ((1e-4, 1.0),)},
+    eval_examples=20)
+
+METHODS = ("tv", "perta-grad", "perta-fisher", "ga", "gd", "npo")
+
+
+def _rows(split: str) -> list[dict[str, Any]]:
+    return json.loads((BUNDLED_TOFU / f"{split}.json").read_text())
+
+
+def write_model_demo_data(folder: Path, cfg: ModelDemoConfig) -> dict[str, Path]:
+    """``target`` (retain + forget authors), ``retain`` (retain authors), ``forget``: question/answer JSON files.
+
+    Unlike the tiny demo, no real-author or world-fact rows are trained on: the pretrained model brings that
+    knowledge (what TOFU's model utility measures).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    full = _rows("full")
+    retain = full[: cfg.retain_authors * QUESTIONS_PER_AUTHOR]
+    forget = full[-FORGET_AUTHORS[cfg.forget_split] * QUESTIONS_PER_AUTHOR:]
+    paths = {}
+    for name, rows in {"target": retain + forget, "retain": retain, "forget": forget}.items():
+        paths[name] = folder / f"{name}.json"
+        paths[name].write_text(json.dumps([{"question": r["question"], "answer": r["answer"]} for r in rows]))
+    return paths
+
+
+def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
+                   echo: Callable[[str], None]) -> dict[str, Any]:
+    """Run the pipeline on ``model`` into ``out`` (finished steps are reused); returns the summary."""
+    from perta_hub.demo import plot_methods, results_markdown, summarise
+    from perta_hub.evaluation import run_evaluation
+    from perta_hub.importance.weight_map import compute_weights
+    from perta_hub.merge.apply import apply
+    from perta_hub.training.finetune import finetune
+    from perta_hub.training.from_data import task_vector_from_data
+    from perta_hub.unlearning.command import unlearn
+
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    peaks: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        echo(f"== {name}")
+        t0 = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - t0, 1)
+        peaks[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+        echo(f"   {name}: {timings[name]:.1f} s (peak RSS so far {peaks[name]:.2f} GiB)")
+        return result
+
+    train = dict(batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, weight_decay=0.0, device=device,
+                 seed=cfg.seed, max_length=cfg.max_length, progress=False, echo=echo)
+    data = step("data", lambda: write_model_demo_data(out / "data", cfg))
+    memorise = dict(epochs=cfg.memorise_epochs, lr=cfg.memorise_lr, warmup=0.0, **train)
+    target = step("target: fine-tune on retain + forget authors",
+                  lambda: finetune(model, str(data["target"]), out / "target", **memorise)).out_dir
+    retain = step("retain model: fine-tune on the retain authors only",
+                  lambda: finetune(model, str(data["retain"]), out / "retain", **memorise)).out_dir
+    tv = step("task vector: fine-tune the target on the forget authors",
+              lambda: task_vector_from_data(target, str(data["forget"]), out / "tv", epochs=cfg.forget_epochs,
+                                            lr=cfg.forget_lr, warmup=0.0, **train)[0])
+    maps = {}
+    for method in ("grad", "fisher"):
+        maps[method] = step(f"weight map ({method})", lambda m=method: compute_weights(
+            str(target), str(data["forget"]), str(data["retain"]), out / f"wm-{m}", method=m,
+            retain_fraction=cfg.retain_fraction, seed=cfg.seed, device=device, progress=False,
+            echo=lambda *_: None).out_dir)
+    outputs: list[Path] = []
+    for label, weights in (("tv", None), ("perta-grad", maps["grad"]), ("perta-fisher", maps["fisher"])):
+        outputs += step(f"apply {label}", lambda w=weights, lab=label: apply(
+            target, tv, weights=w, alphas=list(cfg.alphas), out_dir=out / "unlearned" / lab, device=device,
+            progress=False))
+    for method, grid in cfg.gradient_grid.items():
+        for lr, epochs in grid:
+            name = f"unlearn {method} lr={lr:g} epochs={epochs:g}"
+            retain_data = str(data["retain"]) if method in ("gd", "npo") else None
+            outputs.append(step(name, lambda m=method, lr=lr, ep=epochs, rd=retain_data: unlearn(
+                target, str(data["forget"]), out / "unlearned" / f"{m}-lr{lr:g}-ep{ep:g}", method=m, retain=rd,
+                epochs=ep, lr=lr, warmup=0.0, **train).out_dir))
+    evaluation = step("evaluate every model on TOFU", lambda: run_evaluation(
+        [str(target), *map(str, outputs)], forget_split=cfg.forget_split, retain_model=str(retain),
+        data_dir=BUNDLED_TOFU, max_examples=cfg.eval_examples, output=out / "eval" / "tofu.json",
+        batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens, device=device, progress=False,
+        overwrite=True))
+    retain_result = json.loads(Path(evaluation["retain_logs"]).read_text())
+    summary = summarise([retain_result, *evaluation["results"]], cfg, {str(target): "target", str(retain): "retain"},
+                        methods=METHODS)
+    summary["model"] = model
+    summary["compute_s"] = compute_per_method(timings, cfg)
+    summary["timings_s"] = {**timings, "total": round(time.perf_counter() - start, 1)}
+    summary["peak_rss_gib"] = peaks
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (out / "results.md").write_text(results_markdown(summary))
+    plot_methods(summary, out / "results.png", title=f"TOFU {cfg.forget_split} on {Path(model).name}")
+    echo(results_markdown(summary))
+    return summary
+
+
+def compute_per_method(timings: dict[str, float], cfg: ModelDemoConfig) -> dict[str, Any]:
+    """Seconds each method needed: TV = task vector + apply; PerTA = task vector + weight map + apply;
+    a gradient method = its ``unlearn`` run per setting. Apply times are per sweep (all alphas)."""
+    tv = timings.get("task vector: fine-tune the target on the forget authors", 0.0)
+    out: dict[str, Any] = {
+        "tv": {"task_vector": tv, "apply_sweep": timings.get("apply tv", 0.0), "alphas": len(cfg.alphas)},
+    }
+    for m in ("grad", "fisher"):
+        out[f"perta-{m}"] = {"task_vector": tv, "weight_map": timings.get(f"weight map ({m})", 0.0),
+                             "apply_sweep": timings.get(f"apply perta-{m}", 0.0), "alphas": len(cfg.alphas)}
+    for method, grid in cfg.gradient_grid.items():
+        out[method] = {f"lr={lr:g},ep={ep:g}": timings.get(f"unlearn {method} lr={lr:g} epochs={ep:g}", 0.0)
+                       for lr, ep in grid}
+    return out
+
+
+def config_dict(cfg: ModelDemoConfig) -> dict[str, Any]:
+    return asdict(cfg)
