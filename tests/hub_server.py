@@ -16,14 +16,15 @@ what the client's upload, download and info calls need:
 - ``POST /api/{type}s/{repo}/commit/{rev}`` (NDJSON: header, ``file`` base64, ``lfsFile``, ``deletedFile``,
   ``deletedFolder``; ``create_pr=1`` makes ``refs/pr/N``)
 - ``GET/HEAD /[datasets/]{repo}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag``, ``Content-Length``
-  and ``Range`` support
+  and ``Range`` (``bytes=a-b`` and ``bytes=a-``: header-only reads) support
 
 Errors carry the Hub's ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``). Tokens
 are ``Authorization: Bearer`` strings mapped to a user and a role; an unknown token is rejected with 401 and
 ``X-Error-Message: Invalid credentials in Authorization header`` (as the Hub does), writes need a ``write``
 token of the repo's namespace (403 otherwise), private repos answer ``RepoNotFound`` to everyone but their
 owner. ``HubServer.fail`` injects failures (an HTTP status for the n-th matching request) and
-``HubServer.drop`` a lost connection (the socket closed, with no answer, after reading the n-th matching request).
+``HubServer.drop`` a lost connection (the socket closed, with no answer, after reading the n-th matching request);
+``HubServer.slow`` throttles downloads and LFS uploads, ``HubServer.cut`` breaks download answers mid-stream.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import json
 import re
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +51,7 @@ LFS_PATTERNS = [
 ]
 GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS).encode()
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # bytes: larger files go to LFS whatever their name
+CHUNK = 1 << 20  # bytes per write of a download answer
 VALID_RELATIONS = {"adapter", "merge", "quantized", "finetune"}
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 
@@ -133,6 +136,9 @@ class HubServer:
         self.uploaded: list[str] = []  # sha256 of every LFS object received by PUT, in order
         self.failures: list[Failure] = []
         self.tickets: dict[str, tuple[Repo, str, int]] = {}
+        self.rate: float | None = None  # bytes/s of downloads and LFS uploads (None: as fast as it goes)
+        self.cuts: list[int] = []  # the next download answers break after this many body bytes (see ``cut``)
+        self.served = 0  # body bytes sent by resolve answers
         self._counter = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -167,6 +173,25 @@ class HubServer:
         """Close the connection of matching requests ``skip+1`` .. ``skip+times`` after reading them, unanswered
         (logged with status 0)."""
         self.fail(method, pattern, status=0, skip=skip, times=times)
+
+    def slow(self, bytes_per_s: float | None) -> None:
+        """Throttle downloads (resolve answers) and LFS uploads to ``bytes_per_s`` (None: full speed)."""
+        self.rate = bytes_per_s
+
+    def cut(self, after_bytes: int, *, times: int = 1) -> None:
+        """Break the next ``times`` download answers mid-stream: the connection closes after ``after_bytes``
+        body bytes (a download interrupted halfway)."""
+        with self.lock:
+            self.cuts += [after_bytes] * times
+
+    def take_cut(self) -> int | None:
+        with self.lock:
+            return self.cuts.pop(0) if self.cuts else None
+
+    def throttle(self, nbytes: int) -> None:
+        rate = self.rate
+        if rate:
+            time.sleep(nbytes / rate)
 
     def requests(self, method: str, pattern: str = "") -> list[tuple[str, str, int]]:
         """The logged requests of this method whose path matches ``pattern`` (regex)."""
@@ -348,7 +373,19 @@ class _Handler(BaseHTTPRequestHandler):
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        if not length:
+            return b""
+        if self.hub.rate is None or length < CHUNK:
+            return self.rfile.read(length)
+        parts, left = [], length
+        while left:
+            part = self.rfile.read(min(CHUNK, left))
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+            self.hub.throttle(len(part))
+        return b"".join(parts)
 
     def _dispatch(self, method: str) -> None:
         split = urlsplit(self.path)
@@ -710,16 +747,47 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
         if entry.lfs:
             headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(entry.size)})
-        start = 0
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        start, end, ranged = 0, entry.size, False
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "").strip())
         if match and self.command == "GET":
             start = min(int(match.group(1)), entry.size)
-            headers["Content-Range"] = f"bytes {start}-{entry.size - 1}/{entry.size}"
-        headers["Content-Length"] = str(entry.size - start)
+            end = min(int(match.group(2)) + 1, entry.size) if match.group(2) else entry.size
+            if end < start:
+                raise HubError(416, f"range {self.headers['Range']} is not satisfiable for {entry.size} bytes")
+            ranged = True
+            headers["Content-Range"] = f"bytes {start}-{max(end - 1, start)}/{entry.size}"
+        headers["Content-Length"] = str(end - start)
         if self.command == "HEAD":
             return self._send(200, b"", headers, "application/octet-stream")
-        data = self.hub.blob(entry.sha256)[start:]
-        return self._send(206 if start else 200, data, headers, "application/octet-stream")
+        with self.hub.lock:
+            self.hub.served += end - start
+        return self._send_file(206 if ranged else 200, self.hub.blob_path(entry.sha256), start, end, headers)
+
+    def _send_file(self, status: int, path: Path, start: int, end: int, headers: dict[str, str]) -> int:
+        """Send bytes ``[start, end)`` of a blob in chunks, at ``hub.rate`` bytes/s if set; ``hub.cut_after``
+        closes the connection once that many body bytes of one answer are sent (a transfer broken mid-stream)."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        cut = self.hub.take_cut()
+        sent = 0
+        with path.open("rb") as fh:
+            fh.seek(start)
+            while sent < end - start:
+                n = min(CHUNK, end - start - sent)
+                if cut is not None and sent + n > cut:
+                    self.wfile.write(fh.read(cut - sent))
+                    self.wfile.flush()
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    return 0
+                self.wfile.write(fh.read(n))
+                sent += n
+                self.hub.throttle(n)
+        return status
 
 
 def point_client_at(monkeypatch: Any, url: str, home: Path, token: str | None = None) -> None:

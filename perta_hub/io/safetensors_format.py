@@ -90,6 +90,15 @@ def parse_header(path: Path) -> tuple[dict[str, Any], list[TensorEntry]]:
             raw = fh.read(header_len)
     except OSError as err:
         raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from err
+    return parse_header_bytes(raw, size, path)
+
+
+def parse_header_bytes(raw: bytes, size: int, path: Path) -> tuple[dict[str, Any], list[TensorEntry]]:
+    """:func:`parse_header` of a header already read: ``raw`` is the JSON after the 8-byte length, ``size`` the
+    file's size in bytes and ``path`` where the file is (or will be) on disk (a remote file's header is judged
+    by the same rules before its data is downloaded)."""
+    fix = "re-download or re-create it"
+    header_len = len(raw)
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicates,
                             parse_constant=_refuse_constant)

@@ -66,8 +66,9 @@ def alpha_folder(alpha: float) -> str:
 class _WeightMap:
     """The two importance groups of a weight-map artifact and how to combine them."""
 
-    def __init__(self, source: str, p: float | None, lam: float | None, eps: float | None) -> None:
-        self.artifact = load_artifact(source, "weight_map")
+    def __init__(self, source: str, p: float | None, lam: float | None, eps: float | None,
+                 artifact: Any = None) -> None:
+        self.artifact = artifact if artifact is not None else load_artifact(source, "weight_map")
         cfg = self.artifact.config
         self.forget = self.artifact.group("importance_forget")
         self.retain = self.artifact.group("importance_retain")
@@ -124,8 +125,8 @@ class PerTAMergeJob(Job):
         self.alphas = alphas = check_alphas(alphas)
         self.device = resolve_device(device)
         self.model, self.task_vector, self.weights = model, task_vector, weights
-        self.target = target = open_checkpoint(model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
-        self.tv_artifact = load_artifact(task_vector, "task_vector")
+        self.target = target = self.open_model(model, allow_pickle, out_dir)
+        self.tv_artifact = self.open_artifact(task_vector, "task_vector")
         self.tau = tau = self.tv_artifact.group("task_vector")
         target_arch = architecture(target.config)
         check_architecture(self.tv_artifact.config.get("base_config") or {}, target_arch, "the task vector",
@@ -136,7 +137,7 @@ class PerTAMergeJob(Job):
                            f"task vector {task_vector}", tied=tied)
         self.wmap = wmap = None
         if weights is not None:
-            self.wmap = wmap = _WeightMap(str(weights), p, lam, eps)
+            self.wmap = wmap = _WeightMap(str(weights), p, lam, eps, self.open_artifact(weights, "weight_map"))
             check_architecture(wmap.artifact.config.get("model_config") or {}, target_arch, "the weight map",
                                str(model))
             check_same_tensors(target_shapes, {n: wmap.forget.shape(n) for n in wmap.forget.names}, f"model {model}",
@@ -161,6 +162,14 @@ class PerTAMergeJob(Job):
         self.pool = BufferPool(IN_FLIGHT_BYTES // 4)  # CPU results are written, then reused for the next ones
         self.hasher = ThreadPoolExecutor(1)
         self.revisions: Future | None = None
+
+    def open_model(self, model: str | Path, allow_pickle: bool, out_dir: str | Path) -> Any:
+        """The target checkpoint (a subclass may open it from remote headers, see perta_hub.hub.stream)."""
+        return open_checkpoint(model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
+
+    def open_artifact(self, source: str | Path, kind: str) -> Any:
+        """A task-vector or weight-map artifact (a subclass may open it from remote headers)."""
+        return load_artifact(source, kind)
 
     def outputs(self) -> list[tuple[Path, str]]:
         return list(zip(self.folders, self.run_ids, strict=True))

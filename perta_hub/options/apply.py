@@ -31,6 +31,14 @@ class ApplyOptions(Options):
                          help="Where the fp32 math runs; auto picks cuda when a GPU is visible.")
     max_shard_size: int | str = max_shard_size("output")
     allow_pickle: bool = allow_pickle("target")
+    stream: bool = option(
+        "--stream", is_flag=True, default=False,
+        help="With --push: merge shard by shard from the Hub to the Hub, keeping only a few shards on local disk "
+             "(chosen automatically when the disk cannot hold the inputs and the output).")
+    dry_run: bool = option(
+        "--dry-run", is_flag=True, default=False,
+        help="Check the inputs from their headers and print the plan (shards, bytes to download and upload, peak "
+             "disk and RAM, time); write nothing.")
 
 
 APPLY = ApplyOptions()

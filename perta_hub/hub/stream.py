@@ -1,0 +1,367 @@
+"""Hub-to-Hub streaming apply: merge shard by shard, never holding more than a few shards on local disk.
+
+``apply MODEL --task-vector TV [--weights WM] --push REPO --stream``:
+
+1. The inputs are opened from their headers (:mod:`perta_hub.hub.remote_headers`) and every check of
+   :class:`~perta_hub.merge.apply.PerTAMergeJob` runs before a weight is downloaded.
+2. Three threads overlap: a downloader fetches the input files of output shard ``k + 1`` while shard ``k`` is
+   merged (the job's own ``load``/``combine`` through :func:`perta_hub.io.writer.stream_shards`), and an
+   uploader pre-uploads each finished output shard to LFS (its sha256 is computed while it is written) and
+   then deletes it. An input file is deleted once the last output shard that reads it is written. At most
+   :data:`OUTPUT_SLOTS` output shards are on disk at once (a slot is taken when a shard's first tensor is read,
+   given back when its upload is confirmed).
+3. When every shard is uploaded, **one commit** adds the shards, the index, config, tokenizer files, the card
+   and ``perta_config.json`` (the push allow-list), and deletes stale weight files; then, as ``push`` does, a
+   second small commit records that commit's sha in ``perta_config.json`` and the card.
+
+Resume: ``.perta-stream.json`` in the staging folder (beside the output, kept until the commit) lists the shards whose upload the server confirmed; a
+re-run asks the server (LFS batch) whether it still holds them and neither recomputes nor uploads those.
+Nothing is committed before every shard is uploaded, so the repo never holds a partial output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import queue
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from perta_hub.errors import HubError, InputError
+from perta_hub.hub.remote_headers import fetch_file, is_remote, open_remote_artifact, open_remote_model
+from perta_hub.hub.stream_plan import INPUT_AHEAD, OUTPUT_SLOTS, MergePlan, save_rates
+from perta_hub.io.atomic import write_atomic
+from perta_hub.io.fingerprint import file_sha256
+from perta_hub.io.hub_source import _hub_errors, split_repo_id
+from perta_hub.io.output_folder import OutputFolder, claimed
+from perta_hub.io.sharding import SHARD_METADATA, index_json
+from perta_hub.io.writer import Output, stream_shards
+from perta_hub.merge.apply import PerTAMergeJob
+from perta_hub.records import CONFIG_NAME
+
+STATE = ".perta-stream.json"
+
+
+class RemoteMergeJob(PerTAMergeJob):
+    """A :class:`PerTAMergeJob` whose Hub inputs are opened from their headers; their files are fetched into
+    ``staging`` on demand (local inputs are read in place)."""
+
+    def __init__(self, *args: Any, staging: Path, **kwargs: Any) -> None:
+        self.staging = staging
+        super().__init__(*args, **kwargs)
+
+    def open_model(self, model: str | Path, allow_pickle: bool, out_dir: str | Path) -> Any:
+        if is_remote(model):
+            return open_remote_model(str(model), self.staging / "target")
+        return super().open_model(model, allow_pickle, out_dir)
+
+    def open_artifact(self, source: str | Path, kind: str) -> Any:
+        if is_remote(source):
+            return open_remote_artifact(str(source), kind, self.staging / kind)
+        return super().open_artifact(source, kind)
+
+
+def staging_for(out_dir: str | Path) -> Path:
+    """Where the streaming mode keeps input files: ``.<name>.perta-inputs`` beside the output folder."""
+    out = Path(out_dir).expanduser()
+    return out.parent / f".{out.name}.perta-inputs"
+
+
+class _Failed(Exception):
+    pass
+
+
+class _Pipeline:
+    """The downloader and uploader threads and the bounds they keep (see the module docstring)."""
+
+    def __init__(self, plan: MergePlan, api: Any, repo_id: str, branch: str, folder: Path, state_path: Path,
+                 state: dict[str, Any], skip: set[str]) -> None:
+        self.plan, self.api, self.repo_id, self.branch, self.folder = plan, api, repo_id, branch, folder
+        self.state, self.state_path = state, state_path
+        self.todo = [k for k, s in enumerate(plan.shards) if s.filename not in skip]
+        self.position = {plan.shards[k].filename: k for k in self.todo}
+        self.last_use: dict[Path, int] = {}
+        for k in self.todo:
+            for f in plan.needs[k]:
+                self.last_use[f.path] = k
+        self.ready = {f.path: threading.Event() for k in self.todo for f in plan.needs[k]}
+        for path, event in self.ready.items():
+            if plan.files[path].remote is None:
+                event.set()
+        self.cond = threading.Condition()
+        self.reading = -1  # the output shard whose tensors are being read
+        self.slots = threading.Semaphore(OUTPUT_SLOTS)
+        self.uploads: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.stats = {"download_bytes": 0, "download_s": 0.0, "upload_bytes": 0, "upload_s": 0.0}
+        self.shard_of = {spec.name: k for k in self.todo for spec in plan.shards[k].tensors}
+        self.threads = [threading.Thread(target=self._guard(self._download), name="perta-download", daemon=True),
+                        threading.Thread(target=self._guard(self._upload), name="perta-upload", daemon=True)]
+
+    def _guard(self, fn: Any) -> Any:
+        def run() -> None:
+            try:
+                fn()
+            except _Failed:
+                pass
+            except BaseException as err:  # handed to the merge thread
+                self.error = self.error or err
+                self.stop.set()
+                with self.cond:
+                    self.cond.notify_all()
+        return run
+
+    def _check(self) -> None:
+        if self.error is not None or self.stop.is_set():
+            raise self.error or _Failed()
+
+    # -- downloads ---------------------------------------------------------------------------------------
+    def _download(self) -> None:
+        for k in self.todo:
+            with self.cond:
+                while k > self.reading + INPUT_AHEAD and not self.stop.is_set():
+                    self.cond.wait(0.5)
+            self._check()
+            for f in self.plan.needs[k]:
+                if f.remote is None or self.ready[f.path].is_set():
+                    continue
+                start = time.perf_counter()
+                fetch_file(f.remote, f.name, f.path.parent)
+                self.stats["download_s"] += time.perf_counter() - start
+                self.stats["download_bytes"] += f.size
+                self.ready[f.path].set()
+
+    def load(self, job: PerTAMergeJob, name: str) -> Any:
+        """``job.load`` once the files of ``name`` are local; takes an output slot at each new shard."""
+        k = self.shard_of[name]
+        if k != self.reading:
+            while not self.slots.acquire(timeout=0.5):
+                self._check()
+            with self.cond:
+                self.reading = k
+                self.cond.notify_all()
+        for f in self.plan.needs[k]:
+            while not self.ready[f.path].wait(0.5):
+                self._check()
+        self._check()
+        return job.load(name)
+
+    # -- finished shards -----------------------------------------------------------------------------------
+    def finished(self, path: Path, digest: str) -> None:
+        """A shard is written (renamed, its sha256 known): delete inputs no later shard needs, queue its upload."""
+        self._check()
+        k = self.position[path.name]
+        for file, last in self.last_use.items():
+            if last <= k and self.plan.files[file].remote is not None:
+                file.unlink(missing_ok=True)
+        self.uploads.put((path, digest))
+
+    def _upload(self) -> None:
+        from huggingface_hub import CommitOperationAdd
+        from huggingface_hub.lfs import UploadInfo
+
+        for _ in self.todo:
+            while True:
+                try:
+                    path, digest = self.uploads.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    self._check()
+            size = path.stat().st_size
+            with path.open("rb") as fh:
+                sample = fh.read(512)
+            op = CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=b"")
+            op.path_or_fileobj = str(path)
+            op.upload_info = UploadInfo(size=size, sample=sample, sha256=bytes.fromhex(digest))
+            start = time.perf_counter()
+            with _hub_errors(self.repo_id, self.branch, "pushing to"):
+                self.api.preupload_lfs_files(self.repo_id, [op], revision=self.branch)
+            self.stats["upload_s"] += time.perf_counter() - start
+            self.stats["upload_bytes"] += size
+            self.state["uploaded"][path.name] = {"sha256": digest, "size": size}
+            write_atomic(self.state_path, json.dumps(self.state, indent=2) + "\n")
+            path.unlink()
+            self.slots.release()
+
+    def __enter__(self) -> _Pipeline:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is not None:
+            self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        if exc[0] is None and self.error is not None:
+            raise self.error
+
+
+class _Digests(dict):
+    """The writer's ``digests`` map: each finished shard is handed on as soon as it is recorded."""
+
+    def __init__(self, on_shard: Any) -> None:
+        super().__init__()
+        self.on_shard = on_shard
+
+    def __setitem__(self, path: Path, digest: str) -> None:
+        super().__setitem__(path, digest)
+        self.on_shard(path, digest)
+
+
+def _confirmed(api: Any, repo_id: str, uploaded: dict[str, dict[str, Any]]) -> set[str]:
+    """The shards of ``uploaded`` whose content the server holds (LFS batch: no upload action needed)."""
+    from huggingface_hub.lfs import UploadInfo, post_lfs_batch_info
+
+    if not uploaded:
+        return set()
+    infos = [UploadInfo(size=int(v["size"]), sample=b"", sha256=bytes.fromhex(v["sha256"])) for v in uploaded.values()]
+    actions, errors, _ = post_lfs_batch_info(infos, api.token, "model", repo_id, endpoint=api.endpoint,
+                                             headers=api._build_hf_headers())
+    missing = {a["oid"] for a in actions if a.get("actions")} | {e["oid"] for e in errors}
+    return {name for name, v in uploaded.items() if v["sha256"] not in missing}
+
+
+def stream_apply(job: RemoteMergeJob, plan: MergePlan, repo: str, *, private: bool | None, revision: str | None,
+                 commit_message: str | None, progress: bool) -> Any:
+    """Merge, pre-upload and commit ``job``'s single output to ``repo`` (see the module docstring).
+
+    Returns:
+        the :class:`~perta_hub.hub.publish.PushResult` of the commit.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import get_token
+
+    from perta_hub.hub.publish import resolve_private
+
+    if len(job.folders) != 1:
+        raise InputError("--stream writes one output; give one --alpha")
+    repo_id, at_revision = split_repo_id(repo)
+    branch = revision or at_revision or "main"
+    token = get_token()
+    if not token:
+        raise HubError(f"pushing to {repo_id} needs a Hugging Face token with write access: set HF_TOKEN or run "
+                       "`hf auth login`")
+    api = HfApi(token=token)
+    out = OutputFolder(job.folders[0], job.run_ids[0], job.local_inputs())
+    with _hub_errors(repo_id, branch, "pushing to"):
+        url = str(api.create_repo(repo_id, private=resolve_private(out.path, private), exist_ok=True))
+        if branch != "main" and not branch.startswith("refs/pr/"):
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+    state_path = job.staging / STATE
+    state: dict[str, Any] = {"repo_id": repo_id, "run_id": job.run_ids[0], "uploaded": {}}
+    if state_path.is_file():
+        previous = json.loads(state_path.read_text())
+        if previous.get("repo_id") == repo_id and previous.get("run_id") == job.run_ids[0]:
+            state["uploaded"] = previous.get("uploaded", {})
+    with claimed([out], plan.stream_disk_bound()) as pending:
+        if not pending and not state["uploaded"]:
+            return _already_pushed(api, out.path, repo_id, branch, url)
+        done = _confirmed(api, repo_id, state["uploaded"])
+        state["uploaded"] = {k: v for k, v in state["uploaded"].items() if k in done}
+        if pending:
+            _merge_and_upload(job, plan, api, repo_id, branch, out, state, done, progress)
+    result = _commit(plan, api, repo_id, branch, out.path, state, commit_message, url)
+    shutil.rmtree(job.staging, ignore_errors=True)
+    return result
+
+
+def _already_pushed(api: Any, folder: Path, repo_id: str, branch: str, url: str) -> Any:
+    """A finished streaming run re-run: its recorded commit, if it was published to this repo and branch."""
+    from perta_hub.hub.publish import PushResult, _recorded_commit
+
+    commit = _recorded_commit(folder, repo_id, branch)
+    if commit is None:
+        raise InputError(f"{folder} holds a finished output that was not streamed to {repo_id}; push it with "
+                         f"`perta-hub push {folder} {repo_id}`")
+    head = api.repo_info(repo_id, revision=branch).sha
+    return PushResult(repo_id, commit, head, branch, url, api.repo_info(repo_id).private, None, False, (), ())
+
+
+def _merge_and_upload(job: RemoteMergeJob, plan: MergePlan, api: Any, repo_id: str, branch: str, out: OutputFolder,
+                      state: dict[str, Any], done: set[str], progress: bool) -> None:
+    folder = out.path
+    job.staging.mkdir(parents=True, exist_ok=True)
+    write_atomic(job.staging / STATE, json.dumps(state, indent=2) + "\n")
+    for stale in folder.glob("*.safetensors"):  # shards of an interrupted run not confirmed uploaded
+        if stale.name not in done:
+            stale.unlink()
+    started = time.perf_counter()
+    job.started()
+    pipeline = _Pipeline(plan, api, repo_id, branch, folder, job.staging / STATE, state, done)
+    shards = [plan.shards[k] for k in pipeline.todo]
+    stream = job.streams()[0]
+    with pipeline:
+        stream_shards(shards, [Output(folder, SHARD_METADATA)], stream.prefix, lambda n: pipeline.load(job, n),
+                      stream.combine, desc=f"{stream.desc}, streamed", progress=progress,
+                      digests=_Digests(pipeline.finished), recycle=stream.recycle, held_bytes=stream.held_bytes)
+    wall = time.perf_counter() - started
+    stats = pipeline.stats
+    save_rates(download=stats["download_bytes"] / stats["download_s"] if stats["download_s"] else 0,
+               upload=stats["upload_bytes"] / stats["upload_s"] if stats["upload_s"] else 0,
+               merge=sum(s.data_size for s in shards) / wall if wall else 0)
+    write_atomic(folder / f"{stream.prefix}.safetensors.index.json", index_json(plan.shards))
+    job.finish_folder(0, folder)
+    record, card = job.record(0, folder)
+    files = {name: v["sha256"] for name, v in state["uploaded"].items()}
+    for path in folder.iterdir():
+        if path.is_file() and not path.name.startswith(".") and path.name not in ("README.md", CONFIG_NAME):
+            files.setdefault(path.name, file_sha256(path))
+    record = dataclasses.replace(record, files=dict(sorted(files.items())), mode="stream")
+    out.finish(record, card)
+    job.close()
+
+
+def _commit(plan: MergePlan, api: Any, repo_id: str, branch: str, folder: Path, state: dict[str, Any],
+            commit_message: str | None, url: str) -> Any:
+    """One commit of every shard (pre-uploaded), the index, side files, card and record; then the record commit."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub.lfs import UploadInfo
+
+    from perta_hub.hub.allowlist import plan_upload
+    from perta_hub.hub.publish import (
+        STALE_PATTERNS,
+        PushResult,
+        _command_of,
+        _record_publication,
+        default_commit_message,
+        folder_kind,
+    )
+
+    missing = [s.filename for s in plan.shards if s.filename not in state["uploaded"]]
+    if missing:
+        raise HubError(f"{len(missing)} shard(s) of {folder} were not uploaded ({missing[0]}...); re-run the same "
+                       "command to finish")
+    shard_names = [s.filename for s in plan.shards]  # uploaded already, no longer on disk
+    upload = tuple(sorted(set(plan_upload(folder, folder_kind(folder)).upload) | set(shard_names)))
+    ops: list[Any] = []
+    for name in upload:
+        if name in state["uploaded"]:
+            info = state["uploaded"][name]
+            op = CommitOperationAdd(path_in_repo=name, path_or_fileobj=b"")
+            op.upload_info = UploadInfo(size=int(info["size"]), sample=b"", sha256=bytes.fromhex(info["sha256"]))
+            op._upload_mode, op._is_uploaded = "lfs", True
+            ops.append(op)
+        else:
+            ops.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)))
+    with _hub_errors(repo_id, branch, "pushing to"):
+        head_before = api.repo_info(repo_id, revision=branch).sha
+        remote = api.list_repo_files(repo_id, revision=branch)
+        ops += [CommitOperationDelete(path_in_repo=p) for p in remote if p not in upload
+                and any(fnmatch.fnmatch(p.rsplit("/", 1)[-1], pat) for pat in STALE_PATTERNS)]
+        commit = api.create_commit(repo_id, ops, commit_message=commit_message or default_commit_message(folder),
+                                   commit_description=_command_of(folder), revision=branch, parent_commit=head_before)
+        data_commit = commit.oid
+        head = data_commit
+        recorded = _record_publication(folder, repo_id, branch, data_commit, url)
+        if recorded:
+            record_ops = [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(folder / n)) for n in recorded]
+            head = api.create_commit(repo_id, record_ops, commit_message=f"Record the published commit "
+                                     f"{data_commit[:12]}", revision=branch).oid
+        private = api.repo_info(repo_id).private
+    return PushResult(repo_id, data_commit, head, branch, url, private, None, data_commit != head_before, (), ())
