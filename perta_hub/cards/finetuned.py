@@ -48,7 +48,7 @@ perta-hub task-vector --base {base.get("source")} --finetuned THIS_REPO -o task-
 
 ## Base model
 
-- `{base.get("source")}` at `{base.get("revision")}`
+- base: `{base.get("source")}` at `{base.get("revision")}`
 
 ## Data
 

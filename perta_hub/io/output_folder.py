@@ -11,6 +11,7 @@ left untouched by a re-run (no file rewritten).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import fcntl
 import hashlib
@@ -24,6 +25,7 @@ from typing import Any
 
 from perta_hub.errors import OutputError, PertaError
 from perta_hub.io.atomic import write_atomic
+from perta_hub.io.fingerprint import file_sha256
 from perta_hub.records import CONFIG_NAME, Record, read_record
 from perta_hub.runtime.invocation import current_command  # noqa: F401 (the CLI sets it; callers import it here)
 
@@ -178,8 +180,10 @@ class OutputFolder:
             for item in self.path.iterdir():
                 shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
 
-    def finish(self, record: Any, card: Any | None) -> None:
-        """Write the card and ``perta_config.json`` (``record.to_json()``), then drop the run marker."""
+    def finish(self, record: Any, card: Any | None, digests: dict[Path, str] | None = None) -> None:
+        """Write the card and ``perta_config.json`` (``record`` with the sha256 of every file written, see
+        :func:`output_files`), then drop the run marker."""
+        record = dataclasses.replace(record, files=output_files(self.path, digests or {}))
         if card is not None:
             write_atomic(self.path / "README.md", str(card))
         write_atomic(self.path / CONFIG_NAME, record.to_json())
@@ -211,6 +215,14 @@ def claimed(folders: Sequence[OutputFolder], needed_bytes: int = 0) -> Iterator[
             if not folder.claim(needed_bytes):
                 pending.append(folder)
         yield pending
+
+
+def output_files(folder: Path, digests: dict[Path, str]) -> dict[str, str]:
+    """sha256 of every file of a written folder but its card and record, by name in name order (recursing into
+    folders such as a LoRA ``adapter/``): from ``digests`` (shards hashed while written) or the hash cache."""
+    return {str(path.relative_to(folder)): digests.get(path) or file_sha256(path) for path in sorted(folder.rglob("*"))
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+            and path.relative_to(folder).as_posix() not in ("README.md", CONFIG_NAME)}
 
 
 def check_writable(path: Path, what: str = "-o") -> None:

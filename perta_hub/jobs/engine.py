@@ -9,18 +9,16 @@ finishes each folder; a folder that already holds the same run is left untouched
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perta_hub.io.fingerprint import file_sha256
 from perta_hub.io.output_folder import OutputFolder, claimed
 from perta_hub.io.sharding import SHARD_METADATA, TensorSpec, plan_shards
 from perta_hub.io.writer import IN_FLIGHT_BYTES, Output, stream_shards
-from perta_hub.records import CONFIG_NAME, Record
+from perta_hub.records import Record
 
 
 @dataclass
@@ -115,11 +113,5 @@ def _write(job: Job, folders: list[OutputFolder], pending: list[OutputFolder],
     for index, folder in zip(chosen, pending, strict=True):
         job.finish_folder(index, folder.path)
         record, card = job.record(index, folder.path)
-        folder.finish(dataclasses.replace(record, files=output_files(folder.path, digests)), card)
+        folder.finish(record, card, digests)
 
-
-def output_files(folder: Path, digests: dict[Path, str]) -> dict[str, str]:
-    """sha256 of every file of a written folder besides its card and record (shards from ``digests`` or the
-    hash cache; indexes and copied side files hashed here), by file name in name order."""
-    return {path.name: digests.get(path) or file_sha256(path) for path in sorted(folder.iterdir())
-            if path.is_file() and not path.name.startswith(".") and path.name not in ("README.md", CONFIG_NAME)}
