@@ -41,14 +41,7 @@ def file_sha256(path: Path) -> str:
         return str(cache[key])
     with path.open("rb") as fh:
         value = hashlib.file_digest(fh, "sha256").hexdigest()
-    cache[key] = value
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # a read-only home only costs re-hashing next time
+    remember_sha256(path, value)
     return value
 
 
@@ -66,7 +59,7 @@ def remember_sha256(path: Path, value: str) -> None:
         tmp.write_text(json.dumps(cache))
         os.replace(tmp, cache_file)
     except OSError:
-        pass
+        pass  # a read-only home only costs re-hashing next time
 
 
 def content_hash(files: list[Path]) -> str:

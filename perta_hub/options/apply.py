@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perta_hub.options.base import Options, option
-from perta_hub.options.common import DEVICES, FOLDER, allow_pickle, max_shard_size
+from perta_hub.options.common import DEVICES, FOLDER, allow_pickle, eps_option, lam_option, max_shard_size, p_option
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,9 @@ class ApplyOptions(Options):
         help="Scale of the subtracted vector (a number). Repeat for a sweep: one output per alpha in OUT/alpha-A/.")
     out_dir: str | None = option("-o", "--output", type=FOLDER, required=True,
                                  help="Output folder: a complete transformers checkpoint (or one per alpha).")
-    p: float | None = option("--p", type=float,
-                             help="Exponent p in w = I_f^p / (I_f^p + lam I_r^p + eps) [default: the weight map's, 1].")
-    lam: float | None = option("--lam", type=float, help="Retention weight lam [default: the weight map's, 1].")
-    eps: float | None = option("--eps", type=float,
-                               help="Stabiliser eps, in importance units [default: the weight map's].")
+    p: float | None = p_option()
+    lam: float | None = lam_option()
+    eps: float | None = eps_option()
     device: str = option("--device", type=DEVICES, default="auto",
                          help="Where the fp32 math runs; auto picks cuda when a GPU is visible.")
     max_shard_size: int | str = max_shard_size("output")

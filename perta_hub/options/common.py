@@ -56,3 +56,20 @@ class OutputOptions(Options):
 
 
 OUTPUT = OutputOptions()
+
+
+
+def p_option() -> Any:
+    """``--p``: the exponent of the weight map's ``w`` combination (default: the map's own)."""
+    return option("--p", type=float,
+                  help="Exponent p in w = I_f^p / (I_f^p + lam I_r^p + eps) [default: the weight map's, 1].")
+
+
+def lam_option() -> Any:
+    """``--lam``: the retention weight of the ``w`` combination (default: the map's own)."""
+    return option("--lam", type=float, help="Retention weight lam [default: the weight map's, 1].")
+
+
+def eps_option() -> Any:
+    """``--eps``: the stabiliser of the ``w`` combination, in importance units (default: the map's own)."""
+    return option("--eps", type=float, help="Stabiliser eps, in importance units [default: the weight map's].")

@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perta_hub.options.base import Choice, Options, Range, option
-from perta_hub.options.common import DEVICES, FILE, FOLDER, allow_pickle, data_dir, max_shard_size
+from perta_hub.options.common import (
+    DEVICES,
+    FILE,
+    FOLDER,
+    allow_pickle,
+    data_dir,
+    eps_option,
+    lam_option,
+    max_shard_size,
+    p_option,
+)
 from perta_hub.options.evaluate import FORGET_SPLITS
 
 #: the coarse grid's range when neither --alpha nor --alpha-range is given
@@ -58,11 +68,9 @@ class TuneOptions(Options):
     max_length: int = option("--max-length", type=Range(int, min=2), default=512,
                              help="Tokens per example (prompt + answer); longer ones are cut.")
     data_dir: str | None = data_dir("Folder of <config>.json data files for repo:config specs [default: the Hub].")
-    p: float | None = option("--p", type=float,
-                             help="Exponent p in w = I_f^p / (I_f^p + lam I_r^p + eps) [default: the weight map's, 1].")
-    lam: float | None = option("--lam", type=float, help="Retention weight lam [default: the weight map's, 1].")
-    eps: float | None = option("--eps", type=float,
-                               help="Stabiliser eps, in importance units [default: the weight map's].")
+    p: float | None = p_option()
+    lam: float | None = lam_option()
+    eps: float | None = eps_option()
     device: str = option("--device", type=DEVICES, default="auto",
                          help="Where the model runs and the merge math is done; auto picks cuda when visible.")
     max_shard_size: int | str = max_shard_size("output")
