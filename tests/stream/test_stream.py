@@ -129,3 +129,41 @@ def test_broken_download_resumes(hub: HubServer, published: Published, tmp_path:
         second = run_cli(*apply_args(published, tmp_path / "out", "--push", "user/out", "--stream"))
         assert second.exit_code == 0, second.output
     assert any(k.endswith(".safetensors") for k in hub.files("user/out"))
+
+
+def test_stream_fits_a_disk_smaller_than_the_output(hub: HubServer, make_model: Any, tmp_path: Path) -> None:
+    """The output folder (and the inputs staged beside it) on a tmpfs smaller than the output: the stream fits."""
+    import subprocess
+
+    import pytest
+
+    from perta_hub.hub.publish import push_folder
+    from perta_hub.hub.remote_apply import header_job
+    from perta_hub.merge.task_vector import task_vector
+
+    shape = dict(dtype="bfloat16", max_shard_size="40KB", hidden_size=64, intermediate_size=128, num_hidden_layers=8)
+    target, tuned = make_model("target", seed=0, **shape), make_model("tuned", seed=1, **shape)
+    push_folder(target, "user/big")
+    push_folder(task_vector(target, tuned, tmp_path / "tv", dtype="bfloat16", max_shard_size="40KB", progress=False),
+                "user/big-tv")
+    args = ["apply", "user/big", "--task-vector", "user/big-tv", "--alpha", "1", "--max-shard-size", "40KB"]
+    with header_job("user/big", "user/big-tv", weights=None, alphas=["1"], out_dir=tmp_path / "x", p=None, lam=None,
+                    eps=None, device="cpu", max_shard_size="40KB", allow_pickle=False) as (_, plan):
+        bound, output = plan.stream_disk_bound(), plan.output_bytes
+    small = [v for r in ("user/big", "user/big-tv") for k, v in hub.files(r).items() if not k.endswith(".safetensors")]
+    pages = sum(-(-len(v) // 4096) * 4096 for v in small) + 4096 * 16  # JSON and tokenizer files, folders
+    quota = (bound * 5 // 4 + 2 * pages) // 4096 * 4096
+    assert quota < output, (quota, bound, output)
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={quota}", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        result = run_cli(*args, "-o", str(disk / "out"), "--push", "user/small", "--stream")
+        assert result.exit_code == 0, result.output
+        pushed = sum(len(v) for k, v in hub.files("user/small").items() if k.endswith(".safetensors"))
+        assert pushed == output > quota
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
