@@ -294,6 +294,9 @@ class FinetunedModelRecord(Record):
     """A model fine-tuned on question/answer data (the privacy-tuned model a task vector is made from)."""
 
     kind: ClassVar[str] = "finetuned_model"
+    #: ``forget``: fine-tuned on the forget data by ``task-vector MODEL --forget`` (private by default on push);
+    #: ``training``: any other fine-tune (a target, a retain model); unset in older records (treated as forget)
+    data_role: Literal["forget", "training"]
     base: Source
     base_config: Json
     num_parameters: int

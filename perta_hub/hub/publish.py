@@ -85,18 +85,31 @@ def folder_kind(folder: str | Path) -> str | None:
         return None
 
 
+def forget_derived(folder: str | Path) -> bool:
+    """Whether the folder is derived from the forget data: a task vector, a weight map, or a model fine-tuned
+    on the forget data (``data_role`` ``forget``, or unset in an older record); a target or retain model
+    ``finetune`` trained (``data_role`` ``training``) is not."""
+    kind = folder_kind(folder)
+    if kind != "finetuned_model":
+        return kind in PRIVATE_KINDS
+    try:
+        return json.loads((Path(folder) / CONFIG_NAME).read_text()).get("data_role", "forget") == "forget"
+    except ValueError:
+        return True
+
+
 def resolve_private(folder: str | Path, private: bool | None) -> bool | None:
     """Visibility of a new repo: task vectors and weight maps are private unless ``private=False``
     (``--public``); other folders follow ``private`` (None leaves it to the Hub's default, public)."""
-    if folder_kind(folder) in PRIVATE_KINDS:
+    if forget_derived(folder):
         return private is not False
     return private
 
 
 def public_artifact_warning(folder: str | Path, repo_id: str, private: bool | None) -> str | None:
     """The warning to print once when a task vector or weight map is pushed public, else None."""
-    kind = folder_kind(folder)
-    if kind in PRIVATE_KINDS and private is False:
+    kind = str(folder_kind(folder))
+    if forget_derived(folder) and private is False:
         return (f"Warning: {repo_id} will be public, but this {kind.replace('_', ' ')} is derived from the forget "
                 "data and can reveal it; push without --public to keep it private.")
     return None
@@ -193,7 +206,7 @@ def publish(
     with _hub_errors(repo_id, revision, "pushing to"):
         url = str(api.create_repo(repo_id, private=visibility, exist_ok=True))
         info = api.repo_info(repo_id)
-        if folder_kind(folder) in PRIVATE_KINDS and not info.private and private is not False:
+        if forget_derived(folder) and not info.private and private is not False:
             raise HubError(f"{repo_id} exists and is public, but a {str(folder_kind(folder)).replace('_', ' ')} is "
                            "private by default (it is derived from the forget data): make the repo private, push "
                            "to another repo, or pass --public to publish it there anyway")

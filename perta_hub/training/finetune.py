@@ -30,6 +30,7 @@ from perta_hub.records import FinetunedModelRecord, read_record
 from perta_hub.runtime.devices import resolve_device
 from perta_hub.runtime.distributed import SINGLE_CPU_PROCESS_NOTE, single_process_cpu_launch
 from perta_hub.training.options import TrainingOptions, plan_steps, resolve_options
+from perta_hub.training.saving import resolve_save_dtype, save_model
 
 KIND = "finetuned_model"
 
@@ -42,7 +43,7 @@ class FinetuneResult:
         out_dir: the model folder.
         num_examples, num_answer_tokens: the encoded training data.
         steps: optimizer steps taken; effective_batch: examples per step over all processes.
-        train_loss: mean training loss over the run (nats per answer token).
+        train_loss: the last epoch's mean training loss (nats per answer token).
         tokens: non-padding tokens processed (all processes, all epochs).
         train_seconds: Trainer time; tokens_per_second = tokens / train_seconds.
         seconds: wall time of the whole call (loading, training, saving).
@@ -71,7 +72,7 @@ class FinetuneResult:
         if self.reused:
             return f"finetune: {self.out_dir} already holds this run; nothing trained"
         return (f"finetune: {self.steps} steps (effective batch {self.effective_batch}) on {self.num_examples} "
-                f"examples in {self.train_seconds:.1f} s, {self.tokens_per_second:.0f} tokens/s, final mean loss "
+                f"examples in {self.train_seconds:.1f} s, {self.tokens_per_second:.0f} tokens/s, last-epoch loss "
                 f"{self.train_loss:.4f}, peak memory {self.peak_memory_bytes / 2**30:.2f} GiB "
                 f"({self.peak_memory_kind}); model in {self.out_dir}")
 
@@ -157,6 +158,7 @@ def prepare(model: str | Path, data: str, opts: TrainingOptions, *, max_shard_si
         "total_steps": plan["total_steps"], "max_steps": opts.max_steps, "max_length": opts.max_length,
         "seed": opts.seed, "train_dtype": train_dtype, "bf16_autocast": bf16_autocast,
         "gradient_checkpointing": opts.gradient_checkpointing, "lora_rank": opts.lora_rank,
+        "save_dtype": resolve_save_dtype(opts.save_dtype, ckpt),
     }
     if opts.lora_rank is not None:
         recipe.update(lora_alpha=float(opts.lora_alpha if opts.lora_alpha is not None else 2 * opts.lora_rank),
@@ -178,6 +180,7 @@ def finetune(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     replace_other_run: bool = False,
+    data_role: str = "training",
     **overrides: Any,
 ) -> FinetuneResult:
     """Fine-tune ``model`` on the QA ``data`` and save a transformers checkpoint in ``out_dir``.
@@ -197,6 +200,8 @@ def finetune(
         echo: where status lines go (default: stderr on the main process).
         replace_other_run: delete ``out_dir`` when it holds an earlier perta-hub run with other inputs
             (for scratch folders; a folder holding anything else is still refused).
+        data_role: ``training`` (the card says what was trained on what) or ``forget`` (``task-vector
+            --forget``: the forget-data card and the private default on push).
     Returns:
         :class:`FinetuneResult`.
     """
@@ -213,6 +218,7 @@ def finetune(
                                                              prep.recipe, prep.run_id)
 
     from perta_hub.cards.finetuned import finetuned_card
+    from perta_hub.cards.trained import trained_card
     from perta_hub.io.compat import architecture
     from perta_hub.io.output_folder import FolderState, OutputFolder, copy_side_files, current_command
     from perta_hub.runtime.memory import peak_memory
@@ -251,7 +257,10 @@ def finetune(
         seconds = float(train_output.metrics.get("train_runtime", 0.0))
         history = [{"step": h["step"], "epoch": round(float(h["epoch"]), 4), "loss": h["loss"]}
                    for h in trainer.state.log_history if "loss" in h]
-        results = {"train_loss": float(train_output.training_loss), "steps": int(trainer.state.global_step),
+        # the last epoch's mean loss (the Trainer logs once per epoch); the mean over the whole run beside it
+        last = float(history[-1]["loss"]) if history else float(train_output.training_loss)
+        results = {"train_loss": last, "train_loss_mean_over_run": float(train_output.training_loss),
+                   "steps": int(trainer.state.global_step),
                    "tokens": tokens, "train_seconds": seconds,
                    "tokens_per_second": tokens / seconds if seconds > 0 else 0.0, "loss_history": history,
                    "device": device, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind}
@@ -260,11 +269,13 @@ def finetune(
             net = trainer.accelerator.unwrap_model(trainer.model)
             lora_info = None
             if opts.lora_rank is not None:
-                lora_info = save_lora(net, state_dict, ckpt.root, str(model), out, train_dtype, max_shard_size)
+                lora_info = save_lora(net, state_dict, ckpt.root, str(model), out, recipe["save_dtype"],
+                                      max_shard_size)
             else:
                 net.config.use_cache = use_cache
-                net.save_pretrained(out, state_dict=state_dict, max_shard_size=max_shard_size)
+                save_model(net, state_dict, out, recipe["save_dtype"], max_shard_size)
             record = FinetunedModelRecord.build({
+                "data_role": data_role,
                 "command": current_command(),
                 "base": ckpt.provenance(),
                 "base_config": architecture(ckpt.config),
@@ -278,7 +289,8 @@ def finetune(
                             "peft": _version("peft") if opts.lora_rank else None},
                 "run_id": run_id,
             })
-            folder.finish(record, finetuned_card(record.to_dict()))
+            card = finetuned_card if data_role == "forget" else trained_card
+            folder.finish(record, card(record.to_dict()))
         del state_dict
     state.wait_for_everyone()
     ckpt.close()

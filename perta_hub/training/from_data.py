@@ -77,7 +77,7 @@ def task_vector_from_data(
                                     existing.training or {}, time.perf_counter() - start, prep.is_main)
         return (out if prep.is_main else None), result
     result = finetune(model, forget, ft_dir, options=opts, max_shard_size=max_shard_size, allow_pickle=allow_pickle,
-                      progress=progress, echo=echo, replace_other_run=not keep)
+                      progress=progress, echo=echo, replace_other_run=not keep, data_role="forget")
     if not result.is_main:
         return None, result
     tuned_record = folder_record(ft_dir)

@@ -38,6 +38,8 @@ class TrainingOptions:
         train_dtype: weights' dtype during training: ``auto`` = bfloat16 on GPU (bf16 weights, gradients
             and AdamW states, as the TOFU recipe), float32 on CPU; ``float32`` on GPU trains fp32 weights
             under bf16 autocast (mixed precision, 2x the memory).
+        save_dtype: dtype of the saved weights: ``auto`` = the base model's own (float32 training on a CPU
+            does not turn a bf16 model into a float32 one).
         optim: TrainingArguments optimizer name (``adamw_torch``); ``adamw_bnb_8bit``,
             ``paged_adamw_8bit``... need bitsandbytes (an optional extra).
         max_steps: stop after this many optimizer steps (overrides ``epochs``; None = by epochs).
@@ -78,6 +80,10 @@ class TrainingOptions:
         "--train-dtype", type=Choice(TRAIN_DTYPES), default="auto",
         help="Weights' dtype while training: auto = bfloat16 on GPU (bf16 weights, gradients and AdamW "
              "states), float32 on CPU; float32 on GPU = mixed precision (bf16 autocast, 2x memory).")
+    save_dtype: str = option(
+        "--save-dtype", type=Choice(("auto", "float32", "bfloat16", "float16")), default="auto",
+        help="dtype of the saved weights: auto = the base model's (a bf16 model stays bf16 whatever it was "
+             "trained in).")
     optim: str = option("--optim", default="adamw_torch",
                         help="transformers optimizer name; adamw_bnb_8bit / paged_adamw_8bit need the optional "
                              "bitsandbytes package.")

@@ -160,7 +160,8 @@ def train(root: Path, source: str, encoded: Sequence[Any], pad_token_id: int, op
 
 def save_lora(net: Any, state_dict: dict[str, Any], root: Path, source: str, out: Path, train_dtype: str,
                max_shard_size: int | str) -> dict[str, Any]:
-    """Save the adapter in ``out/adapter`` and the base with the adapter merged in ``out``."""
+    """Save the adapter in ``out/adapter`` and the base with the adapter merged in ``out``, in ``train_dtype``
+    (the caller passes the saved dtype: the base's unless asked)."""
     import torch
     from peft import PeftModel
 
@@ -171,7 +172,9 @@ def save_lora(net: Any, state_dict: dict[str, Any], root: Path, source: str, out
     lora = read_adapter(adapter_dir)
     base = load_causal_lm(root, source, getattr(torch, train_dtype))
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    merged.save_pretrained(out, max_shard_size=max_shard_size)
+    from perta_hub.training.saving import save_model
+
+    save_model(merged, merged.state_dict(), out, train_dtype, max_shard_size)
     return {"rank": lora.rank, "alpha": float(lora.config["lora_alpha"]), "scaling": lora.scaling,
             "target_modules": lora.config.get("target_modules"), "num_adapted_tensors": len(lora.pairs),
             "adapter": ADAPTER_DIR, "merged": True}

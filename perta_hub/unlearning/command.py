@@ -22,6 +22,7 @@ from perta_hub.errors import DataError, OutputError
 from perta_hub.io.output_folder import refuse_unusable
 from perta_hub.records import UnlearnedModelRecord, read_record
 from perta_hub.training.options import TrainingOptions, plan_steps
+from perta_hub.training.saving import resolve_save_dtype, save_model
 from perta_hub.unlearning.options import METHOD_NAMES, check_method, resolve_unlearn_options
 
 KIND = "unlearned_model"
@@ -81,17 +82,6 @@ def _encode(tokenizer: Any, spec: str, opts: TrainingOptions, role: str) -> tupl
             "answer_field": opts.answer_field, "num_rows": len(rows), "num_examples": len(encoded),
             "num_answer_tokens": encoded.num_answer_tokens, "sha256": _data_sha256(encoded)}
     return encoded, info
-
-
-def _base_dtype(ckpt: Any) -> str:
-    """The dtype of the model's floating-point weights (what the output is saved in)."""
-    import torch
-
-    for name in ckpt.names:
-        dtype = ckpt.dtype(name)
-        if dtype.is_floating_point:
-            return str(dtype).removeprefix("torch.")
-    return str(torch.float32).removeprefix("torch.")
 
 
 def unlearn(
@@ -158,7 +148,7 @@ def unlearn(
                                                               if retain_enc is not None else ""))
     plan = plan_steps(len(forget_enc), opts, state.num_processes)
     train_dtype = opts.train_dtype if opts.train_dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    save_dtype = _base_dtype(ckpt)
+    save_dtype = resolve_save_dtype(opts.save_dtype, ckpt)
     bf16_autocast = device == "cuda"
     hyper = {"method": method, "method_name": METHOD_NAMES[method], "gamma": gamma if method != "ga" else None,
              "beta": beta if method == "npo" else None, "retain_weight": weight,
@@ -223,10 +213,7 @@ def unlearn(
             copy_side_files(ckpt.root, out)
             net = trainer.accelerator.unwrap_model(trainer.model)
             net.config.use_cache = use_cache
-            dtype = getattr(torch, save_dtype)
-            state_dict = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state_dict.items()}
-            net.to(dtype)
-            net.save_pretrained(out, state_dict=state_dict, max_shard_size=max_shard_size)
+            save_model(net, state_dict, out, save_dtype, max_shard_size)
             record = UnlearnedModelRecord.build({
                 "command": current_command(), "method": method, "target": ckpt.provenance(),
                 "target_config": architecture(ckpt.config), "num_parameters": ckpt.num_parameters,

@@ -110,7 +110,13 @@ def test_finetune_lowers_the_forget_loss_and_reloads(tmp_path, make_model, forge
     losses = [h["loss"] for h in cfg["results"]["loss_history"]]
     assert len(losses) == 5 and losses[-1] < losses[0]
     card = (out / "README.md").read_text()
-    assert "library_name: transformers" in card and "Privacy note" in card and "| `lr` | `0.003` |" in card
+    assert "library_name: transformers" in card and "| `lr` | `0.003` |" in card
+    # what was trained on what: no forget-data wording or privacy default for a plain fine-tune (issue 13)
+    assert cfg["data_role"] == "training" and "# Fine-tuned model" in card and "Data note" in card
+    assert "Forget-set" not in card and "task-vector THIS_REPO --forget" in card
+    # the last epoch's loss, and the base's dtype (float32 here), every weight file with the same mode
+    assert cfg["results"]["train_loss"] == losses[-1] and cfg["training"]["save_dtype"] == "float32"
+    assert len({p.stat().st_mode for p in out.glob("model*.safetensors*")}) == 1
     from perta_hub.cards.render import check_card, find_forget_examples
 
     assert check_card(card) == []
@@ -139,6 +145,11 @@ def test_task_vector_from_forget_data_is_finetuned_minus_base(tmp_path, make_mod
         torch.testing.assert_close(tau[name], f[name] - b[name], rtol=0, atol=0)
     assert any(float(t.abs().max()) > 0 for t in tau.values())
 
+    # the model task-vector fine-tuned on the forget data says so, and is private by default on push
+    assert _config(kept)["data_role"] == "forget" and "Privacy note" in (kept / "README.md").read_text()
+    from perta_hub.hub.publish import resolve_private
+
+    assert resolve_private(kept, None) is True and resolve_private(base, None) is None
     cfg = _config(out)
     assert cfg["kind"] == "task_vector" and cfg["method"] == "full" and cfg["finetuned_kept"] is True
     assert cfg["base"]["source"] == str(base) and cfg["finetuned"]["source"] == str(kept)
