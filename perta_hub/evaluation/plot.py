@@ -1,4 +1,4 @@
-"""The sweep plot: forget quality (log scale) against model utility, one labelled point per model."""
+"""The sweep plot: forget quality (log scale) against model utility, one line per method, labels placed apart."""
 
 from __future__ import annotations
 
@@ -12,36 +12,64 @@ from perta_hub.io.atomic import write_atomic
 
 
 def plot_sweep(results: Sequence[dict[str, Any]], path: str | Path, *, title: str | None = None) -> Path:
-    """Save a PNG (matplotlib, Agg backend) with model utility on x and forget quality on a log y axis.
+    """Save a PNG (matplotlib, Agg backend): model utility on x, forget quality on a log y axis.
 
-    Each point is labelled with ``meta.label`` (method and alpha from ``perta_config.json``, else the
-    folder name). Models without a forget quality are left out; none at all is an error. The file is
-    written atomically (never half-written).
+    Points are grouped by method (``meta.method``, read from each folder's ``perta_config.json``): one line
+    per method, ordered by alpha (or by the ``lr=..,ep=..`` setting of an ``unlearn`` model), the method in
+    the legend and the alpha (or setting) beside each point; models without a method (a target, a fine-tuned
+    model) are single labelled stars. A retain model evaluated as the reference (no forget quality) is a
+    dashed vertical line at its utility when its result is passed. Labels never overlap
+    (:func:`place_labels`). Models without a forget quality are otherwise left out; none at all is an
+    error. The file is written atomically (never half-written).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(r["meta"].get("label", r["meta"].get("model")), r["model_utility"]["agg_value"],
-               r["forget_quality"]["agg_value"]) for r in results
-              if r.get("forget_quality", {}).get("agg_value") is not None]
-    if not points:
-        raise InputError("the plot needs forget quality: pass --retain-logs FILE or --retain-model M")
     tiny = 1e-300  # a p-value of exactly 0 cannot sit on a log axis
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    for label, mu, fq in points:
-        ax.scatter([mu], [max(fq, tiny)], s=36)
-        ax.annotate(str(label), (mu, max(fq, tiny)), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    scored = [r for r in results if r.get("forget_quality", {}).get("agg_value") is not None]
+    if not scored:
+        raise InputError("the plot needs forget quality: pass --retain-logs FILE or --retain-model M")
+    fig, ax = plt.subplots(figsize=(7.2, 5.4), dpi=120)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    singles = []
+    for r in scored:
+        method = r["meta"].get("method")
+        (groups.setdefault(str(method), []) if method is not None else singles).append(r)
+    labels: list[tuple[float, float, str]] = []
+    markers = "osv^DP<>Xh"
+    for k, (method, members) in enumerate(sorted(groups.items())):
+        members.sort(key=lambda r: (r["meta"].get("alpha") if r["meta"].get("alpha") is not None else 0.0,
+                                    str(r["meta"].get("setting") or "")))
+        xs = [r["model_utility"]["agg_value"] for r in members]
+        ys = [max(r["forget_quality"]["agg_value"], tiny) for r in members]
+        ax.plot(xs, ys, marker=markers[k % len(markers)], label=method)
+        for r, x, y in zip(members, xs, ys, strict=True):
+            meta = r["meta"]
+            text = f"{meta['alpha']:g}" if meta.get("alpha") is not None else str(meta.get("setting") or "")
+            labels.append((x, y, text))
+    for r in singles:
+        x, y = r["model_utility"]["agg_value"], max(r["forget_quality"]["agg_value"], tiny)
+        ax.scatter([x], [y], marker="*", s=110, zorder=3)
+        labels.append((x, y, str(r["meta"].get("label", r["meta"].get("model")))))
+    for r in results:
+        if r.get("forget_quality", {}).get("agg_value") is None and r.get("model_utility"):
+            ax.axvline(r["model_utility"]["agg_value"], color="gray", linestyle="--", linewidth=1,
+                       label=f"reference ({r['meta'].get('label', 'retain')})")
+    xs_all = [x for x, _, _ in labels]
     ax.set_yscale("log")
-    ax.set_xlim(0.0, max(0.1, 1.1 * max(mu for _, mu, _ in points)))
+    ax.set_xlim(0.0, max(0.1, 1.15 * max(xs_all)))
     ax.set_xlabel("model utility (harmonic mean of 9)")
     ax.set_ylabel("forget quality (KS p-value, log scale)")
     split = results[0]["meta"].get("forget_split", "")
-    ax.set_title(title or f"TOFU {split}: forget quality vs model utility")
+    ax.set_title(title or f"TOFU {split}: forget quality vs model utility (labels: alpha / setting)")
     ax.grid(True, which="both", alpha=0.3)
+    if groups or any(r.get("forget_quality", {}).get("agg_value") is None for r in results):
+        ax.legend(fontsize=8)
     out = Path(path).expanduser()
     fig.tight_layout()
+    place_labels(ax, labels, fontsize=7)
     buf = io.BytesIO()
     fig.savefig(buf, format=out.suffix[1:].lower() or None)  # the format of the file name, as savefig(out)
     plt.close(fig)

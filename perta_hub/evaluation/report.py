@@ -17,8 +17,15 @@ COLUMNS = (
     ("forget TR", "forget_truth_ratio", "agg_value"),
     ("forget prob", "forget_Q_A_Prob", "agg_value"),
     ("forget ROUGE-L", "forget_Q_A_ROUGE", "agg_value"),
+    ("retain ROUGE-L", "retain_Q_A_ROUGE", "agg_value"),
     ("forget ES", "extraction_strength", "agg_value"),
     ("retain ES", "retain_extraction_strength", "agg_value"),
+)
+# The nine components of model utility (``model_utility.components``), second table: (title, key).
+UTILITY_COLUMNS = (
+    ("retain prob", "retain_Q_A_Prob"), ("retain ROUGE", "retain_Q_A_ROUGE"), ("retain TR", "retain_Truth_Ratio"),
+    ("ra prob", "ra_Q_A_Prob_normalised"), ("ra ROUGE", "ra_Q_A_ROUGE"), ("ra TR", "ra_Truth_Ratio"),
+    ("wf prob", "wf_Q_A_Prob_normalised"), ("wf ROUGE", "wf_Q_A_ROUGE"), ("wf TR", "wf_Truth_Ratio"),
 )
 # The metrics written into a model card: (result key, human name).
 CARD_METRICS = (
@@ -43,19 +50,32 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_table(results: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table, one row per evaluated model, with the headline TOFU numbers."""
-    header = ["model", *(c[0] for c in COLUMNS)]
-    rows = []
-    for res in results:
-        label = res.get("meta", {}).get("label") or res.get("meta", {}).get("model", "?")
-        if res.get("subset"):
-            label += f" (first {res['meta'].get('max_examples')})"
-        rows.append([label, *(_fmt(res.get(key, {}).get(field)) for _, key, field in COLUMNS)])
+def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths,
              strict=True))) for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """Plain-text tables, one row per evaluated model: the headline TOFU numbers (retain ROUGE-L included),
+    then the nine components of model utility (retain, real authors ``ra``, world facts ``wf``)."""
+    labels = []
+    for res in results:
+        label = res.get("meta", {}).get("label") or res.get("meta", {}).get("model", "?")
+        if res.get("subset"):
+            label += f" (first {res['meta'].get('max_examples')})"
+        labels.append(label)
+    rows = [[label, *(_fmt(res.get(key, {}).get(field)) for _, key, field in COLUMNS)]
+            for label, res in zip(labels, results, strict=True)]
+    lines = _aligned(["model", *(c[0] for c in COLUMNS)], rows)
+    parts = [(res.get("model_utility") or {}).get("components") or {} for res in results]
+    if any(parts):
+        lines += ["", "model utility components:"]
+        lines += _aligned(["model", *(c[0] for c in UTILITY_COLUMNS)],
+                          [[label, *(_fmt(part.get(key)) for _, key in UTILITY_COLUMNS)]
+                           for label, part in zip(labels, parts, strict=True)])
     notes = {res["forget_quality"].get("message") for res in results if res["forget_quality"].get("message")}
     return "\n".join(lines + sorted(notes))
 

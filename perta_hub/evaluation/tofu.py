@@ -383,7 +383,7 @@ def run_evaluation(
     check_outputs([("-o", output), ("--plot", plot),
                    ("the retain model's logs", retain_logs_path(output, forget_split) if retain_model else None)],
                   inputs=[retain_logs], overwrite=overwrite)
-    saved_logs = None
+    saved_logs, ref = None, None
     if retain_model is not None:
         say(f"Evaluating the retain model {retain_model} on {forget_split} ...")
         ref = evaluate_tofu(retain_model, forget_split=forget_split, **options)
@@ -405,6 +405,6 @@ def run_evaluation(
     if plot is not None:
         from perta_hub.evaluation.plot import plot_sweep
 
-        plot_path = plot_sweep(results, plot)
+        plot_path = plot_sweep(results + ([{**ref, "forget_quality": {"agg_value": None}}] if ref else []), plot)
     return {"results": results, "table": format_table(results), "output": out_path,
             "retain_logs": saved_logs, "plot": plot_path, "cards": cards}
