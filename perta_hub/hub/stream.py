@@ -94,6 +94,7 @@ class _Pipeline:
                 event.set()
         self.cond = threading.Condition()
         self.reading = -1  # the output shard whose tensors are being read
+        self.finished_count = 0  # output shards written (their inputs deleted)
         self.slots = threading.Semaphore(OUTPUT_SLOTS)
         self.uploads: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
@@ -122,19 +123,23 @@ class _Pipeline:
 
     # -- downloads ---------------------------------------------------------------------------------------
     def _download(self) -> None:
-        for k in self.todo:
-            with self.cond:
-                while k > self.reading + INPUT_AHEAD and not self.stop.is_set():
-                    self.cond.wait(0.5)
-            self._check()
-            for f in self.plan.needs[k]:
-                if f.remote is None or self.ready[f.path].is_set():
-                    continue
+        """Fetch the inputs of each output shard (its files in parallel) once at most ``INPUT_AHEAD`` shards
+        before it are unfinished, so the inputs of ``INPUT_AHEAD + 1`` output shards are on disk at most."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4, thread_name_prefix="perta-fetch") as pool:
+            for i, k in enumerate(self.todo):
+                with self.cond:
+                    while i > self.finished_count + INPUT_AHEAD and not self.stop.is_set():
+                        self.cond.wait(0.5)
+                self._check()
+                missing = [f for f in self.plan.needs[k] if f.remote is not None and not self.ready[f.path].is_set()]
                 start = time.perf_counter()
-                fetch_file(f.remote, f.name, f.path.parent)
+                for f, _ in zip(missing, pool.map(lambda f: fetch_file(f.remote, f.name, f.path.parent), missing),
+                                strict=True):
+                    self.stats["download_bytes"] += f.size
+                    self.ready[f.path].set()
                 self.stats["download_s"] += time.perf_counter() - start
-                self.stats["download_bytes"] += f.size
-                self.ready[f.path].set()
 
     def load(self, job: PerTAMergeJob, name: str) -> Any:
         """``job.load`` once the files of ``name`` are local; takes an output slot at each new shard."""
@@ -159,6 +164,9 @@ class _Pipeline:
         for file, last in self.last_use.items():
             if last <= k and self.plan.files[file].remote is not None:
                 file.unlink(missing_ok=True)
+        with self.cond:
+            self.finished_count += 1
+            self.cond.notify_all()
         self.uploads.put((path, digest))
 
     def _upload(self) -> None:
@@ -313,7 +321,8 @@ def _merge_and_upload(job: RemoteMergeJob, plan: MergePlan, api: Any, repo_id: s
         if path.is_file() and not path.name.startswith(".") and path.name not in ("README.md", CONFIG_NAME):
             files.setdefault(path.name, file_sha256(path))
     record = dataclasses.replace(record, files=dict(sorted(files.items())), mode="stream")
-    out.finish(record, card)
+    out.finish(record, card)  # hashes the files on disk; the uploaded shards are no longer there:
+    write_atomic(folder / CONFIG_NAME, record.to_json())  # the record lists them too (hashed while written)
     job.close()
 
 
