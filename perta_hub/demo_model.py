@@ -68,8 +68,8 @@ class ModelDemoConfig:
 MODEL_DEFAULT = ModelDemoConfig(
     retain_authors=1, forget_split="forget01", memorise_epochs=2, memorise_lr=1e-4, forget_epochs=1,
     forget_lr=1e-4, alphas=(1.0, 2.0, 4.0),
-    gradient_grid={"ga": ((5e-5, 1.0),), "gd": ((5e-5, 1.0),), "npo": ((1e-4, 1.0),)},
-    eval_examples=20, eval_batch_size=20, max_new_tokens=48)
+    gradient_grid={"npo": ((1e-4, 1.0),), "ga": ((5e-5, 1.0),), "gd": ((5e-5, 1.0),)},
+    eval_examples=20, eval_batch_size=20, max_new_tokens=32)
 #: ``demo --model M --quick``: two alphas, 10 rows per split
 MODEL_QUICK = ModelDemoConfig(
     retain_authors=1, forget_split="forget01", memorise_epochs=2, memorise_lr=1e-4, forget_epochs=1,
@@ -103,9 +103,12 @@ def write_model_demo_data(folder: Path, cfg: ModelDemoConfig) -> dict[str, Path]
 
 def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
                    echo: Callable[[str], None]) -> dict[str, Any]:
-    """Run the pipeline on ``model`` into ``out`` (finished steps are reused); returns the summary."""
+    """Run the pipeline on ``model`` into ``out`` (finished steps are reused); returns the summary.
+
+    Each model is evaluated as soon as it exists and its result kept in ``out/eval/<name>.json`` (a re-run,
+    or a run stopped part-way, loses no evaluation); the retain model is evaluated first (the reference).
+    """
     from perta_hub.demo import plot_methods, results_markdown, summarise
-    from perta_hub.evaluation import run_evaluation
     from perta_hub.importance.weight_map import compute_weights
     from perta_hub.merge.apply import apply
     from perta_hub.training.finetune import finetune
@@ -126,6 +129,14 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
         echo(f"   {name}: {timings[name]:.1f} s (peak RSS so far {peaks[name]:.2f} GiB)")
         return result
 
+    results: list[dict[str, Any]] = []
+
+    def evaluate(folder: Path, name: str, reference: Path | None) -> dict[str, Any]:
+        result = step(f"evaluate {name}", lambda: evaluate_cached(folder, out / "eval" / f"{name}.json", cfg,
+                                                                  reference, device))
+        results.append(result)
+        return result
+
     train = dict(batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, weight_decay=0.0, device=device,
                  seed=cfg.seed, max_length=cfg.max_length, progress=False, echo=echo)
     data = step("data", lambda: write_model_demo_data(out / "data", cfg))
@@ -134,35 +145,34 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
                   lambda: finetune(model, str(data["target"]), out / "target", **memorise)).out_dir
     retain = step("retain model: fine-tune on the retain authors only",
                   lambda: finetune(model, str(data["retain"]), out / "retain", **memorise)).out_dir
+    evaluate(retain, "retain", None)
+    reference = out / "eval" / "retain.json"
+    evaluate(target, "target", reference)
     tv = step("task vector: fine-tune the target on the forget authors",
               lambda: task_vector_from_data(target, str(data["forget"]), out / "tv", epochs=cfg.forget_epochs,
                                             lr=cfg.forget_lr, warmup=0.0, **train)[0])
-    maps = {}
-    for method in ("grad", "fisher"):
-        maps[method] = step(f"weight map ({method})", lambda m=method: compute_weights(
-            str(target), str(data["forget"]), str(data["retain"]), out / f"wm-{m}", method=m,
-            retain_fraction=cfg.retain_fraction, seed=cfg.seed, device=device, progress=False,
-            echo=lambda *_: None).out_dir)
-    outputs: list[Path] = []
-    for label, weights in (("tv", None), ("perta-grad", maps["grad"]), ("perta-fisher", maps["fisher"])):
-        outputs += step(f"apply {label}", lambda w=weights, lab=label: apply(
+    maps: dict[str, Any] = {"tv": None}
+    for label in ("tv", "perta-fisher", "perta-grad"):
+        if label != "tv":
+            m = label.removeprefix("perta-")
+            maps[label] = step(f"weight map ({m})", lambda m=m: compute_weights(
+                str(target), str(data["forget"]), str(data["retain"]), out / f"wm-{m}", method=m,
+                retain_fraction=cfg.retain_fraction, seed=cfg.seed, device=device, progress=False,
+                echo=lambda *_: None).out_dir)
+        folders = step(f"apply {label}", lambda w=maps[label], lab=label: apply(
             target, tv, weights=w, alphas=list(cfg.alphas), out_dir=out / "unlearned" / lab, device=device,
             progress=False))
+        for alpha, folder in zip(cfg.alphas, folders, strict=True):
+            evaluate(Path(folder), f"{label}-{alpha:g}", reference)
     for method, grid in cfg.gradient_grid.items():
         for lr, epochs in grid:
             name = f"unlearn {method} lr={lr:g} epochs={epochs:g}"
             retain_data = str(data["retain"]) if method in ("gd", "npo") else None
-            outputs.append(step(name, lambda m=method, lr=lr, ep=epochs, rd=retain_data: unlearn(
+            folder = step(name, lambda m=method, lr=lr, ep=epochs, rd=retain_data: unlearn(
                 target, str(data["forget"]), out / "unlearned" / f"{m}-lr{lr:g}-ep{ep:g}", method=m, retain=rd,
-                epochs=ep, lr=lr, warmup=0.0, **train).out_dir))
-    evaluation = step("evaluate every model on TOFU", lambda: run_evaluation(
-        [str(target), *map(str, outputs)], forget_split=cfg.forget_split, retain_model=str(retain),
-        data_dir=BUNDLED_TOFU, max_examples=cfg.eval_examples, output=out / "eval" / "tofu.json",
-        batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens, device=device, progress=False,
-        overwrite=True))
-    retain_result = json.loads(Path(evaluation["retain_logs"]).read_text())
-    summary = summarise([retain_result, *evaluation["results"]], cfg, {str(target): "target", str(retain): "retain"},
-                        methods=METHODS)
+                epochs=ep, lr=lr, warmup=0.0, **train).out_dir)
+            evaluate(Path(folder), f"{method}-lr{lr:g}-ep{epochs:g}", reference)
+    summary = summarise(results, cfg, {str(target): "target", str(retain): "retain"}, methods=METHODS)
     summary["model"] = model
     summary["compute_s"] = compute_per_method(timings, cfg)
     summary["timings_s"] = {**timings, "total": round(time.perf_counter() - start, 1)}
@@ -174,10 +184,31 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
     return summary
 
 
+def evaluate_cached(folder: Path, path: Path, cfg: ModelDemoConfig, reference: Path | None,
+                    device: str) -> dict[str, Any]:
+    """The TOFU evaluation of ``folder`` (forget quality against ``reference``'s logs when given), kept in
+    ``path``; an earlier result for the same folder and sizes is returned as it is."""
+    from perta_hub.evaluation.outputs import save_results
+    from perta_hub.evaluation.tofu import evaluate_tofu
+
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        meta = cached.get("meta", {})
+        if (meta.get("model") == str(folder) and meta.get("max_examples") == cfg.eval_examples
+                and meta.get("max_new_tokens") == cfg.max_new_tokens):
+            return cached
+    result = evaluate_tofu(str(folder), forget_split=cfg.forget_split, retain_logs=reference,
+                           data_dir=BUNDLED_TOFU, max_examples=cfg.eval_examples, batch_size=cfg.eval_batch_size,
+                           max_new_tokens=cfg.max_new_tokens, device=device, progress=False)
+    save_results(result, path)
+    return result
+
+
 def compute_per_method(timings: dict[str, float], cfg: ModelDemoConfig) -> dict[str, Any]:
     """Seconds each method needed: TV = task vector + apply; PerTA = task vector + weight map + apply;
     a gradient method = its ``unlearn`` run per setting. Apply times are per sweep (all alphas)."""
     tv = timings.get("task vector: fine-tune the target on the forget authors", 0.0)
+    evals = {k.removeprefix("evaluate "): v for k, v in timings.items() if k.startswith("evaluate ")}
     out: dict[str, Any] = {
         "tv": {"task_vector": tv, "apply_sweep": timings.get("apply tv", 0.0), "alphas": len(cfg.alphas)},
     }
@@ -187,6 +218,7 @@ def compute_per_method(timings: dict[str, float], cfg: ModelDemoConfig) -> dict[
     for method, grid in cfg.gradient_grid.items():
         out[method] = {f"lr={lr:g},ep={ep:g}": timings.get(f"unlearn {method} lr={lr:g} epochs={ep:g}", 0.0)
                        for lr, ep in grid}
+    out["evaluation_per_model"] = evals
     return out
 
 
