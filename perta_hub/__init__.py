@@ -52,6 +52,8 @@ _EXPORTS = {
     "task_vector": "perta_hub.merge.task_vector",
     "task_vector_from_data": "perta_hub.training.from_data",
     "tune": "perta_hub.tune",
+    "unlearn": "perta_hub.unlearning.command",
+    "UnlearnTrainingOptions": "perta_hub.unlearning.options",
     "verify": "perta_hub.verify",
 }
 
