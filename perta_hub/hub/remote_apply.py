@@ -61,12 +61,8 @@ def run_apply(model: str, o: Any, push: Any, console: Any) -> list[Path] | None:
                 console.result(line)
         return []
     stream = o.stream
-    with header_job(model, o.task_vector, **common) as (job, plan):  # every check, before any weight moves
-        needed = plan.download_bytes + plan.output_bytes
-        if push.push is not None and not stream and remote and free_bytes(Path(o.out_dir)) < needed:
-            console.warning(f"the disk under {o.out_dir} cannot hold the inputs and the output ({needed / 1e9:.2f} GB); "
-                            "streaming instead (--stream)")
-            stream = len(o.alphas) == 1 and not push.create_pr and not push.include
+    if not stream:  # every check, before any weight moves (the streaming run below makes them itself)
+        stream = _too_big_for_disk(model, o, push, common, remote, console)
     if not stream:
         return None
     with header_job(model, o.task_vector, **common, staging=staging_for(o.out_dir)) as (job, plan):
@@ -74,3 +70,16 @@ def run_apply(model: str, o: Any, push: Any, console: Any) -> list[Path] | None:
                               commit_message=None, progress=console.progress)
     console.result(f"Streamed the unlearned model to {result.repo_id}@{result.revision}: commit {result.commit}")
     return [Path(o.out_dir)]
+
+
+def _too_big_for_disk(model: str, o: Any, push: Any, common: dict[str, Any], remote: bool, console: Any) -> bool:
+    """Check the inputs from their headers; True when the run must stream because the disk cannot hold the
+    downloaded inputs and the output (a Hub push, one alpha)."""
+    stream = False
+    with header_job(model, o.task_vector, **common) as (job, plan):
+        needed = plan.download_bytes + plan.output_bytes
+        if push.push is not None and not stream and remote and free_bytes(Path(o.out_dir)) < needed:
+            console.warning(f"the disk under {o.out_dir} cannot hold the inputs and the output ({needed / 1e9:.2f} GB); "
+                            "streaming instead (--stream)")
+            stream = len(o.alphas) == 1 and not push.create_pr and not push.include
+    return stream

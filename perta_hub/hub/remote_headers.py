@@ -6,7 +6,7 @@ folder; each safetensors file's header is read with HTTP range requests on its r
 100 kB, then the rest of the header if it is longer) and validated by the same rules as a local file
 (:func:`perta_hub.io.safetensors_format.parse_header_bytes`, against the size the Hub lists). The result is an
 ordinary :class:`~perta_hub.io.reader.Checkpoint` whose entries point at where each shard *will* be once
-:func:`fetch_file` has downloaded it, so the merge job's checks and its ``load`` work unchanged.
+:func:`perta_hub.hub.stream_fetch.fetch_into` has downloaded it, so the merge job's checks and its ``load`` work unchanged.
 """
 
 from __future__ import annotations

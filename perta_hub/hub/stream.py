@@ -4,12 +4,14 @@
 
 1. The inputs are opened from their headers (:mod:`perta_hub.hub.remote_headers`) and every check of
    :class:`~perta_hub.merge.apply.PerTAMergeJob` runs before a weight is downloaded.
-2. Three threads overlap: a downloader fetches the input files of output shard ``k + 1`` while shard ``k`` is
-   merged (the job's own ``load``/``combine`` through :func:`perta_hub.io.writer.stream_shards`), and an
-   uploader pre-uploads each finished output shard to LFS (its sha256 is computed while it is written) and
-   then deletes it. An input file is deleted once the last output shard that reads it is written. At most
-   :data:`OUTPUT_SLOTS` output shards are on disk at once (a slot is taken when a shard's first tensor is read,
-   given back when its upload is confirmed).
+2. Downloads, merge and uploads overlap. Downloader threads (:mod:`perta_hub.hub.stream_fetch`) fetch the
+   input files of output shards ``k`` and ``k + 1`` in first-use order, each appended in place as it arrives;
+   a tensor is merged (the job's own ``load``/``combine`` through :func:`perta_hub.io.writer.stream_shards`,
+   torch on one thread as in ``apply``) as soon as its own bytes are on disk in every input, and an uploader
+   pre-uploads each finished output shard to LFS (its sha256 is computed while it is written, never re-read
+   for hashing) while the next one is merged, then deletes it. An input file is deleted once the last output
+   shard that reads it is written. At most :data:`OUTPUT_SLOTS` output shards are on disk at once (a slot is
+   taken when a shard's first tensor is read, given back when its upload is confirmed).
 3. When every shard is uploaded, **one commit** adds the shards, the index, config, tokenizer files, the card
    and ``perta_config.json`` (the push allow-list), and deletes stale weight files; then, as ``push`` does, a
    second small commit records that commit's sha in ``perta_config.json`` and the card.
@@ -32,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import HubError, InputError
-from perta_hub.hub.remote_headers import fetch_file, is_remote, open_remote_artifact, open_remote_model
-from perta_hub.hub.stream_plan import INPUT_AHEAD, OUTPUT_SLOTS, MergePlan, save_rates
+from perta_hub.hub.remote_headers import is_remote, open_remote_artifact, open_remote_model
+from perta_hub.hub.stream_fetch import Arrivals, fetch_into, remove_stale_inputs
+from perta_hub.hub.stream_plan import INPUT_AHEAD, OUTPUT_SLOTS, MergePlan, _read_for, save_rates
 from perta_hub.io.atomic import write_atomic
 from perta_hub.io.fingerprint import file_sha256
 from perta_hub.io.hub_source import _hub_errors, split_repo_id
@@ -42,26 +45,39 @@ from perta_hub.io.sharding import SHARD_METADATA, index_json
 from perta_hub.io.writer import Output, stream_shards
 from perta_hub.merge.apply import PerTAMergeJob
 from perta_hub.records import CONFIG_NAME
+from perta_hub.runtime.devices import one_torch_thread
 
 STATE = ".perta-stream.json"
+FETCHERS = 8  # input files downloaded at once
 
 
 class RemoteMergeJob(PerTAMergeJob):
     """A :class:`PerTAMergeJob` whose Hub inputs are opened from their headers; their files are fetched into
-    ``staging`` on demand (local inputs are read in place)."""
+    ``staging`` on demand (local inputs are read in place). The Hub inputs are opened at once, in threads, while
+    the job imports torch; their errors are raised in the order :class:`PerTAMergeJob` opens them."""
 
-    def __init__(self, *args: Any, staging: Path, **kwargs: Any) -> None:
+    def __init__(self, model: str | Path, task_vector: str | Path, *args: Any, staging: Path, **kwargs: Any) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.staging = staging
-        super().__init__(*args, **kwargs)
+        self.opening: dict[tuple[str, str], Any] = {}
+        with ThreadPoolExecutor(3, thread_name_prefix="perta-headers") as pool:
+            if is_remote(model):
+                self.opening["model", str(model)] = pool.submit(open_remote_model, str(model), staging / "target")
+            for source, kind in ((task_vector, "task_vector"), (kwargs.get("weights"), "weight_map")):
+                if is_remote(source):
+                    self.opening[kind, str(source)] = pool.submit(open_remote_artifact, str(source), kind,
+                                                                  staging / kind)
+            super().__init__(model, task_vector, *args, **kwargs)
 
     def open_model(self, model: str | Path, allow_pickle: bool, out_dir: str | Path) -> Any:
-        if is_remote(model):
-            return open_remote_model(str(model), self.staging / "target")
+        if ("model", str(model)) in self.opening:
+            return self.opening["model", str(model)].result()
         return super().open_model(model, allow_pickle, out_dir)
 
     def open_artifact(self, source: str | Path, kind: str) -> Any:
-        if is_remote(source):
-            return open_remote_artifact(str(source), kind, self.staging / kind)
+        if (kind, str(source)) in self.opening:
+            return self.opening[kind, str(source)].result()
         return super().open_artifact(source, kind)
 
 
@@ -88,11 +104,12 @@ class _Pipeline:
         for k in self.todo:
             for f in plan.needs[k]:
                 self.last_use[f.path] = k
-        self.ready = {f.path: threading.Event() for k in self.todo for f in plan.needs[k]}
-        for path, event in self.ready.items():
-            if plan.files[path].remote is None:
-                event.set()
         self.cond = threading.Condition()
+        self.arrivals = Arrivals(self.cond)
+        for path, file in plan.files.items():
+            if file.remote is None:
+                self.arrivals.set(path, file.size)
+        self.download_end = 0.0
         self.reading = -1  # the output shard whose tensors are being read
         self.finished_count = 0  # output shards written (their inputs deleted)
         self.slots = threading.Semaphore(OUTPUT_SLOTS)
@@ -123,26 +140,35 @@ class _Pipeline:
 
     # -- downloads ---------------------------------------------------------------------------------------
     def _download(self) -> None:
-        """Fetch the inputs of each output shard (its files in parallel) once at most ``INPUT_AHEAD`` shards
-        before it are unfinished, so the inputs of ``INPUT_AHEAD + 1`` output shards are on disk at most."""
+        """Fetch the input files of each output shard in first-use order, ``FETCHERS`` at a time, once at most
+        ``INPUT_AHEAD`` shards before it are unfinished: the inputs of ``INPUT_AHEAD + 1`` output shards are on
+        disk at most. Files are not waited for as a whole: :meth:`load` waits for the bytes of its tensor."""
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(4, thread_name_prefix="perta-fetch") as pool:
+        started: set[Path] = set()
+        with ThreadPoolExecutor(FETCHERS, thread_name_prefix="perta-fetch") as pool:
             for i, k in enumerate(self.todo):
                 with self.cond:
                     while i > self.finished_count + INPUT_AHEAD and not self.stop.is_set():
                         self.cond.wait(0.5)
                 self._check()
-                missing = [f for f in self.plan.needs[k] if f.remote is not None and not self.ready[f.path].is_set()]
-                start = time.perf_counter()
-                for f, _ in zip(missing, pool.map(lambda f: fetch_file(f.remote, f.name, f.path.parent), missing),
-                                strict=True):
-                    self.stats["download_bytes"] += f.size
-                    self.ready[f.path].set()
-                self.stats["download_s"] += time.perf_counter() - start
+                for f in self.plan.needs[k]:
+                    if f.remote is not None and f.path not in started:
+                        started.add(f.path)
+                        pool.submit(self._guard(lambda f=f: self._fetch(f)))
+
+    def _fetch(self, f: Any) -> None:
+        self._check()
+        start = time.perf_counter()
+        fetch_into(f.remote, f.path, f.size, self.arrivals, self._check)
+        with self.cond:  # download_s: the time any download was running
+            self.stats["download_bytes"] += f.size
+            self.stats["download_s"] += time.perf_counter() - max(start, self.download_end)
+            self.download_end = time.perf_counter()
 
     def load(self, job: PerTAMergeJob, name: str) -> Any:
-        """``job.load`` once the files of ``name`` are local; takes an output slot at each new shard."""
+        """``job.load`` once the bytes of ``name`` are local in every input; takes an output slot at each new
+        shard."""
         k = self.shard_of[name]
         if k != self.reading:
             while not self.slots.acquire(timeout=0.5):
@@ -150,9 +176,9 @@ class _Pipeline:
             with self.cond:
                 self.reading = k
                 self.cond.notify_all()
-        for f in self.plan.needs[k]:
-            while not self.ready[f.path].wait(0.5):
-                self._check()
+        for ckpt in _read_for(job, name):
+            entry = ckpt.entries[name]
+            self.arrivals.wait(entry.file, entry.offset + entry.nbytes, self._check)
         self._check()
         return job.load(name)
 
@@ -267,6 +293,10 @@ def stream_apply(job: RemoteMergeJob, plan: MergePlan, repo: str, *, private: bo
         previous = json.loads(state_path.read_text())
         if previous.get("repo_id") == repo_id and previous.get("run_id") == job.run_ids[0]:
             state["uploaded"] = previous.get("uploaded", {})
+        else:
+            remove_stale_inputs(job.staging)
+    else:
+        remove_stale_inputs(job.staging)  # downloads without a record of their run are not trusted
     with claimed([out], plan.stream_disk_bound()) as pending:
         if not pending and not state["uploaded"]:
             return _already_pushed(api, out.path, repo_id, branch, url)
@@ -304,7 +334,7 @@ def _merge_and_upload(job: RemoteMergeJob, plan: MergePlan, api: Any, repo_id: s
     pipeline = _Pipeline(plan, api, repo_id, branch, folder, job.staging / STATE, state, done)
     shards = [plan.shards[k] for k in pipeline.todo]
     stream = job.streams()[0]
-    with pipeline:
+    with pipeline, one_torch_thread():  # as apply: threads overlap, torch's own threads only contend
         stream_shards(shards, [Output(folder, SHARD_METADATA)], stream.prefix, lambda n: pipeline.load(job, n),
                       stream.combine, desc=f"{stream.desc}, streamed", progress=progress,
                       digests=_Digests(pipeline.finished), recycle=stream.recycle, held_bytes=stream.held_bytes)
