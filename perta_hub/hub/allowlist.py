@@ -24,7 +24,7 @@ WEIGHT_PREFIXES: dict[str, tuple[str, ...]] = {
     "model": ("model",),
     "finetuned_model": ("model",),
     "unlearned_model": ("model",),
-    "task_vector": ("task_vector",),
+    "task_vector": ("task_vector", "lora_A", "lora_B"),  # dense, or LoRA factors (merge/low_rank.py)
     "weight_map": ("importance_forget", "importance_retain"),
 }
 #: the model's side files: configuration, tokenizer and chat template

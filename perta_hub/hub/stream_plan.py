@@ -97,7 +97,8 @@ def _read_for(job: Any, name: str) -> list[Checkpoint]:
     wmap = job.wmap
     if wmap is not None and wmap.rest_unchanged and name not in wmap.forget.entries:
         return [job.target]
-    out = [job.target, job.tau]
+    parts = getattr(job.tau, "parts", None)  # a low-rank task vector is read from its factor groups
+    out = [job.target, *(parts(name) if parts is not None else [job.tau])]
     if wmap is not None and name in wmap.forget.entries:
         out += [wmap.forget, wmap.retain]
     return out

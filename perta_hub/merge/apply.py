@@ -23,6 +23,7 @@ from perta_hub.io.reader import open_checkpoint, scratch_for
 from perta_hub.io.sharding import TensorSpec
 from perta_hub.io.writer import IN_FLIGHT_BYTES
 from perta_hub.jobs.engine import Job, Stream, run_job
+from perta_hub.merge.low_rank import open_task_vector
 from perta_hub.merge.math import (
     DEFAULT_EPS,
     DEFAULT_LAM,
@@ -127,12 +128,12 @@ class PerTAMergeJob(Job):
         self.model, self.task_vector, self.weights = model, task_vector, weights
         self.target = target = self.open_model(model, allow_pickle, out_dir)
         self.tv_artifact = self.open_artifact(task_vector, "task_vector")
-        self.tau = tau = self.tv_artifact.group("task_vector")
         target_arch = architecture(target.config)
         check_architecture(self.tv_artifact.config.get("base_config") or {}, target_arch, "the task vector",
                            str(model))
         tied = is_tied(target.config)
         target_shapes = {n: target.shape(n) for n in target.names}
+        self.tau = tau = open_task_vector(self.tv_artifact, target_shapes)  # dense, or LoRA factors (formed here)
         check_same_tensors(target_shapes, {n: tau.shape(n) for n in tau.names}, f"model {model}",
                            f"task vector {task_vector}", tied=tied)
         self.wmap = wmap = None

@@ -21,6 +21,7 @@ from perta_hub.io.output_folder import make_run_id
 from perta_hub.io.reader import open_checkpoint, scratch_for
 from perta_hub.io.sharding import TensorSpec, dtype_code
 from perta_hub.jobs.engine import Job, Stream, run_job
+from perta_hub.merge.low_rank import FACTORS, GROUP_A, GROUP_B, dense_delta
 from perta_hub.merge.task_vector import check_float_dtype, task_vector_record
 from perta_hub.records import TaskVectorRecord
 
@@ -46,8 +47,7 @@ class LoraDelta:
     def delta(self, name: str) -> Any:
         """``scaling * B @ A`` in float32 for the base parameter ``name`` (shape of that weight)."""
         a, b = self.pairs[name]
-        out = (b.float() @ a.float()).mul_(self.scaling)
-        return out.T.contiguous() if self.config.get("fan_in_fan_out") else out
+        return dense_delta(a, b, self.scaling, bool(self.config.get("fan_in_fan_out")))
 
 
 def read_adapter(folder: str | Path) -> LoraDelta:
@@ -94,6 +94,8 @@ def read_adapter(folder: str | Path) -> LoraDelta:
 class LoraDeltaJob(Job):
     """The dense task vector of ``adapter`` over every tensor of ``base``."""
 
+    stored: dict[str, str] = {}  # more run-id fields (the low-rank form's)
+
     def __init__(self, base: str | Path, adapter: str | Path, out_dir: str | Path, *, dtype: str,
                  max_shard_size: int | str, allow_pickle: bool, extra_provenance: dict[str, Any] | None) -> None:
         import torch
@@ -117,7 +119,7 @@ class LoraDeltaJob(Job):
         adapter_files = sorted(p for p in lora.folder.iterdir() if p.name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
         self.adapter_revision = "sha256:" + content_hash(adapter_files)
         self.run_id = make_run_id({"kind": "task_vector", "base": anchor.identity, "adapter": self.adapter_revision,
-                                   "dtype": dtype, "max_shard_size": str(max_shard_size)})
+                                   "dtype": dtype, "max_shard_size": str(max_shard_size), **self.stored})
 
     def outputs(self) -> list[tuple[Path, str]]:
         return [(self.out, self.run_id)]
@@ -140,22 +142,50 @@ class LoraDeltaJob(Job):
                                  "is broken")
         return [delta.to(self.store)]
 
+    def lora_fields(self) -> dict[str, Any]:
+        lora, adapted = self.lora, sorted(self.lora.pairs)
+        return {"rank": lora.rank, "alpha": float(lora.config["lora_alpha"]), "scaling": lora.scaling,
+                "use_rslora": bool(lora.config.get("use_rslora")),
+                "target_modules": lora.config.get("target_modules"),
+                "num_adapted_tensors": len(adapted), "adapted_tensors": adapted,
+                "delta": "scaling * B @ A in float32; zero outside adapted_tensors"}
+
     def record(self, index: int, folder: Path) -> tuple[TaskVectorRecord, Any]:
         from perta_hub.cards.render import artifact_card
 
-        lora, adapted = self.lora, sorted(self.lora.pairs)
+        lora = self.lora
         record = task_vector_record(
             self.anchor, self.dtype, self.run_id, self.extra,
             adapter={"source": str(lora.folder), "revision": self.adapter_revision}, lora_rank=lora.rank,
-            lora={"rank": lora.rank, "alpha": float(lora.config["lora_alpha"]), "scaling": lora.scaling,
-                  "use_rslora": bool(lora.config.get("use_rslora")),
-                  "target_modules": lora.config.get("target_modules"),
-                  "num_adapted_tensors": len(adapted), "adapted_tensors": adapted,
-                  "delta": "scaling * B @ A in float32; zero outside adapted_tensors"})
+            lora=self.lora_fields())
         return record, artifact_card("task_vector", record.to_dict())
 
     def close(self) -> None:
         self.anchor.close()
+
+
+class LoraFactorsJob(LoraDeltaJob):
+    """The adapter's factors as a low-rank task vector (:mod:`perta_hub.merge.low_rank`): groups ``lora_A`` and
+    ``lora_B``, each tensor as the adapter stored it, named by the base parameter it updates."""
+
+    stored = {"stored": FACTORS}
+
+    def streams(self) -> list[Stream]:
+        adapted = [n for n in self.anchor.names if n in self.lora.pairs]
+        streams = []
+        for prefix, side in ((GROUP_A, 0), (GROUP_B, 1)):
+            specs = [TensorSpec(n, dtype_code(self.lora.pairs[n][side].dtype), tuple(self.lora.pairs[n][side].shape))
+                     for n in adapted]
+            streams.append(Stream(prefix, specs, lambda _name: None,
+                                  lambda name, _unused, side=side: [self.lora.pairs[name][side]],
+                                  f"LoRA task vector ({prefix})"))
+        return streams
+
+    def lora_fields(self) -> dict[str, Any]:
+        return {**super().lora_fields(), "stored": FACTORS,
+                "fan_in_fan_out": bool(self.lora.config.get("fan_in_fan_out")),
+                "delta": f"scaling * B @ A in float32 (cast to {self.dtype}), formed per tensor when applied from "
+                         "the stored factors lora_A (r x in) and lora_B (out x r); zero outside adapted_tensors"}
 
 
 def lora_task_vector(
@@ -163,15 +193,18 @@ def lora_task_vector(
     adapter: str | Path,
     out_dir: str | Path,
     *,
+    low_rank: bool = True,
     dtype: str = "float32",
     max_shard_size: int | str = "5GB",
     allow_pickle: bool = False,
     extra_provenance: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Write the merged low-rank delta of ``adapter`` as a task-vector artifact for ``base``.
+    """Write the low-rank delta of ``adapter`` as a task-vector artifact for ``base``.
 
-    Every tensor of ``base`` gets an entry (the same names, shapes and shard layout rules as
+    ``low_rank`` (default): the adapter's factors ``lora_A``/``lora_B`` are stored and ``apply`` forms
+    ``scaling * B @ A`` per tensor (:mod:`perta_hub.merge.low_rank`; the same bytes as the dense form).
+    Otherwise every tensor of ``base`` gets an entry (the same names, shapes and shard layout rules as
     :func:`perta_hub.merge.task_vector.task_vector`): ``scaling * B @ A`` (float32, stored in ``dtype``) for
     the adapted weights, zeros elsewhere.
 
@@ -179,11 +212,13 @@ def lora_task_vector(
         base: the model the adapter was trained on (folder, ``.safetensors`` file or Hub id).
         adapter: a peft LoRA adapter folder (``finetune --lora-rank`` writes one in ``OUT/adapter``).
         out_dir: the artifact folder to create.
-        dtype: storage dtype, ``float32`` (default), ``bfloat16`` or ``float16``.
+        dtype: dtype of the dense delta (stored, or formed when applied): ``float32`` (default), ``bfloat16``
+            or ``float16``.
         extra_provenance: more fields for ``perta_config.json``.
     Returns:
         the artifact folder.
     """
-    job = LoraDeltaJob(base, adapter, out_dir, dtype=dtype, max_shard_size=max_shard_size, allow_pickle=allow_pickle,
-                       extra_provenance=extra_provenance)
+    kind = LoraFactorsJob if low_rank else LoraDeltaJob
+    job = kind(base, adapter, out_dir, dtype=dtype, max_shard_size=max_shard_size, allow_pickle=allow_pickle,
+               extra_provenance=extra_provenance)
     return run_job(job, max_shard_size=max_shard_size, progress=progress)[0]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import PertaError
+from perta_hub.merge.low_rank import LowRankTaskVector, is_low_rank, open_task_vector
 from perta_hub.records import UNSET
 from perta_hub.verify.result import VerifyResult
 from perta_hub.verify.sources import Subject, is_local, pinned_source, reason
@@ -111,6 +112,17 @@ def _published(result: VerifyResult, subject: Subject, prefix: str | None) -> An
         return None
 
 
+def _published_low_rank(result: VerifyResult, subject: Subject, base: Any) -> Any:
+    from perta_hub.io.artifacts import load_artifact
+
+    try:
+        shapes = {} if base is None else {n: base.shape(n) for n in base.names}
+        return LowRankTaskVector(load_artifact(subject.folder, "task_vector"), shapes)
+    except PertaError as err:
+        result.add(LEVEL, "tensors", "fail", f"the published LoRA factors cannot be read ({reason(err)})")
+        return None
+
+
 def _same_names(result: VerifyResult, published: Any, reference: Any, what: str) -> bool:
     missing = [n for n in reference.names if n not in published.entries]
     extra = [n for n in published.names if n not in reference.entries]
@@ -156,7 +168,7 @@ def recompute_model(result: VerifyResult, subject: Subject, *, sample: int | Non
             result.add(LEVEL, "tensors", "unverified", "not recomputed: an input could not be fetched (see above)")
         return
     _side_files(result, subject.folder, target.root)
-    tau = tv.group("task_vector")
+    tau = open_task_vector(tv, {n: target.shape(n) for n in target.names})  # dense, or formed from LoRA factors
     forget = retain = None
     rest_unchanged = False
     if wm is not None:
@@ -220,7 +232,10 @@ def recompute_task_vector(result: VerifyResult, subject: Subject, *, sample: int
     record = subject.record
     store = getattr(torch, record.dtype)
     base = _open_input(result, "base", record.base, lambda s: open_checkpoint(s))
-    published = _published(result, subject, "task_vector")
+    if is_low_rank(record.to_dict()):  # the stored factors, formed as apply forms them
+        published = _published_low_rank(result, subject, base)
+    else:
+        published = _published(result, subject, "task_vector")
     if record.adapter is not UNSET:
         delta = _open_adapter(result, record.adapter)
         if base is None or delta is None or published is None:

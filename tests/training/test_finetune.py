@@ -171,8 +171,14 @@ def test_lora_task_vector_is_zero_outside_adapted_modules(tmp_path, make_model, 
     assert "already holds this task vector" in _run(args)
     _fails([*args, "--seed", "1"], "already holds another task vector")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
-    tau = load_state(out, "task_vector")
-    assert set(tau) == set(load_state(base))  # the full tensor set: apply does not care
+    from perta_hub.io.artifacts import load_artifact
+    from perta_hub.merge.low_rank import open_task_vector
+
+    assert not list(out.glob("task_vector*"))  # the LoRA factors are stored, not the dense delta
+    shapes = {n: tuple(t.shape) for n, t in load_state(base).items()}
+    view = open_task_vector(load_artifact(out, "task_vector"), shapes)
+    tau = {n: view.get(n) for n in view.names}  # formed as apply forms them
+    assert set(tau) == set(shapes)  # the full tensor set: apply does not care
     adapted = {n for n in tau if n.endswith(("q_proj.weight", "v_proj.weight"))}
     assert len(adapted) == 4
     for name, t in tau.items():
@@ -193,7 +199,7 @@ def test_lora_task_vector_is_zero_outside_adapted_modules(tmp_path, make_model, 
     AutoModelForCausalLM.from_pretrained(ft)
     from perta_hub.merge.lora_delta import lora_task_vector
 
-    lora_task_vector(base, ft / "adapter", tv2, progress=False)
+    lora_task_vector(base, ft / "adapter", tv2, low_rank=False, progress=False)
     tau2, b, f = load_state(tv2, "task_vector"), load_state(base), load_state(ft)
     for name in b:
         torch.testing.assert_close(tau2[name], f[name] - b[name], rtol=0, atol=1e-6)
