@@ -109,8 +109,8 @@ class LowRankTaskVector:
         """The dense delta of ``name`` in the recorded dtype (``scaling * B @ A``, or zeros)."""
         import torch
 
-        if name not in self.adapted:
-            return torch.zeros(self.entries[name].shape, dtype=self.store)
+        if name not in self.adapted:  # one zero seen at every position: nothing allocated or read
+            return torch.zeros((), dtype=self.store).expand(self.entries[name].shape)
         return dense_delta(self.a.get(name), self.b.get(name), self.scaling, self.fan_in_fan_out).to(self.store)
 
     def close(self) -> None:

@@ -43,7 +43,7 @@ def describe_difference(name: str, expected: Any, got: Any) -> str | None:
         return (f"{name} is {str(got.dtype).removeprefix('torch.')} {tuple(got.shape)} but the recomputation gives "
                 f"{str(expected.dtype).removeprefix('torch.')} {tuple(expected.shape)}")
     e = expected.reshape(-1).view(torch.uint8)
-    g = got.reshape(-1).view(torch.uint8)
+    g = got.reshape(-1).contiguous().view(torch.uint8)  # a zero expanded (low-rank form) too
     if torch.equal(e, g):
         return None
     size = expected.element_size()
