@@ -47,11 +47,19 @@ def task_vector_command(model: str | None, options: TaskVectorOptions, training:
         if training_given:
             raise InputError(f"{', '.join(training_given)}: training options only apply to "
                              "`task-vector MODEL --forget DATA`; --base/--finetuned take two existing checkpoints")
+        if o.dry_run:
+            from perta_hub.hub.remote_task_vector import dry_run
+
+            dry_run(o, push_options.push, console)
+            return
         from perta_hub.merge.task_vector import task_vector
 
         out = task_vector(o.base, o.finetuned, o.out_dir, dtype=o.dtype, max_shard_size=o.max_shard_size,
                           allow_pickle=o.allow_pickle, progress=console.progress)
     else:
+        if o.dry_run:
+            raise InputError("--dry-run plans `task-vector --base A --finetuned B`; the fine-tuning form has no "
+                             "dry run")
         if model is None or o.forget is None:
             raise InputError("the fine-tuning form needs both MODEL and --forget DATA: "
                              "`perta-hub task-vector MODEL --forget DATA -o DIR`")

@@ -75,14 +75,16 @@ class MergePlan:
 
 
 def plan_merge(job: Any, max_shard_size: int | str) -> MergePlan:
-    """The plan of a :class:`~perta_hub.merge.apply.PerTAMergeJob` (inputs opened from headers or locally)."""
+    """The plan of a :class:`~perta_hub.merge.apply.PerTAMergeJob` or a
+    :class:`~perta_hub.merge.task_vector.TaskVectorJob` (inputs opened from headers or locally)."""
     stream = job.streams()[0]
     shards = plan_shards(stream.specs, max_shard_size, stream.prefix)
-    plan = MergePlan(shards, [], num_outputs=len(job.folders))
+    plan = MergePlan(shards, [], num_outputs=len(job.outputs()))
+    reads = getattr(job, "reads", None) or (lambda name: _read_for(job, name))  # TaskVectorJob.reads
     for k, shard in enumerate(shards):
         needed: dict[Path, InputFile] = {}
         for spec in shard.tensors:
-            for ckpt in _read_for(job, spec.name):
+            for ckpt in reads(spec.name):
                 entry = ckpt.entries[spec.name]
                 if entry.file not in plan.files:
                     plan.files[entry.file] = InputFile(entry.file, _size(ckpt, entry.file), getattr(ckpt, "remote", None))

@@ -47,9 +47,8 @@ class TaskVectorJob(Job):
         check_float_dtype(dtype)
         self.base, self.finetuned, self.out, self.dtype = base, finetuned, Path(out_dir), dtype
         self.store = getattr(torch, dtype)
-        scratch = scratch_for(out_dir)
-        self.anchor = open_checkpoint(base, allow_pickle=allow_pickle, scratch=scratch)
-        self.tuned = open_checkpoint(finetuned, allow_pickle=allow_pickle, scratch=scratch)
+        self.anchor = self.open_model(base, allow_pickle, out_dir)
+        self.tuned = self.open_model(finetuned, allow_pickle, out_dir)
         self.extra = extra_provenance
         anchor, tuned = self.anchor, self.tuned
         check_architecture(architecture(anchor.config), architecture(tuned.config), "the fine-tuned model", str(base))
@@ -62,11 +61,25 @@ class TaskVectorJob(Job):
         self.run_id = make_run_id({"kind": "task_vector", "base": anchor.identity, "finetuned": tuned.identity,
                                    "dtype": dtype, "max_shard_size": str(max_shard_size)})
 
+    def open_model(self, model: str | Path, allow_pickle: bool, out_dir: str | Path) -> Checkpoint:
+        """One of the two checkpoints (a subclass may open it from remote headers, see
+        perta_hub.hub.remote_task_vector)."""
+        return open_checkpoint(model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
+
     def outputs(self) -> list[tuple[Path, str]]:
         return [(self.out, self.run_id)]
 
     def local_inputs(self) -> list[Path]:
         return [c.root for c in (self.anchor, self.tuned) if not c.is_hub]
+
+    def reads(self, name: str) -> list[Checkpoint]:
+        """The checkpoints :meth:`load` reads ``name`` from (the plan of ``--dry-run``)."""
+        return [self.anchor, self.tuned]
+
+    def held_bytes(self, name: str) -> int:
+        """Memory one tensor holds in flight: both inputs, their float32 difference and the stored result."""
+        numel = self.anchor.entries[name].nbytes // max(1, self.anchor.dtype(name).itemsize)
+        return self.anchor.entries[name].nbytes + self.tuned.entries[name].nbytes + numel * (4 + self.store.itemsize)
 
     def streams(self) -> list[Stream]:
         specs = [TensorSpec(n, dtype_code(self.store), self.anchor.shape(n)) for n in self.anchor.names]

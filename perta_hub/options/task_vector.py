@@ -37,6 +37,11 @@ class TaskVectorOptions(Options):
                         help="Storage dtype of the difference (computed in float32).")
     max_shard_size: int | str = max_shard_size("artifact")
     allow_pickle: bool = allow_pickle("checkpoint")
+    dry_run: bool = option(
+        "--dry-run", is_flag=True, default=False,
+        help="With --base/--finetuned: check both checkpoints from their headers (Hub ids: no weight is "
+             "downloaded) and print the plan (shards, bytes to download and upload, peak disk and RAM); write "
+             "nothing.")
 
 
 TASK_VECTOR = TaskVectorOptions()
