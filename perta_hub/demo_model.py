@@ -40,6 +40,8 @@ class ModelDemoConfig:
         eval_examples: rows evaluated per TOFU split (the first ones).
         batch_size: micro-batch of every training; grad_accum: micro-batches per step.
         eval_batch_size, max_new_tokens: evaluation batch and generation budget (ROUGE).
+        eval_dtype: dtype of the evaluation (``auto``: bf16 on GPU, fp32 on CPU; ``bfloat16`` is about 1.6x
+            faster on a CPU with AVX512-BF16 and is the saved models' own dtype).
         retain_fraction: share of retain rows used for the retain importance.
     """
 
@@ -56,6 +58,7 @@ class ModelDemoConfig:
     grad_accum: int = 1
     eval_batch_size: int = 32
     max_new_tokens: int = 64
+    eval_dtype: str = "auto"
     max_length: int = 256
     retain_fraction: float = 1.0
     seed: int = 0
@@ -67,9 +70,9 @@ class ModelDemoConfig:
 #: at 1e-5 would)
 MODEL_DEFAULT = ModelDemoConfig(
     retain_authors=1, forget_split="forget01", memorise_epochs=2, memorise_lr=1e-4, forget_epochs=1,
-    forget_lr=1e-4, alphas=(1.0, 2.0, 4.0),
+    forget_lr=1e-4, alphas=(1.0, 3.0),
     gradient_grid={"npo": ((1e-4, 1.0),), "ga": ((5e-5, 1.0),), "gd": ((5e-5, 1.0),)},
-    eval_examples=20, eval_batch_size=20, max_new_tokens=32)
+    eval_examples=20, eval_batch_size=20, max_new_tokens=32, eval_dtype="bfloat16")
 #: ``demo --model M --quick``: two alphas, 10 rows per split
 MODEL_QUICK = ModelDemoConfig(
     retain_authors=1, forget_split="forget01", memorise_epochs=2, memorise_lr=1e-4, forget_epochs=1,
@@ -152,26 +155,34 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
               lambda: task_vector_from_data(target, str(data["forget"]), out / "tv", epochs=cfg.forget_epochs,
                                             lr=cfg.forget_lr, warmup=0.0, **train)[0])
     maps: dict[str, Any] = {"tv": None}
-    for label in ("tv", "perta-fisher", "perta-grad"):
+
+    def task_arithmetic(label: str) -> None:
         if label != "tv":
             m = label.removeprefix("perta-")
-            maps[label] = step(f"weight map ({m})", lambda m=m: compute_weights(
+            maps[label] = step(f"weight map ({m})", lambda: compute_weights(
                 str(target), str(data["forget"]), str(data["retain"]), out / f"wm-{m}", method=m,
                 retain_fraction=cfg.retain_fraction, seed=cfg.seed, device=device, progress=False,
                 echo=lambda *_: None).out_dir)
-        folders = step(f"apply {label}", lambda w=maps[label], lab=label: apply(
-            target, tv, weights=w, alphas=list(cfg.alphas), out_dir=out / "unlearned" / lab, device=device,
-            progress=False))
+        folders = step(f"apply {label}", lambda: apply(
+            target, tv, weights=maps[label], alphas=list(cfg.alphas), out_dir=out / "unlearned" / label,
+            device=device, progress=False))
         for alpha, folder in zip(cfg.alphas, folders, strict=True):
             evaluate(Path(folder), f"{label}-{alpha:g}", reference)
-    for method, grid in cfg.gradient_grid.items():
-        for lr, epochs in grid:
-            name = f"unlearn {method} lr={lr:g} epochs={epochs:g}"
-            retain_data = str(data["retain"]) if method in ("gd", "npo") else None
-            folder = step(name, lambda m=method, lr=lr, ep=epochs, rd=retain_data: unlearn(
-                target, str(data["forget"]), out / "unlearned" / f"{m}-lr{lr:g}-ep{ep:g}", method=m, retain=rd,
-                epochs=ep, lr=lr, warmup=0.0, **train).out_dir)
+
+    def gradient(method: str) -> None:
+        retain_data = str(data["retain"]) if method in ("gd", "npo") else None
+        for lr, epochs in cfg.gradient_grid.get(method, ()):
+            folder = step(f"unlearn {method} lr={lr:g} epochs={epochs:g}", lambda lr=lr, ep=epochs: unlearn(
+                target, str(data["forget"]), out / "unlearned" / f"{method}-lr{lr:g}-ep{ep:g}", method=method,
+                retain=retain_data, epochs=ep, lr=lr, warmup=0.0, **train).out_dir)
             evaluate(Path(folder), f"{method}-lr{lr:g}-ep{epochs:g}", reference)
+
+    # the order that makes a run stopped part-way most informative: TV and one PerTA first, then NPO and GA
+    for stage in ("tv", "perta-fisher", "npo", "ga", "perta-grad", "gd"):
+        if stage in ("tv", "perta-fisher", "perta-grad"):
+            task_arithmetic(stage)
+        else:
+            gradient(stage)
     summary = summarise(results, cfg, {str(target): "target", str(retain): "retain"}, methods=METHODS)
     summary["model"] = model
     summary["compute_s"] = compute_per_method(timings, cfg)
@@ -195,11 +206,12 @@ def evaluate_cached(folder: Path, path: Path, cfg: ModelDemoConfig, reference: P
         cached = json.loads(path.read_text())
         meta = cached.get("meta", {})
         if (meta.get("model") == str(folder) and meta.get("max_examples") == cfg.eval_examples
-                and meta.get("max_new_tokens") == cfg.max_new_tokens):
+                and meta.get("max_new_tokens") == cfg.max_new_tokens
+                and (cfg.eval_dtype == "auto" or meta.get("dtype") == cfg.eval_dtype)):
             return cached
     result = evaluate_tofu(str(folder), forget_split=cfg.forget_split, retain_logs=reference,
                            data_dir=BUNDLED_TOFU, max_examples=cfg.eval_examples, batch_size=cfg.eval_batch_size,
-                           max_new_tokens=cfg.max_new_tokens, device=device, progress=False)
+                           max_new_tokens=cfg.max_new_tokens, device=device, dtype=cfg.eval_dtype, progress=False)
     save_results(result, path)
     return result
 
