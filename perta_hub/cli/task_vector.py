@@ -29,8 +29,9 @@ def task_vector_command(model: str | None, options: TaskVectorOptions, training:
       perta-hub task-vector --base A --finetuned B -o DIR
           the difference B - A of two existing checkpoints;
       perta-hub task-vector MODEL --forget DATA -o DIR [training options] [--finetuned-dir DIR]
-          fine-tunes MODEL on DATA (as `perta-hub finetune`; with --lora-rank R the task vector is the
-          adapters' merged low-rank delta, zero elsewhere), then writes the difference against MODEL.
+          fine-tunes MODEL on DATA (as `perta-hub finetune`; with --lora-rank R the artifact keeps the
+          adapters' factors, and apply forms their low-rank delta), then writes the difference against MODEL.
+    --dry-run (first form): check both checkpoints from their headers and print the plan.
     Multi-GPU: prefix the second form with `accelerate launch [--config_file FSDP_OR_DEEPSPEED.yaml]`.
     """
     o = options
