@@ -47,12 +47,26 @@ def normalise_modes(folder: Path) -> None:
                 os.chmod(path, mode)
 
 
+def without_tied_head(net: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict`` without the output head when the model ties it to the input embeddings: a gathered state
+    dict (FSDP, DeepSpeed, ``accelerator.get_state_dict``) holds both, and a checkpoint saved with both no longer
+    matches its tied base tensor for tensor (``task-vector`` refuses the pair)."""
+    config = getattr(net, "config", None)
+    text = getattr(config, "text_config", None) if config is not None else None
+    tied = getattr(config, "tie_word_embeddings", False) or getattr(text, "tie_word_embeddings", False)
+    head = net.get_output_embeddings() if tied and hasattr(net, "get_output_embeddings") else None
+    if head is None:
+        return state_dict
+    names = {f"{name}.weight" for name, module in net.named_modules() if module is head}
+    return {k: v for k, v in state_dict.items() if k not in names}
+
+
 def save_model(net: Any, state_dict: dict[str, Any], out: Path, dtype: str, max_shard_size: int | str) -> None:
     """``net.save_pretrained(out)`` with the floating-point tensors cast to ``dtype``; modes normalised."""
     import torch
 
     target = getattr(torch, dtype)
-    state_dict = {k: (v.to(target) if v.is_floating_point() else v) for k, v in state_dict.items()}
+    state_dict = {k: (v.to(target) if v.is_floating_point() else v) for k, v in without_tied_head(net, state_dict).items()}
     net.to(target)  # the config records the saved dtype
     net.save_pretrained(out, state_dict=state_dict, max_shard_size=max_shard_size)
     normalise_modes(out)

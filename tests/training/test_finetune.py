@@ -158,6 +158,17 @@ def test_task_vector_from_forget_data_is_finetuned_minus_base(tmp_path, make_mod
     assert cfg["training_results"]["steps"] == 2
 
 
+def test_task_vector_from_forget_data_of_a_tied_model(tmp_path, make_model, forget_file):
+    """A tied bf16 model (SmolLM2, Llama-3.2-1B...): the fine-tuned copy is saved tied, so the pair fits."""
+    base = make_model("base", dtype="bfloat16", tie_word_embeddings=True)  # saved in bf16: cast copies untie
+    out, kept = tmp_path / "tv", tmp_path / "ft"
+    _run(["task-vector", base, "--forget", forget_file, "-o", out, "--finetuned-dir", kept, "--max-steps", "2", *FAST])
+    tau, b, f = load_state(out, "task_vector"), load_state(base), load_state(kept)
+    assert "lm_head.weight" not in b and set(tau) == set(b) == set(f)
+    name = "model.embed_tokens.weight"
+    torch.testing.assert_close(tau[name], f[name].float() - b[name].float(), rtol=0, atol=0)
+
+
 def test_lora_task_vector_is_zero_outside_adapted_modules(tmp_path, make_model, forget_file):
     from transformers import AutoModelForCausalLM
 
