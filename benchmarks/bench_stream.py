@@ -124,7 +124,8 @@ def run_child(args: list[str], env: dict[str, str], watch: list[Path]) -> dict[s
     out = proc.stdout.read() if proc.stdout else ""
     if status != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{out[-3000:]}")
-    return {"wall_s": round(wall, 1), "peak_disk_gb": round(sampler.peak / 1e9, 3),
+    return {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_disk_gb": round(sampler.peak / 1e9, 3),
             "peak_rss_gb": round(usage.ru_maxrss * 1024 / 1e9, 3)}
 
 
