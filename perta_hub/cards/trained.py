@@ -47,7 +47,7 @@ keep the repository private.
 
 ## Base model
 
-- `{base.get("source")}` at `{base.get("revision")}`
+- base: `{base.get("source")}` at `{base.get("revision")}`
 
 ## Data
 

@@ -35,7 +35,7 @@ def unlearned_card(config: dict[str, Any]) -> Any:
 
 ## Target
 
-- `{target.get("source")}` at `{target.get("revision")}`
+- target: `{target.get("source")}` at `{target.get("revision")}`
 
 ## Data (sizes only; the forget data is not quoted)
 

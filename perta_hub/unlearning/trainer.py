@@ -66,6 +66,7 @@ class UnlearnTrainer(Trainer):
                  ref_model: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False  # our loss ignores num_items_in_batch: Trainer divides by accum
+        self.args.include_num_input_tokens_seen = "no"  # the batch is {"forget", "retain"}: no top-level input_ids
         self.method, self.gamma, self.beta, self.retain_weight = method, gamma, beta, retain_weight
         self.ref_model = None
         if ref_model is not None:

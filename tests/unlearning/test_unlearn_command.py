@@ -80,6 +80,8 @@ def test_ga_steps_raise_the_forget_nll_and_keep_the_dtype(tmp_path, make_model, 
     from perta_hub.records import UnlearnedModelRecord, read_record
 
     assert isinstance(read_record(out), UnlearnedModelRecord)
+    # perta-hub verify: the record, the files' hashes and the card agree
+    assert "every requested check passed" in _run(["verify", out])
 
 
 def test_graddiff_and_npo_record_their_weights(tmp_path, make_model, data):
