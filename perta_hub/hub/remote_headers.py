@@ -71,14 +71,6 @@ def fetch_small(repo: RemoteRepo, patterns: list[str], dest: Path) -> Path:
     return dest
 
 
-def fetch_file(repo: RemoteRepo, filename: str, dest: Path) -> Path:
-    """Download one file of ``repo`` into ``dest`` (resumed if a partial download is there); its path."""
-    from huggingface_hub import hf_hub_download
-
-    with _hub_errors(repo.repo_id, repo.revision, "downloading"):
-        return Path(hf_hub_download(repo.repo_id, filename, revision=repo.sha, local_dir=str(dest)))
-
-
 def read_range(repo: RemoteRepo, filename: str, start: int, end: int) -> bytes:
     """Bytes ``[start, end)`` of a file of ``repo`` (one HTTP range request)."""
     from huggingface_hub import get_session
