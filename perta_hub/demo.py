@@ -294,11 +294,15 @@ def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: f
         xs = [r["model_utility"] for r in mine]
         ys = [max(r["forget_quality"] or floor, floor) for r in mine]
         ax.plot(xs, ys, marker=markers[method], label=method)
-        labels += [(x, y, _setting(r).replace("lr=", "").replace(",ep=", "/"))
+        labels += [(x, y, f"{r['alpha']:g}" if r.get("alpha") is not None
+                    else str(r.get("setting") or "").replace("lr=", "").replace(",ep=", "/"))
                    for r, x, y in zip(mine, xs, ys, strict=True)]
     for r in (r for r in summary["rows"] if r["method"] == "target"):
         ax.scatter([r["model_utility"]], [max(r["forget_quality"] or floor, floor)], marker="*", s=110,
                    color="black", label="target", zorder=3)
+    if summary.get("target_model_utility"):
+        ax.axvline(0.95 * summary["target_model_utility"], color="black", linestyle=":", linewidth=1,
+                   label="0.95 x target's utility")
     for r in (r for r in summary["rows"] if r["method"] == "retain"):  # the reference: no forget quality
         ax.axvline(r["model_utility"], color="gray", linestyle="--", linewidth=1, label="retain model's utility")
     ax.set_yscale("log")
