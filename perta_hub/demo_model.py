@@ -111,7 +111,7 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
     Each model is evaluated as soon as it exists and its result kept in ``out/eval/<name>.json`` (a re-run,
     or a run stopped part-way, loses no evaluation); the retain model is evaluated first (the reference).
     """
-    from perta_hub.demo import plot_methods, results_markdown, summarise
+    from perta_hub.demo_report import plot_methods, results_markdown, summarise
     from perta_hub.importance.weight_map import compute_weights
     from perta_hub.merge.apply import apply
     from perta_hub.training.finetune import finetune

@@ -18,7 +18,8 @@ def demo_command(options: DemoOptions, console: Console) -> None:
     With --model MODEL: fine-tune that pretrained model instead (target and retain model), and compare TV and
     PerTA with GradAscent, GradDiff and NPO in one table and plot (docs/results.md).
     """
-    from perta_hub.demo import results_markdown, run_demo
+    from perta_hub.demo import run_demo
+    from perta_hub.demo_report import results_markdown
 
     if console.options.quiet:  # only the final table
         summary = run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model,
