@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import CheckpointError, InputError
-from perta_hub.io.artifacts import FLOAT_CODES, Artifact
+from perta_hub.io.artifacts import Artifact
 from perta_hub.io.hub_source import _hub_errors, looks_like_repo_id, split_repo_id
 from perta_hub.io.reader import MODEL_FILE_PATTERNS, Checkpoint, check_file_name, index_files
 from perta_hub.io.safetensors_format import MAX_HEADER_BYTES, TensorEntry, parse_header_bytes
@@ -161,13 +161,7 @@ class RemoteArtifact(Artifact):
     repo: RemoteRepo
 
     def group(self, prefix: str) -> Checkpoint:
-        group = remote_checkpoint(self.repo, self.root, prefix)
-        for name, entry in group.entries.items():
-            if entry.dtype_code not in FLOAT_CODES:
-                raise CheckpointError(
-                    f"tensor {name} of {prefix} in {self.source} is {entry.torch_dtype_name}, not floating point; "
-                    "task vectors and weight maps hold bfloat16, float16 or float32 tensors: re-create the artifact")
-        return group
+        return self.checked(remote_checkpoint(self.repo, self.root, prefix), prefix)
 
 
 def open_remote_artifact(source: str, expected_kind: str | None, staging: Path) -> RemoteArtifact:

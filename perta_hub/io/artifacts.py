@@ -53,7 +53,10 @@ class Artifact:
         Raises:
             CheckpointError: a tensor that is not bf16, fp16 or fp32 (named).
         """
-        group = open_checkpoint(self.root, prefix=prefix)
+        return self.checked(open_checkpoint(self.root, prefix=prefix), prefix)
+
+    def checked(self, group: Checkpoint, prefix: str) -> Checkpoint:
+        """``group`` if every tensor is bf16, fp16 or fp32, else a CheckpointError naming the tensor."""
         for name, entry in group.entries.items():
             if entry.dtype_code not in FLOAT_CODES:
                 raise CheckpointError(
