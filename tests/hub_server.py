@@ -399,8 +399,11 @@ class _Handler(BaseHTTPRequestHandler):
         except _Dropped:
             status = 0
             self.close_connection = True
+            with self.hub.lock:  # logged before the client can see the drop (and a test can look at the log)
+                self.hub.log.append((method, split.path, status))
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
+            return
         except HubError as err:
             status = err.status
             self._send_error(err)
