@@ -196,7 +196,7 @@ def read_only_dir(tmp_path):
     mount.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({proc.stderr.decode().strip()[:80]})")
+        pytest.skip(f"needs mount(8) with CAP_SYS_ADMIN (root outside a restricted container) for a read-only tmpfs; here ({proc.stderr.decode().strip()[:80]})")
     yield mount
     subprocess.run(["umount", str(mount)], check=False)
 

@@ -160,7 +160,7 @@ def test_stream_fits_a_disk_smaller_than_the_output(hub: HubServer, make_model: 
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={quota}", "tmpfs", str(disk)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        pytest.skip(f"needs mount(8) with CAP_SYS_ADMIN (root outside a restricted container) for a small tmpfs; here: {mounted.stderr.strip()}")
     try:
         result = run_cli(*args, "-o", str(disk / "out"), "--push", "user/small", "--stream")
         assert result.exit_code == 0, result.output
