@@ -234,13 +234,18 @@ for f in sorted(pathlib.Path({str(target)!r}).glob("model-*.safetensors")):
     return run([sys.executable, "-c", script])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The synthetic model's sizes (``build_inputs`` reads them)."""
     parser.add_argument("--hidden", type=int, default=2048)
     parser.add_argument("--layers", type=int, default=16)
     parser.add_argument("--intermediate", type=int, default=5632)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--shard-mb", type=int, default=500, help="input and output shard size, MB (10^6 bytes)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=3, help="rounds over all contenders; the median is printed")

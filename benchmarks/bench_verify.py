@@ -21,16 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_apply import ROOT, build_inputs, llama_shapes, run, warm  # noqa: E402
+from bench_apply import ROOT, add_model_args, build_inputs, llama_shapes, run, warm  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=2048)
-    parser.add_argument("--layers", type=int, default=16)
-    parser.add_argument("--intermediate", type=int, default=5632)
-    parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--shard-mb", type=int, default=500, help="input and output shard size, MB (10^6 bytes)")
+    add_model_args(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is printed")
     parser.add_argument("--cache", type=Path, default=ROOT / ".bench_cache")
@@ -46,7 +42,7 @@ def main() -> None:
         out = Path(scratch) / "out"
         for round_ in range(1, args.repeat + 1):
             warm(target, tv, wm)
-            wall, rss = run([*perta, "apply", str(target), "--task-vector", str(tv), "--weights", str(wm),
+            wall, rss, _cpu = run([*perta, "apply", str(target), "--task-vector", str(tv), "--weights", str(wm),
                              "--alpha", "1.0", "--device", args.device, "--max-shard-size", f"{args.shard_mb}MB",
                              "-o", str(out)])
             apply_walls.append(wall)
@@ -54,7 +50,7 @@ def main() -> None:
             print(f"round {round_}: perta-hub apply (tv + weights)   wall {wall:7.2f} s   peak RSS {rss:5.2f} GB",
                   flush=True)
             warm(target, tv, wm, out)
-            wall, rss = run([*perta, "verify", str(out), "--recompute", "--device", args.device,
+            wall, rss, _cpu = run([*perta, "verify", str(out), "--recompute", "--device", args.device,
                              "--report", str(Path(scratch) / "audit.json")])
             verify_walls.append(wall)
             verify_rss.append(rss)
