@@ -35,8 +35,15 @@ class ModelDemoConfig:
         forget_split: TOFU forget split (its authors are the last ones of ``full``); all its rows are trained on.
         memorise_epochs, memorise_lr: fine-tuning the pretrained model into the target and the retain model.
         forget_epochs, forget_lr: fine-tuning the target on the forget authors (the task vector).
-        alphas: the sweep of TV, PerTA-grad and PerTA-fisher.
+        alphas: the sweep of TV; with ``match_steps`` also the step norms ``||alpha w ⊙ tau|| / ||tau||`` at
+            which every PerTA variant is evaluated (its alpha = step / (``||w ⊙ tau|| / ||tau||``)), so the
+            methods are compared at matched norm of the update, not at matched alpha.
+        perta: the PerTA variants, ``(label, weight-map method, p)``; each map method is computed once.
+        match_steps: PerTA alphas matched to TV's step norms (else the same ``alphas`` for every method).
         gradient_grid: per gradient method (``ga``, ``gd``, ``npo``), the (lr, epochs) settings tried.
+        tune: task-arithmetic labels that ``perta-hub tune`` chooses alpha for (``tv``, a ``perta`` label with
+            p = 1), each chosen model evaluated beside the sweeps; ``tune_alpha_range``, ``tune_max_evals``:
+            its search.
         eval_examples: rows evaluated per TOFU split (the first ones).
         batch_size: micro-batch of every training; grad_accum: micro-batches per step.
         eval_batch_size, max_new_tokens: evaluation batch and generation budget (ROUGE).
@@ -53,6 +60,11 @@ class ModelDemoConfig:
     forget_lr: float
     alphas: tuple[float, ...]
     gradient_grid: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    perta: tuple[tuple[str, str, float], ...] = (("perta-grad", "grad", 1.0), ("perta-fisher", "fisher", 1.0))
+    match_steps: bool = True
+    tune: tuple[str, ...] = ()
+    tune_alpha_range: tuple[float, float] = (0.5, 8.0)
+    tune_max_evals: int = 8
     eval_examples: int = 40
     batch_size: int = 4
     grad_accum: int = 1
@@ -63,24 +75,29 @@ class ModelDemoConfig:
     retain_fraction: float = 1.0
     seed: int = 0
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return ("tv", *(label for label, _, _ in self.perta), "ga", "gd", "npo")
 
-#: the measured configuration for SmolLM2-135M-Instruct on 2 shared CPU cores (docs/results.md): one retain
-#: author, all 40 forget01 rows trained on, 20 rows per split evaluated, three alphas, one setting per
-#: gradient method (the lr of each chosen so that one epoch moves about as far as the reference's 10 epochs
-#: at 1e-5 would)
+
+#: the measured configuration for SmolLM2-135M-Instruct on 2 CPU cores (docs/results.md): two retain authors
+#: (40 rows), all 40 forget01 rows, 40 rows per split evaluated; TV and three PerTA variants at four matched
+#: step norms; two settings per gradient method (one epoch, lr chosen so that one epoch moves about as far
+#: as the reference's 10 epochs at 1e-5 would); ``tune`` on TV and PerTA-fisher
 MODEL_DEFAULT = ModelDemoConfig(
-    retain_authors=1, forget_split="forget01", memorise_epochs=2, memorise_lr=1e-4, forget_epochs=1,
-    forget_lr=1e-4, alphas=(1.0, 3.0),
-    gradient_grid={"npo": ((1e-4, 1.0),), "ga": ((5e-5, 1.0),), "gd": ((5e-5, 1.0),)},
-    eval_examples=20, eval_batch_size=20, max_new_tokens=32, eval_dtype="bfloat16")
-#: ``demo --model M --quick``: two alphas, 10 rows per split
+    retain_authors=2, forget_split="forget01", memorise_epochs=2, memorise_lr=1e-4, forget_epochs=1,
+    forget_lr=1e-4, alphas=(1.0, 1.5, 2.0, 3.0),
+    perta=(("perta-grad", "grad", 1.0), ("perta-fisher", "fisher", 1.0), ("perta-fisher-p2", "fisher", 2.0)),
+    gradient_grid={"npo": ((5e-5, 1.0), (1e-4, 1.0)), "ga": ((5e-5, 1.0), (1e-4, 1.0)),
+                   "gd": ((5e-5, 1.0), (1e-4, 1.0))},
+    tune=("tv", "perta-fisher"), tune_alpha_range=(0.5, 6.0), tune_max_evals=8,
+    eval_examples=40, eval_batch_size=40, max_new_tokens=32, eval_dtype="bfloat16")
+#: ``demo --model M --quick``: two alphas, 10 rows per split, no tune
 MODEL_QUICK = ModelDemoConfig(
     retain_authors=1, forget_split="forget01", memorise_epochs=2, memorise_lr=1e-4, forget_epochs=1,
     forget_lr=1e-4, alphas=(1.0, 3.0), gradient_grid={"ga": ((5e-5, 1.0),), "gd": ((5e-5, 1.0),),
                                                        "npo": ((1e-4, 1.0),)},
     eval_examples=10, eval_batch_size=20, max_new_tokens=32)
-
-METHODS = ("tv", "perta-grad", "perta-fisher", "ga", "gd", "npo")
 
 
 def _rows(split: str) -> list[dict[str, Any]]:
@@ -112,6 +129,7 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
     or a run stopped part-way, loses no evaluation); the retain model is evaluated first (the reference).
     """
     from perta_hub.demo_report import plot_methods, results_markdown, summarise
+    from perta_hub.importance.summary import summarise_folder
     from perta_hub.importance.weight_map import compute_weights
     from perta_hub.merge.apply import apply
     from perta_hub.training.finetune import finetune
@@ -154,20 +172,35 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
     tv = step("task vector: fine-tune the target on the forget authors",
               lambda: task_vector_from_data(target, str(data["forget"]), out / "tv", epochs=cfg.forget_epochs,
                                             lr=cfg.forget_lr, warmup=0.0, **train)[0])
-    maps: dict[str, Any] = {"tv": None}
+    maps: dict[str, Path] = {}  # weight-map method -> folder
+    norm_ratio: dict[str, float] = {"tv": 1.0}  # label -> ||w ⊙ tau|| / ||tau||
+    selectivity: dict[str, Any] = {}
+    names = {str(target): "target", str(retain): "retain"}
 
-    def task_arithmetic(label: str) -> None:
-        if label != "tv":
-            m = label.removeprefix("perta-")
-            maps[label] = step(f"weight map ({m})", lambda: compute_weights(
-                str(target), str(data["forget"]), str(data["retain"]), out / f"wm-{m}", method=m,
+    def weight_map(method: str) -> Path:
+        if method not in maps:
+            maps[method] = step(f"weight map ({method})", lambda: compute_weights(
+                str(target), str(data["forget"]), str(data["retain"]), out / f"wm-{method}", method=method,
                 retain_fraction=cfg.retain_fraction, seed=cfg.seed, device=device, progress=False,
                 echo=lambda *_: None).out_dir)
+        return maps[method]
+
+    def task_arithmetic(label: str, map_method: str | None, p: float | None) -> None:
+        wm = weight_map(map_method) if map_method else None
+        if wm is not None:
+            summary = summarise_folder(wm, tv, p=p)
+            norm_ratio[label] = summary["groups"]["all"]["norm_w_tau_over_norm_tau"]
+            summary["groups"] = {k: v for k, v in summary["groups"].items() if not k.startswith("layer:")}
+            selectivity[label] = summary
+        ratio = norm_ratio[label] if cfg.match_steps else 1.0
+        alphas = [float(f"{a / ratio:.3g}") for a in cfg.alphas]
         folders = step(f"apply {label}", lambda: apply(
-            target, tv, weights=maps[label], alphas=list(cfg.alphas), out_dir=out / "unlearned" / label,
-            device=device, progress=False))
-        for alpha, folder in zip(cfg.alphas, folders, strict=True):
-            evaluate(Path(folder), f"{label}-{alpha:g}", reference)
+            target, tv, weights=wm, p=p, alphas=alphas, out_dir=out / "unlearned" / label, device=device,
+            progress=False))
+        for alpha, folder in zip(alphas, folders, strict=True):
+            names[str(folder)] = label
+            result = evaluate(Path(folder), f"{label}-{alpha:g}", reference)
+            result["meta"]["step_norm"] = alpha * norm_ratio[label]
 
     def gradient(method: str) -> None:
         retain_data = str(data["retain"]) if method in ("gd", "npo") else None
@@ -177,14 +210,24 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
                 retain=retain_data, epochs=ep, lr=lr, warmup=0.0, **train).out_dir)
             evaluate(Path(folder), f"{method}-lr{lr:g}-ep{epochs:g}", reference)
 
-    # the order that makes a run stopped part-way most informative: TV and one PerTA first, then NPO and GA
-    for stage in ("tv", "perta-fisher", "npo", "ga", "perta-grad", "gd"):
-        if stage in ("tv", "perta-fisher", "perta-grad"):
-            task_arithmetic(stage)
+    perta = {label: (m, p) for label, m, p in cfg.perta}
+    # the order that makes a run stopped part-way most informative: TV and PerTA-fisher first, then NPO and GA
+    first = [label for label in perta if label == "perta-fisher"]
+    for stage in ("tv", *first, "npo", "ga", *(label for label in perta if label not in first), "gd"):
+        if stage == "tv":
+            task_arithmetic("tv", None, None)
+        elif stage in perta:
+            task_arithmetic(stage, *perta[stage])
         else:
             gradient(stage)
-    summary = summarise(results, cfg, {str(target): "target", str(retain): "retain"}, methods=METHODS)
+    tuned = run_tune(cfg, perta, target, tv, maps, data, out, device, step) if cfg.tune else {}
+    for label, (alpha, folder) in tuned.items():
+        names[str(folder)] = f"tune {label}"
+        evaluate(folder, f"tune-{label}-{alpha:g}", reference)["meta"]["step_norm"] = alpha * norm_ratio[label]
+    summary = summarise(results, cfg, names, methods=cfg.methods)
     summary["model"] = model
+    summary["weight_maps"] = selectivity
+    summary["tune"] = tune_report(summary, tuned)
     summary["compute_s"] = compute_per_method(timings, cfg)
     summary["timings_s"] = {**timings, "total": round(time.perf_counter() - start, 1)}
     summary["peak_rss_gib"] = peaks
@@ -193,6 +236,42 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
     plot_methods(summary, out / "results.png", title=f"TOFU {cfg.forget_split} on {Path(model).name}")
     echo(results_markdown(summary))
     return summary
+
+
+def run_tune(cfg: ModelDemoConfig, perta: dict[str, tuple[str, float]], target: Path, tv: Path,
+             maps: dict[str, Path], data: dict[str, Path], out: Path, device: str,
+             step: Callable[[str, Callable[[], Any]], Any]) -> dict[str, tuple[float, Path]]:
+    """``perta-hub tune`` on the TV and PerTA candidates ``cfg.tune`` (budget 0.95 on the retain answers'
+    probability, the demo's forget and retain rows as signals); label -> (chosen alpha, chosen model folder)."""
+    from perta_hub.errors import InputError
+    from perta_hub.tune import tune
+
+    labels = list(cfg.tune)
+    weights = ["none" if label == "tv" else str(maps[perta[label][0]]) for label in labels]
+    try:
+        run = step("tune (" + ", ".join(labels) + ")", lambda: tune(
+            target, tv, weights=weights, forget=str(data["forget"]), retain=str(data["retain"]),
+            out_dir=out / "tune", utility_budget=0.95, alpha_range=cfg.tune_alpha_range,
+            max_evals=cfg.tune_max_evals, device=device, progress=False))
+    except InputError as err:  # e.g. no alpha of the range keeps the budget: reported, the sweeps still stand
+        step(f"tune found no alpha: {err}", lambda: None)
+        return {}
+    chosen = list(run["chosen"].values())
+    return {label: (float(alpha), Path(folder))
+            for label, alpha, folder in zip(labels, chosen, run["outputs"], strict=True)}
+
+
+def tune_report(summary: dict[str, Any], tuned: dict[str, tuple[float, Path]]) -> dict[str, Any]:
+    """Per tuned label: tune's chosen alpha next to the sweep's best alpha within the utility budget by the full
+    TOFU evaluation (forget quality at model utility >= 0.95 x the target's)."""
+    report = {}
+    for label, (alpha, _) in tuned.items():
+        best = (summary["best"].get(label) or {}).get("best_forget_quality_at_utility_95pct")
+        row = next((r for r in summary["rows"] if r["method"] == f"tune {label}"), None)
+        report[label] = {"chosen_alpha": alpha, "best_sweep_alpha_in_budget": best["alpha"] if best else None,
+                         "chosen": {k: row[k] for k in ("forget_quality", "model_utility")} if row else None,
+                         "best_sweep": {k: best[k] for k in ("forget_quality", "model_utility")} if best else None}
+    return report
 
 
 def evaluate_cached(folder: Path, path: Path, cfg: ModelDemoConfig, reference: Path | None,
@@ -224,9 +303,12 @@ def compute_per_method(timings: dict[str, float], cfg: ModelDemoConfig) -> dict[
     out: dict[str, Any] = {
         "tv": {"task_vector": tv, "apply_sweep": timings.get("apply tv", 0.0), "alphas": len(cfg.alphas)},
     }
-    for m in ("grad", "fisher"):
-        out[f"perta-{m}"] = {"task_vector": tv, "weight_map": timings.get(f"weight map ({m})", 0.0),
-                             "apply_sweep": timings.get(f"apply perta-{m}", 0.0), "alphas": len(cfg.alphas)}
+    for label, m, _ in cfg.perta:
+        out[label] = {"task_vector": tv, "weight_map": timings.get(f"weight map ({m})", 0.0),
+                      "apply_sweep": timings.get(f"apply {label}", 0.0), "alphas": len(cfg.alphas)}
+    tune_step = next((k for k in timings if k.startswith("tune (")), None)
+    if tune_step:
+        out["tune"] = {"search_and_write": timings[tune_step], "candidates": list(cfg.tune)}
     for method, grid in cfg.gradient_grid.items():
         out[method] = {f"lr={lr:g},ep={ep:g}": timings.get(f"unlearn {method} lr={lr:g} epochs={ep:g}", 0.0)
                        for lr, ep in grid}

@@ -14,6 +14,7 @@ def _row(result: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     fq = result["forget_quality"]
     return {
         "model": meta["model"], "method": method, "alpha": meta.get("alpha"), "setting": meta.get("setting"),
+        "step_norm": meta.get("step_norm"),
         "forget_quality": fq["agg_value"], "log10_forget_quality": fq.get("log10"),
         "model_utility": result["model_utility"]["agg_value"],
         "forget_extraction_strength": result["extraction_strength"]["agg_value"],
@@ -54,10 +55,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def results_markdown(summary: dict[str, Any]) -> str:
     """The results table (markdown) and the best alphas."""
-    head = ("| method | alpha / setting | forget quality | log10 FQ | model utility | ES forget | ES retain "
-            "| ROUGE forget | ROUGE retain |\n|---|---|---|---|---|---|---|---|---|\n")
+    steps = any(r.get("step_norm") is not None for r in summary["rows"])
+    head = ("| method | alpha / setting | " + ("step ‖αw⊙τ‖/‖τ‖ | " if steps else "")
+            + "forget quality | log10 FQ | model utility | ES forget | ES retain | ROUGE forget | ROUGE retain |\n"
+            + "|---" * (10 if steps else 9) + "|\n")
     body = "".join(
-        f"| {r['method']} | {_setting(r)} | {_fmt(r['forget_quality'])} | {_fmt(r['log10_forget_quality'], 2)} "
+        f"| {r['method']} | {_setting(r)} | " + (f"{_fmt(r.get('step_norm'), 2)} | " if steps else "")
+        + f"{_fmt(r['forget_quality'])} | {_fmt(r['log10_forget_quality'], 2)} "
         f"| {_fmt(r['model_utility'])} | {_fmt(r['forget_extraction_strength'])} "
         f"| {_fmt(r['retain_extraction_strength'])} | {_fmt(r['forget_rouge'])} | {_fmt(r['retain_rouge'])} |\n"
         for r in summary["rows"])
@@ -97,7 +101,8 @@ def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: f
 
     fig, ax = plt.subplots(figsize=(7.2, 5.4), dpi=120)
     floor = 1e-300
-    markers = {"tv": "o", "perta-grad": "s", "perta-fisher": "^", "ga": "v", "gd": "D", "npo": "P"}
+    markers = {"tv": "o", "perta-grad": "s", "perta-fisher": "^", "perta-fisher-p2": "<", "ga": "v", "gd": "D",
+               "npo": "P"}
     labels: list[tuple[float, float, str]] = []
     methods = [m for m in markers if any(r["method"] == m for r in summary["rows"])]
     for method in methods:
@@ -108,6 +113,9 @@ def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: f
         labels += [(x, y, f"{r['alpha']:g}" if r.get("alpha") is not None
                     else str(r.get("setting") or "").replace("lr=", "").replace(",ep=", "/"))
                    for r, x, y in zip(mine, xs, ys, strict=True)]
+    for r in (r for r in summary["rows"] if str(r["method"]).startswith("tune")):  # alphas chosen by tune
+        ax.scatter([r["model_utility"]], [max(r["forget_quality"] or floor, floor)], marker="X", s=80, zorder=3,
+                   label=f"{r['method']} (chosen alpha {r['alpha']:g})")
     for r in (r for r in summary["rows"] if r["method"] == "target"):
         ax.scatter([r["model_utility"]], [max(r["forget_quality"] or floor, floor)], marker="*", s=110,
                    color="black", label="target", zorder=3)

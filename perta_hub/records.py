@@ -272,6 +272,7 @@ class WeightMapRecord(Record):
     dtype: str
     underflow: Json
     compute: Json
+    selectivity: Json  # how w spreads at the map's p, lam, eps (:mod:`perta_hub.importance.summary`)
 
 
 @record_class

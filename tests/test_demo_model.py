@@ -16,7 +16,7 @@ def test_demo_with_a_given_model_runs_every_method(tmp_path, make_model, monkeyp
         retain_authors=1, forget_split="forget01", memorise_epochs=1, memorise_lr=3e-3, forget_epochs=1,
         forget_lr=3e-3, alphas=(1.0, 2.0), gradient_grid={"ga": ((1e-3, 1.0),), "gd": ((1e-3, 1.0),),
                                                           "npo": ((1e-3, 1.0), (3e-3, 1.0))},
-        eval_examples=4, batch_size=8, eval_batch_size=16, max_new_tokens=8, max_length=128)
+        tune=("tv", "perta-fisher"), tune_alpha_range=(0.02, 0.5), tune_max_evals=3, eval_examples=4, batch_size=8, eval_batch_size=16, max_new_tokens=8, max_length=128)
     monkeypatch.setattr(demo_model, "MODEL_QUICK", tiny)
     base = make_model("pretrained")
     out = tmp_path / "demo"
@@ -25,8 +25,17 @@ def test_demo_with_a_given_model_runs_every_method(tmp_path, make_model, monkeyp
     summary = json.loads((out / "results.json").read_text())
     methods = [r["method"] for r in summary["rows"]]
     assert methods.count("target") == 1 and methods.count("retain") == 1
-    for m in ("tv", "perta-grad", "perta-fisher"):
-        assert sorted(r["alpha"] for r in summary["rows"] if r["method"] == m) == [1.0, 2.0]
+    assert sorted(r["alpha"] for r in summary["rows"] if r["method"] == "tv") == [1.0, 2.0]
+    for m in ("perta-grad", "perta-fisher"):  # sampled at TV's step norms: alpha = step / (||w ⊙ tau|| / ||tau||)
+        ratio = summary["weight_maps"][m]["groups"]["all"]["norm_w_tau_over_norm_tau"]
+        assert 0 < ratio < 1
+        rows = sorted((r for r in summary["rows"] if r["method"] == m), key=lambda r: r["alpha"])
+        assert [r["alpha"] for r in rows] == [float(f"{s / ratio:.3g}") for s in (1.0, 2.0)]
+        assert [round(r["step_norm"], 2) for r in rows] == [1.0, 2.0]
+    for label in ("tv", "perta-fisher"):  # tune's chosen alpha, evaluated beside the sweeps
+        chosen = summary["tune"][label]["chosen_alpha"]
+        assert 0.02 <= chosen <= 0.5
+        assert [r["alpha"] for r in summary["rows"] if r["method"] == f"tune {label}"] == [chosen]
     assert sorted(r["setting"] for r in summary["rows"] if r["method"] == "npo") == ["lr=0.001,ep=1", "lr=0.003,ep=1"]
     assert {"ga", "gd"} <= set(methods)
     assert set(summary["best"]) == {"tv", "perta-grad", "perta-fisher", "ga", "gd", "npo"}

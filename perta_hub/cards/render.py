@@ -147,8 +147,17 @@ perta-hub apply TARGET_MODEL {usage_flag} THIS_REPO --alpha 1.0 -o unlearned-mod
 ```
 
 The tensors are sharded safetensors named like the model's parameters; `perta_config.json` records every input.
-"""
+{_selectivity_section(config.get("selectivity"))}"""
     return _render(card_data, body)
+
+
+def _selectivity_section(selectivity: dict[str, Any] | None) -> str:
+    """The weight map's selectivity table (:func:`perta_hub.importance.summary.selectivity_markdown`)."""
+    if not selectivity:
+        return ""
+    from perta_hub.importance.summary import selectivity_markdown
+
+    return "\n## Selectivity of w\n\n" + selectivity_markdown(selectivity)
 
 
 def model_card(config: dict[str, Any], eval_results: list[Any] | None = None) -> Any:

@@ -254,7 +254,10 @@ def compute_weights(
         },
     }
     if is_main:
+        from perta_hub.importance.summary import summary_of_groups
         from perta_hub.jobs.artifact import save_artifact
+
+        provenance["selectivity"] = summary_of_groups(groups, p=DEFAULT_P, lam=DEFAULT_LAM, eps=DEFAULT_EPS[method])
 
         save_artifact(out, "weight_map", groups, provenance, max_shard_size=max_shard_size,
                       inputs=[ckpt.root], progress=progress)

@@ -180,7 +180,13 @@ def test_compute_weights_artifact_round_trip(tmp_path, make_model, tokenizer, qa
         assert cfg[role]["source"] == resolved and cfg[role]["local_file"] == str(path)
         assert cfg[role]["files"] == [{"path": resolved, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}]
     assert cfg["dtype"] == "float32" and cfg["underflow"]["total"] == 0
-    assert "Privacy note" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "Privacy note" in card and "## Selectivity of w" in card and "| all | " in card
+    sel = cfg["selectivity"]  # the map's spread of w at its own p, lam, eps (module rows, no layer rows)
+    assert (sel["p"], sel["lam"], sel["eps"]) == (cfg["p"], cfg["lam"], cfg["eps"])
+    assert sel["groups"]["all"]["parameters"] == cfg["num_parameters"]
+    assert sum(sel["groups"]["all"]["histogram"]) == cfg["num_parameters"]
+    assert not any(k.startswith("layer:") for k in sel["groups"]) and "module:q_proj" in sel["groups"]
     assert len(art.group("importance_forget").files) > 1  # sharded
 
     forget_ex = _encoded(forget, tokenizer)

@@ -1,0 +1,157 @@
+"""How selective is a weight map? ``w = I_f^p / (I_f^p + lam I_r^p + eps)`` summarised per module type and layer.
+
+A weight map only does something task arithmetic cannot when ``w`` varies: near 1 where forgetting lives,
+near 0 where retention does. :func:`summarise_weights` reports, for the whole map, per module type
+(``q_proj`` ... ``down_proj``, ``embed_tokens``, norms) and per layer: the mean of ``w``, the shares above 0.5
+and below 0.1, a 10-bin histogram of ``w`` over [0, 1], quantiles (on a seeded sample of at most 2,000 values
+per tensor), the scale of the importances next to ``eps``, and with a task vector ``||w ⊙ tau|| / ||tau||``:
+how far PerTA steps at a given alpha relative to TV (PerTA at alpha a moves as far as TV at ``a`` times it).
+
+``compute-weights`` writes this summary (at the map's own p, lam, eps) into its card and ``perta_config.json``
+(``selectivity``); :func:`summarise_folder` recomputes it for a saved map at other p, lam or eps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+BINS = 10
+SAMPLE_PER_TENSOR = 2000
+
+
+def module_of(name: str) -> tuple[str, str]:
+    """``(module type, layer)`` of a tensor name: ``model.layers.3.mlp.up_proj.weight`` -> ``("up_proj", "3")``;
+    a tensor outside the layers has layer ``"-"`` (``model.embed_tokens.weight`` -> ``("embed_tokens", "-")``)."""
+    layer = re.search(r"layers\.(\d+)\.", name)
+    kind = name.removesuffix(".weight").removesuffix(".bias").split(".")[-1]
+    return kind, (layer.group(1) if layer else "-")
+
+
+def summarise_weights(names: Iterable[str], forget: Callable[[str], Any], retain: Callable[[str], Any], *,
+                      p: float, lam: float, eps: float, task_vector: Callable[[str], Any] | None = None
+                      ) -> dict[str, Any]:
+    """The selectivity summary of the map whose importances ``forget(name)`` / ``retain(name)`` return.
+
+    Args:
+        names: tensor names; ``forget``, ``retain`` (and ``task_vector``) return the tensor of a name, any
+            float dtype, any shape (read one at a time: memory is one tensor's fp32 copies).
+        p, lam, eps: the combination.
+    Returns:
+        ``{"p", "lam", "eps", "w_quantiles_10_50_90", "I_forget_median", "I_retain_median",
+        "eps_over_median_If_p", "groups": {"all" | "module:<type>" | "layer:<n>": {"mean_w",
+        "share_above_0.5", "share_below_0.1", "histogram" (counts of w in 10 bins of [0, 1]), "parameters",
+        "norm_w_tau_over_norm_tau" (with a task vector)}}}``.
+    """
+    import torch
+
+    from perta_hub.merge.math import combine_weights
+
+    stats: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(float))
+    samples: dict[str, list[Any]] = {"w": [], "f": [], "r": []}
+    gen = torch.Generator().manual_seed(0)
+    for name in names:
+        f, r = forget(name).float().flatten(), retain(name).float().flatten()
+        w = combine_weights(f, r, p, lam, eps)
+        kind, layer = module_of(name)
+        histogram = torch.histc(w, bins=BINS, min=0.0, max=1.0)
+        tau = task_vector(name).float().flatten() if task_vector is not None else None
+        for key in ("all", f"module:{kind}", f"layer:{layer}"):
+            s = stats[key]
+            s["n"] += w.numel()
+            s["sum_w"] += float(w.sum(dtype=torch.float64))
+            s["above_0.5"] += int((w > 0.5).sum())
+            s["below_0.1"] += int((w < 0.1).sum())
+            s["histogram"] = histogram + s["histogram"] if isinstance(s["histogram"], torch.Tensor) else histogram
+            if tau is not None:
+                s["tau_sq"] += float((tau.double() ** 2).sum())
+                s["wtau_sq"] += float(((w * tau).double() ** 2).sum())
+        idx = torch.randint(0, w.numel(), (min(w.numel(), SAMPLE_PER_TENSOR),), generator=gen)
+        for key, values in (("w", w), ("f", f), ("r", r)):
+            samples[key].append(values[idx])
+    if not stats:
+        raise ValueError("the weight map has no tensors to summarise")
+    sw, sf, sr = (torch.cat(samples[k]) for k in ("w", "f", "r"))
+    median_f = float(sf.median())
+    out: dict[str, Any] = {
+        "p": p, "lam": lam, "eps": eps,
+        "w_quantiles_10_50_90": [round(float(v), 4) for v in torch.quantile(sw, torch.tensor([0.1, 0.5, 0.9]))],
+        "I_forget_median": median_f, "I_retain_median": float(sr.median()),
+        "eps_over_median_If_p": eps / max(median_f ** p, 1e-45),
+        "groups": {},
+    }
+    for key in sorted(stats, key=_group_order):
+        s = stats[key]
+        row: dict[str, Any] = {"mean_w": round(s["sum_w"] / s["n"], 4),
+                               "share_above_0.5": round(s["above_0.5"] / s["n"], 4),
+                               "share_below_0.1": round(s["below_0.1"] / s["n"], 4),
+                               "histogram": [int(c) for c in s["histogram"].tolist()],
+                               "parameters": int(s["n"])}
+        if s["tau_sq"] > 0:
+            row["norm_w_tau_over_norm_tau"] = round((s["wtau_sq"] / s["tau_sq"]) ** 0.5, 4)
+        out["groups"][key] = row
+    return out
+
+
+def _group_order(key: str) -> tuple[int, int, str]:
+    kind, _, rest = key.partition(":")
+    rank = {"all": 0, "module": 1, "layer": 2}[kind]
+    return rank, int(rest) if rest.isdigit() else -1, rest
+
+
+def summarise_folder(weight_map: str | Path, task_vector: str | Path | None = None, *, p: float | None = None,
+                     lam: float | None = None, eps: float | None = None) -> dict[str, Any]:
+    """:func:`summarise_weights` of a saved weight map (local folder) at its own or the given p, lam, eps;
+    with ``task_vector`` (a folder) also ``||w ⊙ tau|| / ||tau||``."""
+    from perta_hub.io.artifacts import load_artifact
+
+    wmap = load_artifact(weight_map, "weight_map")
+    record = wmap.record
+    p = record.p if p is None else p
+    lam = record.lam if lam is None else lam
+    eps = record.eps if eps is None else eps
+    forget, retain = wmap.group("importance_forget"), wmap.group("importance_retain")
+    tau = load_artifact(task_vector, "task_vector").group("task_vector") if task_vector is not None else None
+    names = [n for n in forget.names if tau is None or n in tau.names]
+    return {"weight_map": str(weight_map), "method": record.method, **summarise_weights(
+        names, forget.get, retain.get, p=p, lam=lam, eps=eps, task_vector=tau.get if tau is not None else None)}
+
+
+def summary_of_groups(groups: Mapping[str, Mapping[str, Any]], *, p: float, lam: float, eps: float
+                      ) -> dict[str, Any]:
+    """The summary of in-memory importances (``compute-weights`` before writing), without the layer rows (the
+    card and the record keep the whole map and the module types)."""
+    forget, retain = groups["importance_forget"], groups["importance_retain"]
+    full = summarise_weights(list(forget), forget.__getitem__, retain.__getitem__, p=p, lam=lam, eps=eps)
+    full["groups"] = {k: v for k, v in full["groups"].items() if not k.startswith("layer:")}
+    return full
+
+
+def _bar(counts: list[int]) -> str:
+    """A histogram as eight-level block characters (one per bin of w, 0 to 1)."""
+    blocks = " ▁▂▃▄▅▆▇█"
+    top = max(counts) or 1
+    return "".join(blocks[round(8 * c / top)] for c in counts)
+
+
+def selectivity_markdown(summary: Mapping[str, Any]) -> str:
+    """The summary as a markdown table (one row per group) with a histogram bar of ``w`` per row."""
+    q = summary["w_quantiles_10_50_90"]
+    lines = [
+        f"w = I_f^p / (I_f^p + lam I_r^p + eps) at p = {summary['p']:g}, lam = {summary['lam']:g}, "
+        f"eps = {summary['eps']:g}: quantiles 10/50/90 % of w = {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}; median "
+        f"I_f = {summary['I_forget_median']:.3g}, median I_r = {summary['I_retain_median']:.3g}, eps / median(I_f)^p "
+        f"= {summary['eps_over_median_If_p']:.3g}. A map is selective when many weights lie near 0 or 1; a map "
+        "whose w centres on one value acts like task arithmetic with a smaller alpha.",
+        "",
+        "| group | mean w | share w > 0.5 | share w < 0.1 | histogram of w (0 to 1) | parameters |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, row in summary["groups"].items():
+        norm = f" (‖w⊙τ‖/‖τ‖ {row['norm_w_tau_over_norm_tau']:.3f})" if "norm_w_tau_over_norm_tau" in row else ""
+        lines.append(f"| {key}{norm} | {row['mean_w']:.3f} | {row['share_above_0.5']:.3f} | "
+                     f"{row['share_below_0.1']:.3f} | `{_bar(row['histogram'])}` | {row['parameters']:,} |")
+    return "\n".join(lines) + "\n"
