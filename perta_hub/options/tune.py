@@ -77,7 +77,8 @@ class TuneOptions(Options):
     allow_pickle: bool = allow_pickle("target")
     evaluate: bool = option("--evaluate", is_flag=True, default=False,
                             help="Run the full TOFU evaluation (evaluate's definitions) on the chosen model(s); "
-                                 "the results go into the card.")
+                                 "the results go into the card and OUT.tofu_eval.json beside -o (a --retain-model's logs: "
+                                 "OUT.tofu_eval.retain.json).")
     forget_split: str = option("--forget-split", type=Choice(FORGET_SPLITS), default="forget10",
                                help="TOFU forget split of --evaluate.")
     retain_model: str | None = option("--retain-model", help="Retain model of --evaluate (as in evaluate).")

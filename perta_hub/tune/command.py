@@ -233,11 +233,19 @@ def _write(model: Any, task_vector: Any, items: list[str | None], labels: list[s
         evaluation = run_evaluation([str(o) for o in outputs], forget_split=forget_split, retain_model=retain_model,
                                     retain_logs=retain_logs, write_card=True, echo=say, data_dir=data_dir,
                                     max_examples=eval_max_examples, device=device, batch_size=batch_size,
-                                    max_length=max_length, progress=progress)
+                                    max_length=max_length, progress=progress, output=evaluation_path(folders),
+                                    overwrite=True)
     seconds["total"] = time.perf_counter() - t0
     return {"outputs": outputs, "chosen": {label: records[label]["chosen"] for label in labels}, "records": records,
             "table": format_table([(label, records[label]) for label in labels]), "evaluation": evaluation,
             "seconds": {k: round(v, 3) for k, v in seconds.items()}}
+
+
+def evaluation_path(folders: list[Path]) -> Path:
+    """``<OUT>.tofu_eval.json`` beside the output folder ``-o`` (the retain model's logs beside it as
+    ``<OUT>.tofu_eval.retain.json``): tune's own files, replaced by a re-run; never inside a model folder."""
+    out = folders[0] if len(folders) == 1 else folders[0].parent
+    return out.with_name(f"{out.name}.tofu_eval.json")
 
 
 def add_search(folder: Path, tune_data: dict[str, Any], *, title: str) -> None:
