@@ -115,7 +115,15 @@ def env_for(url: str, home: Path) -> dict[str, str]:
             "HF_HUB_CACHE": str(home / "hub"), "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
-def run_child(args: list[str], env: dict[str, str], watch: list[Path]) -> dict[str, float]:
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a running process has used so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_child(args: list[str], env: dict[str, str], watch: list[Path], server_pid: int) -> dict[str, float]:
+    """Run one mode; its wall time, its CPU seconds and the server's (both processes share the cores), peaks."""
+    server_before = process_cpu_s(server_pid)
     with Sampler(watch) as sampler:
         start = time.perf_counter()
         proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -125,6 +133,7 @@ def run_child(args: list[str], env: dict[str, str], watch: list[Path]) -> dict[s
     if status != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{out[-3000:]}")
     return {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "server_cpu_s": round(process_cpu_s(server_pid) - server_before, 1),
             "peak_disk_gb": round(sampler.peak / 1e9, 3),
             "peak_rss_gb": round(usage.ru_maxrss * 1024 / 1e9, 3)}
 
@@ -139,7 +148,7 @@ def median_run(runs: list[dict[str, float]]) -> dict:
     return out
 
 
-def floor(url: str, work: Path, output: Path, repo: str = "bench/floor") -> dict[str, float]:
+def floor(url: str, work: Path, output: Path, server_pid: int, repo: str = "bench/floor") -> dict[str, float]:
     """Download every input file, then upload the output shards, through the same server, nothing else."""
     code = """
 import sys, time, os
@@ -158,12 +167,18 @@ up = time.perf_counter() - t
 print(down, up)
 """
     home = work / "floor-home"
-    out = subprocess.run([sys.executable, "-c", code, str(work / "floor-dl"), str(output), repo], env=env_for(url, home),
-                         capture_output=True, text=True, check=True).stdout.split()
+    server_before = process_cpu_s(server_pid)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(work / "floor-dl"), str(output), repo],
+                            env=env_for(url, home), stdout=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = (proc.stdout.read() if proc.stdout else "").split()
+    if status != 0:
+        raise SystemExit("the floor's transfers failed")
     shutil.rmtree(work / "floor-dl", ignore_errors=True)
     shutil.rmtree(home, ignore_errors=True)
     return {"download_s": round(float(out[0]), 1), "upload_s": round(float(out[1]), 1),
-            "floor_s": round(float(out[0]) + float(out[1]), 1)}
+            "floor_s": round(float(out[0]) + float(out[1]), 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "server_cpu_s": round(process_cpu_s(server_pid) - server_before, 1)}
 
 
 def main() -> None:
@@ -197,15 +212,15 @@ def main() -> None:
             shutil.rmtree(work / "local", ignore_errors=True)
             runs["local_apply_push"].append(run_child(
                 cli + common + ["-o", str(local_out), "--push", f"bench/out-local-{r}"], env_for(url, local_home),
-                [local_home, work / "local"]))
+                [local_home, work / "local"], proc.pid))
             shutil.rmtree(local_home, ignore_errors=True)  # the downloaded inputs (the output stays for the floor)
             stream_home, stream_dir = work / "stream-home", work / "stream"
             runs["stream"].append(run_child(
                 cli + common + ["-o", str(stream_dir / "out"), "--push", f"bench/out-stream-{r}", "--stream"],
-                env_for(url, stream_home), [stream_home, stream_dir]))
+                env_for(url, stream_home), [stream_home, stream_dir], proc.pid))
             shutil.rmtree(stream_home, ignore_errors=True)
             shutil.rmtree(stream_dir, ignore_errors=True)
-            runs["floor"].append(floor(url, work, local_out, f"bench/floor-{r}"))
+            runs["floor"].append(floor(url, work, local_out, proc.pid, f"bench/floor-{r}"))
             start = time.perf_counter()  # the fixed cost of any run: the interpreter, perta_hub's CLI and torch
             subprocess.run([sys.executable, "-c", "import torch, perta_hub.cli"], check=True)
             runs["floor"][-1]["startup_s"] = round(time.perf_counter() - start, 1)
@@ -222,6 +237,17 @@ def main() -> None:
             "stream_vs_floor": round(s["wall_s"] / f["floor_s"], 2),
             "stream_vs_floor_plus_startup": round(s["wall_s"] / (f["floor_s"] + f["startup_s"]), 2),
             "stream_vs_local": round(s["wall_s"] / loc["wall_s"], 2)}
+        cores = os.cpu_count() or 1
+        # the wall time the CPU work alone needs on these cores (client + server, perfectly spread): a run at this
+        # bound is CPU-bound, whatever the overlap of its transfers
+        results["cpu_bound"] = {
+            f"{k}_cpu_s (client + server)": round(results[k]["cpu_s"] + results[k]["server_cpu_s"], 1)
+            for k in ("local_apply_push", "stream", "floor")}
+        results["cpu_bound"].update({
+            f"{k}_min_wall_s on {cores} cores": round((results[k]["cpu_s"] + results[k]["server_cpu_s"]) / cores, 1)
+            for k in ("local_apply_push", "stream", "floor")})
+        results["cpu_bound"]["stream_wall_over_its_cpu_bound"] = round(
+            s["wall_s"] / ((s["cpu_s"] + s["server_cpu_s"]) / cores), 2)
         results["conditions"] = {"cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 1),
                                  "rounds": args.rounds, "note": "medians over the rounds; shared machine; server in "
                                  "its own process on 127.0.0.1; disk " + str(work)}
