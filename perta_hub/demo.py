@@ -11,15 +11,13 @@ PerTA-fisher, and ``evaluate`` on every output. It writes ``results.json``, ``re
 from __future__ import annotations
 
 import json
-import resource
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perta_hub.data.loading import BUNDLED_TOFU
-from perta_hub.demo_report import plot_methods, results_markdown, summarise
+from perta_hub.demo_report import Steps, peak_rss_gib, plot_methods, results_markdown, summarise
 from perta_hub.options.demo import DEMO
 
 QUESTIONS_PER_AUTHOR = 20  # TOFU: 200 authors x 20 questions
@@ -147,17 +145,7 @@ def _run(cfg: DemoConfig, out: Path, device: str, echo: Callable[[str], None]) -
     from perta_hub.training.from_data import task_vector_from_data
 
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-
-    def step(name: str, fn: Callable[[], Any]) -> Any:
-        echo(f"== {name}")
-        t0 = time.perf_counter()
-        result = fn()
-        timings[name] = round(time.perf_counter() - t0, 1)
-        echo(f"   {name}: {timings[name]:.1f} s")
-        return result
-
+    step = Steps(echo)
     data = step("data", lambda: write_demo_data(out / "data", cfg))
     init = step("tokenizer and initial model", lambda: build_initial_model(out / "init", cfg))
     memorise = dict(epochs=cfg.memorise_epochs, lr=cfg.memorise_lr, batch_size=cfg.batch_size, grad_accum=1,
@@ -189,8 +177,8 @@ def _run(cfg: DemoConfig, out: Path, device: str, echo: Callable[[str], None]) -
         batch_size=cfg.eval_batch_size, device=device, progress=False))
     retain_result = json.loads(Path(evaluation["retain_logs"]).read_text())
     summary = summarise([retain_result, *evaluation["results"]], cfg, {str(target): "target", str(retain): "retain"})
-    summary["timings_s"] = {**timings, "total": round(time.perf_counter() - start, 1)}
-    summary["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    summary["timings_s"] = step.with_total()
+    summary["peak_rss_gib"] = peak_rss_gib()
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "results.md").write_text(results_markdown(summary))
     plot_methods(summary, out / "results.png")

@@ -12,8 +12,6 @@ tiny demo, one curve per method, plus the compute each method needed.
 from __future__ import annotations
 
 import json
-import resource
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,7 +126,7 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
     Each model is evaluated as soon as it exists and its result kept in ``out/eval/<name>.json`` (a re-run,
     or a run stopped part-way, loses no evaluation); the retain model is evaluated first (the reference).
     """
-    from perta_hub.demo_report import plot_methods, results_markdown, summarise
+    from perta_hub.demo_report import Steps, plot_methods, results_markdown, summarise
     from perta_hub.importance.summary import summarise_folder
     from perta_hub.importance.weight_map import compute_weights
     from perta_hub.merge.apply import apply
@@ -137,18 +135,7 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
     from perta_hub.unlearning.command import unlearn
 
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    peaks: dict[str, float] = {}
-    start = time.perf_counter()
-
-    def step(name: str, fn: Callable[[], Any]) -> Any:
-        echo(f"== {name}")
-        t0 = time.perf_counter()
-        result = fn()
-        timings[name] = round(time.perf_counter() - t0, 1)
-        peaks[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
-        echo(f"   {name}: {timings[name]:.1f} s (peak RSS so far {peaks[name]:.2f} GiB)")
-        return result
+    step = Steps(echo)
 
     results: list[dict[str, Any]] = []
 
@@ -228,9 +215,9 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
     summary["model"] = model
     summary["weight_maps"] = selectivity
     summary["tune"] = tune_report(summary, tuned)
-    summary["compute_s"] = compute_per_method(timings, cfg)
-    summary["timings_s"] = {**timings, "total": round(time.perf_counter() - start, 1)}
-    summary["peak_rss_gib"] = peaks
+    summary["compute_s"] = compute_per_method(step.timings, cfg)
+    summary["timings_s"] = step.with_total()
+    summary["peak_rss_gib"] = step.peaks
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (out / "results.md").write_text(results_markdown(summary))
     plot_methods(summary, out / "results.png", title=f"TOFU {cfg.forget_split} on {Path(model).name}")

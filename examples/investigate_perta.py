@@ -1,0 +1,101 @@
+"""What makes PerTA's weight map selective? Follow-up experiments on a finished ``perta-hub demo --model`` folder.
+
+    python examples/investigate_perta.py DEMO_DIR --base PRETRAINED [--steps 2 3] [--more-retain-authors 10]
+
+Reuses the demo's target, task vector, data, evaluation settings and retain model's logs (nothing of the demo is
+changed; new outputs go to ``DEMO_DIR/investigate``) and evaluates, each at the step norms ``--steps`` (``||alpha
+w ⊙ tau|| / ||tau||``, the demo's matched-norm axis):
+
+* **more retain data**: the fisher map with the retain importance taken over ``--more-retain-authors`` further
+  TOFU authors (never evaluated: the evaluation's retain rows are the demo's retain authors) beside the demo's
+  retain rows;
+* **the anchor**: the task vector taken against the pre-trained base (``target - base``, what the target learnt
+  in fine-tuning) instead of the forget-tuned model (``finetuned_on_forget - target``), applied as plain TV at
+  small alphas.
+
+Writes ``investigate/results.json`` and ``results.md`` (the demo's table format) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from perta_hub.data.loading import BUNDLED_TOFU
+from perta_hub.demo_model import MODEL_DEFAULT, QUESTIONS_PER_AUTHOR, evaluate_cached
+from perta_hub.demo_report import Steps, results_markdown, summarise
+from perta_hub.importance.summary import summarise_folder
+from perta_hub.importance.weight_map import compute_weights
+from perta_hub.merge.apply import apply
+from perta_hub.merge.task_vector import task_vector
+
+
+def more_retain_data(demo: Path, out: Path, authors: int) -> Path:
+    """The demo's retain rows plus the next ``authors`` TOFU authors (after the demo's retain authors)."""
+    full = json.loads((BUNDLED_TOFU / "full.json").read_text())
+    start = MODEL_DEFAULT.retain_authors * QUESTIONS_PER_AUTHOR
+    extra = full[start:start + authors * QUESTIONS_PER_AUTHOR]
+    rows = json.loads((demo / "data" / "retain.json").read_text())
+    rows += [{"question": r["question"], "answer": r["answer"]} for r in extra]
+    path = out / "retain_more.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("demo", type=Path)
+    parser.add_argument("--base", required=True, help="the pre-trained model the demo fine-tuned")
+    parser.add_argument("--steps", type=float, nargs="+", default=[2.0, 3.0])
+    parser.add_argument("--anchor-alphas", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--more-retain-authors", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    a = parser.parse_args()
+    demo, cfg = a.demo, MODEL_DEFAULT
+    out = demo / "investigate"
+    out.mkdir(parents=True, exist_ok=True)
+    step = Steps(print)
+    target, tv, reference = demo / "target", demo / "tv", demo / "eval" / "retain.json"
+    results: list[dict[str, Any]] = []
+    names = {str(target): "target"}
+
+    def evaluate(folder: Path, label: str, alpha: float, step_norm: float | None) -> None:
+        result = step(f"evaluate {label}-{alpha:g}", lambda: evaluate_cached(
+            folder, out / "eval" / f"{label}-{alpha:g}.json", cfg, reference, a.device))
+        result["meta"]["step_norm"] = step_norm
+        names[str(folder)] = label
+        results.append(result)
+
+    results.append(json.loads((demo / "eval" / "target.json").read_text()))
+    retain_more = more_retain_data(demo, out, a.more_retain_authors)
+    wm = step("fisher map, more retain data", lambda: compute_weights(
+        str(target), str(demo / "data" / "forget.json"), str(retain_more), out / "wm-fisher-more-retain",
+        method="fisher", device=a.device, progress=False, echo=lambda *_: None).out_dir)
+    selectivity = summarise_folder(wm, tv)
+    ratio = selectivity["groups"]["all"]["norm_w_tau_over_norm_tau"]
+    alphas = [float(f"{s / ratio:.3g}") for s in a.steps]
+    folders = step("apply", lambda: apply(target, tv, weights=wm, alphas=alphas, out_dir=out / "perta-fisher-more-retain",
+                                          device=a.device, progress=False))
+    for alpha, folder in zip(alphas, folders, strict=True):
+        evaluate(Path(folder), "perta-fisher-more-retain", alpha, alpha * ratio)
+
+    tv_base = step("task vector against the base", lambda: task_vector(a.base, target, out / "tv-from-base",
+                                                                         progress=False))
+    folders = step("apply", lambda: apply(target, tv_base, alphas=list(a.anchor_alphas), out_dir=out / "tv-from-base",
+                                          device=a.device, progress=False))
+    for alpha, folder in zip(a.anchor_alphas, folders, strict=True):
+        evaluate(Path(folder), "tv-from-base", alpha, None)
+
+    summary = summarise(results, cfg, names, methods=("perta-fisher-more-retain", "tv-from-base"))
+    summary["selectivity_more_retain"] = {k: v for k, v in selectivity.items() if k != "groups"} | {
+        "all": selectivity["groups"]["all"]}
+    summary["timings_s"] = step.with_total()
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (out / "results.md").write_text(results_markdown(summary))
+    print(results_markdown(summary))
+
+
+if __name__ == "__main__":
+    main()
