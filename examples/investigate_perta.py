@@ -11,7 +11,9 @@ w ⊙ tau|| / ||tau||``, the demo's matched-norm axis):
   retain rows;
 * **the anchor**: the task vector taken against the pre-trained base (``target - base``, what the target learnt
   in fine-tuning) instead of the forget-tuned model (``finetuned_on_forget - target``), applied as plain TV at
-  small alphas.
+  small alphas;
+* **the front near the budget**: TV, PerTA-grad (the demo's map) and PerTA-fisher with more retain data at the
+  further step norms ``--front-steps``.
 
 Writes ``investigate/results.json`` and ``results.md`` (the demo's table format) and prints the table.
 """
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--steps", type=float, nargs="+", default=[2.0, 3.0])
     parser.add_argument("--anchor-alphas", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--more-retain-authors", type=int, default=10)
+    parser.add_argument("--front-steps", type=float, nargs="*", default=[1.75, 2.25, 2.5])
     parser.add_argument("--device", default="cpu")
     a = parser.parse_args()
     demo, cfg = a.demo, MODEL_DEFAULT
@@ -88,7 +91,17 @@ def main() -> None:
     for alpha, folder in zip(a.anchor_alphas, folders, strict=True):
         evaluate(Path(folder), "tv-from-base", alpha, None)
 
-    summary = summarise(results, cfg, names, methods=("perta-fisher-more-retain", "tv-from-base"))
+    for label, map_folder in (("tv", None), ("perta-grad", demo / "wm-grad"), ("perta-fisher-more-retain", wm)):
+        ratio = summarise_folder(map_folder, tv)["groups"]["all"]["norm_w_tau_over_norm_tau"] if map_folder else 1.0
+        alphas = [float(f"{s / ratio:.3g}") for s in a.front_steps]
+        if not alphas:
+            continue
+        folders = step(f"apply {label}", lambda w=map_folder, al=alphas, lab=label: apply(
+            target, tv, weights=w, alphas=al, out_dir=out / f"{lab}-front", device=a.device, progress=False))
+        for alpha, folder in zip(alphas, folders, strict=True):
+            evaluate(Path(folder), label, alpha, alpha * ratio)
+
+    summary = summarise(results, cfg, names, methods=("perta-fisher-more-retain", "tv-from-base", "tv", "perta-grad"))
     summary["selectivity_more_retain"] = {k: v for k, v in selectivity.items() if k != "groups"} | {
         "all": selectivity["groups"]["all"]}
     summary["timings_s"] = step.with_total()
