@@ -12,6 +12,9 @@ w ⊙ tau|| / ||tau||``, the demo's matched-norm axis):
 * **the anchor**: the task vector taken against the pre-trained base (``target - base``, what the target learnt
   in fine-tuning) instead of the forget-tuned model (``finetuned_on_forget - target``), applied as plain TV at
   small alphas;
+* **lam instead of more data**: the demo's fisher map with ``--lam`` (default 4, about the factor by which the
+  median retain importance grew with the extra authors) at the same step norms, to tell the extra data's
+  information from a mere rescaling of ``I_r``;
 * **the front near the budget**: TV, PerTA-grad (the demo's map) and PerTA-fisher with more retain data at the
   further step norms ``--front-steps``.
 
@@ -54,6 +57,8 @@ def main() -> None:
     parser.add_argument("--anchor-alphas", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--more-retain-authors", type=int, default=10)
     parser.add_argument("--front-steps", type=float, nargs="*", default=[1.75, 2.25, 2.5])
+    parser.add_argument("--lam", type=float, default=4.0)
+    parser.add_argument("--lam-steps", type=float, nargs="*", default=[2.0, 2.5, 3.0])
     parser.add_argument("--device", default="cpu")
     a = parser.parse_args()
     demo, cfg = a.demo, MODEL_DEFAULT
@@ -73,9 +78,11 @@ def main() -> None:
 
     results.append(json.loads((demo / "eval" / "target.json").read_text()))
     retain_more = more_retain_data(demo, out, a.more_retain_authors)
-    wm = step("fisher map, more retain data", lambda: compute_weights(
-        str(target), str(demo / "data" / "forget.json"), str(retain_more), out / "wm-fisher-more-retain",
-        method="fisher", device=a.device, progress=False, echo=lambda *_: None).out_dir)
+    wm = out / "wm-fisher-more-retain"
+    if not (wm / "perta_config.json").is_file():  # a finished map: compute-weights would recompute, then keep it
+        step("fisher map, more retain data", lambda: compute_weights(
+            str(target), str(demo / "data" / "forget.json"), str(retain_more), wm, method="fisher", device=a.device,
+            progress=False, echo=lambda *_: None))
     selectivity = summarise_folder(wm, tv)
     ratio = selectivity["groups"]["all"]["norm_w_tau_over_norm_tau"]
     alphas = [float(f"{s / ratio:.3g}") for s in a.steps]
@@ -101,7 +108,16 @@ def main() -> None:
         for alpha, folder in zip(alphas, folders, strict=True):
             evaluate(Path(folder), label, alpha, alpha * ratio)
 
-    summary = summarise(results, cfg, names, methods=("perta-fisher-more-retain", "tv-from-base", "tv", "perta-grad"))
+    ratio = summarise_folder(demo / "wm-fisher", tv, lam=a.lam)["groups"]["all"]["norm_w_tau_over_norm_tau"]
+    alphas = [float(f"{s / ratio:.3g}") for s in a.lam_steps]
+    label = f"perta-fisher-lam{a.lam:g}"
+    folders = step(f"apply {label}", lambda: apply(target, tv, weights=demo / "wm-fisher", lam=a.lam, alphas=alphas,
+                                                   out_dir=out / label, device=a.device, progress=False))
+    for alpha, folder in zip(alphas, folders, strict=True):
+        evaluate(Path(folder), label, alpha, alpha * ratio)
+
+    summary = summarise(results, cfg, names,
+                        methods=("perta-fisher-more-retain", "tv-from-base", "tv", "perta-grad", label))
     summary["selectivity_more_retain"] = {k: v for k, v in selectivity.items() if k != "groups"} | {
         "all": selectivity["groups"]["all"]}
     summary["timings_s"] = step.with_total()
