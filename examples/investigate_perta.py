@@ -18,7 +18,8 @@ w ⊙ tau|| / ||tau||``, the demo's matched-norm axis):
 * **the front near the budget**: TV, PerTA-grad (the demo's map) and PerTA-fisher with more retain data at the
   further step norms ``--front-steps``.
 
-Writes ``investigate/results.json`` and ``results.md`` (the demo's table format) and prints the table.
+Writes ``investigate/results.json`` and ``results.md`` (the demo's table format), ``results.png`` (the demo's
+curves with the follow-up points and variants added) and prints the table.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from perta_hub.data.loading import BUNDLED_TOFU
 from perta_hub.demo_model import MODEL_DEFAULT, QUESTIONS_PER_AUTHOR, evaluate_cached
-from perta_hub.demo_report import Steps, results_markdown, summarise
+from perta_hub.demo_report import Steps, plot_methods, results_markdown, summarise
 from perta_hub.importance.summary import summarise_folder
 from perta_hub.importance.weight_map import compute_weights
 from perta_hub.merge.apply import apply
@@ -123,6 +124,9 @@ def main() -> None:
     summary["timings_s"] = step.with_total()
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (out / "results.md").write_text(results_markdown(summary))
+    demo_rows = json.loads((demo / "results.json").read_text())["rows"]  # one figure: the demo's curves extended
+    plot_methods({**summary, "rows": demo_rows + [r for r in summary["rows"] if r["method"] != "target"]},
+                 out / "results.png", title="TOFU forget01, demo + follow-ups")
     print(results_markdown(summary))
 
 

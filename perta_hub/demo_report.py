@@ -135,6 +135,9 @@ def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: f
     floor = 1e-300
     markers = {"tv": "o", "perta-grad": "s", "perta-fisher": "^", "perta-fisher-p2": "<", "ga": "v", "gd": "D",
                "npo": "P"}
+    others = sorted({str(r["method"]) for r in summary["rows"]} - set(markers) - {"target", "retain"}
+                    - {m for m in (str(r["method"]) for r in summary["rows"]) if m.startswith("tune")})
+    markers.update({m: ">hp*d"[i % 5] for i, m in enumerate(others)})  # e.g. the follow-ups' variants
     labels: list[tuple[float, float, str]] = []
     methods = [m for m in markers if any(r["method"] == m for r in summary["rows"])]
     for method in methods:

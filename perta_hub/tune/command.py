@@ -179,10 +179,13 @@ def _run(model: Any, task_vector: Any, items: list[str | None], labels: list[str
         for job, label in zip(jobs, labels, strict=True):
             merge = InPlaceMerge(job, net)
             seen: dict[float, dict[str, float]] = {}
+            seconds[f"set weights {label}"] = 0.0  # of the search: setting the parameters in place, all alphas
 
             def score(alpha: float, merge: InPlaceMerge = merge, seen: dict = seen, label: str = label
                       ) -> tuple[float, float]:
+                t_set = time.perf_counter()
                 merge.set_alpha(alpha)
+                seconds[f"set weights {label}"] += time.perf_counter() - t_set
                 seen[alpha] = signals()
                 say(f"{label} alpha {alpha:g}: forget NLL {seen[alpha]['forget_nll']:.4g}, retain probability "
                     f"{seen[alpha]['retain_prob']:.4g}")
