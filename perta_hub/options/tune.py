@@ -64,7 +64,9 @@ class TuneOptions(Options):
                                        "not part of the rule).")
     max_new_tokens: int = option("--max-new-tokens", type=Range(int, min=1), default=48,
                                  help="Generation budget of the ROUGE answers, in tokens.")
-    batch_size: int = option("--batch-size", type=Range(int, min=1), default=16, help="Sequences per forward pass.")
+    batch_size: int = option("--batch-size", type=Range(int, min=1), default=8,
+                             help="Sequences per forward pass (the batch's logits, batch x tokens x vocabulary, are "
+                                  "the scoring's peak memory on top of the model).")
     max_length: int = option("--max-length", type=Range(int, min=2), default=512,
                              help="Tokens per example (prompt + answer); longer ones are cut.")
     data_dir: str | None = data_dir("Folder of <config>.json data files for repo:config specs [default: the Hub].")

@@ -71,7 +71,7 @@ def prepare_probe(tokenizer: Any, forget: str, retain: str, *, forget_examples: 
     return Probe(list(encoded["forget"]), list(encoded["retain"]), prompts, answers, data)
 
 
-def measure(lm: Any, probe: Probe, *, batch_size: int = 16, max_new_tokens: int = 48,
+def measure(lm: Any, probe: Probe, *, batch_size: int = 8, max_new_tokens: int = 48,
             progress: bool = False) -> dict[str, float]:
     """Score ``lm`` (a :class:`perta_hub.evaluation.scoring.LoadedModel`) on the probe.
 
