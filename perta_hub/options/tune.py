@@ -44,8 +44,9 @@ class TuneOptions(Options):
         help="Keep the mean retain-answer probability >= this fraction of the target's; the chosen alpha has "
              "the largest forget-answer NLL within it.")
     alphas: tuple[str, ...] = option(
-        "--alpha", multiple=True, default=(),
-        help="Coarse-grid alpha (> 0); repeat. [default: evenly spaced in --alpha-range]")
+        "--alpha", "--alphas", multiple=True, default=(),
+        help="Coarse-grid alpha (> 0); repeat, or give a comma-separated list (--alphas 0.5,1,2). "
+             "[default: evenly spaced in --alpha-range]")
     alpha_range: tuple[float, float] | None = option(
         "--alpha-range", type=(float, float), metavar="LO HI",
         help=f"Range of the coarse grid. [default: {DEFAULT_ALPHA_RANGE[0]:g} {DEFAULT_ALPHA_RANGE[1]:g}]")

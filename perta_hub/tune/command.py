@@ -47,7 +47,7 @@ def _grid(alphas: Sequence[Any], alpha_range: Sequence[float] | None, max_evals:
     if alphas and alpha_range:
         raise InputError("pass either --alpha (repeated) or --alpha-range LO HI, not both")
     if alphas:
-        values = check_alphas(list(alphas))
+        values = check_alphas([part for a in alphas for part in (a.split(",") if isinstance(a, str) else [a])])
         if min(values) <= 0:
             raise InputError(f"--alpha values must be > 0 (alpha 0 is the target, always evaluated), got {values}")
         return sorted(values)

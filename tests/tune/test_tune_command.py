@@ -126,3 +126,17 @@ def test_conflicting_grid_options(tmp_path, pair):
     code, out = run_cli("tune", base, "--task-vector", tv, "-o", tmp_path / "out", "--alpha", "1", *FAST)
     assert_one_line_error(code, out, "--alpha", "--alpha-range")
     assert not (tmp_path / "out").exists()
+
+
+def test_alphas_as_a_comma_separated_list(tmp_path, pair):
+    base, tv = pair
+    i = FAST.index("--alpha-range")
+    fast = FAST[:i] + FAST[i + 3:]  # without --alpha-range LO HI
+    code, out = run_cli("tune", base, "--task-vector", tv, "-o", tmp_path / "out", "--alphas", "0.5,2",
+                        "--alpha", "1", "--utility-budget", "0.5", *fast)
+    assert code == 0, out
+    tune = json.loads((tmp_path / "out" / "perta_config.json").read_text())["tune"]
+    assert tune["grid"] == [0.5, 1.0, 2.0]
+    code, out = run_cli("tune", base, "--task-vector", tv, "-o", tmp_path / "bad", "--alphas", "0.5,x", *fast)
+    assert_one_line_error(code, out, "--alpha must be a number")
+    assert not (tmp_path / "bad").exists()
