@@ -32,14 +32,15 @@ def module_of(name: str) -> tuple[str, str]:
 
 
 def summarise_weights(names: Iterable[str], forget: Callable[[str], Any], retain: Callable[[str], Any], *,
-                      p: float, lam: float, eps: float, task_vector: Callable[[str], Any] | None = None
-                      ) -> dict[str, Any]:
+                      p: float, lam: float, eps: float, task_vector: Callable[[str], Any] | None = None,
+                      per_layer: bool = True) -> dict[str, Any]:
     """The selectivity summary of the map whose importances ``forget(name)`` / ``retain(name)`` return.
 
     Args:
         names: tensor names; ``forget``, ``retain`` (and ``task_vector``) return the tensor of a name, any
             float dtype, any shape (read one at a time: memory is one tensor's fp32 copies).
         p, lam, eps: the combination.
+        per_layer: also the ``layer:<n>`` rows (the whole map and the module types always).
     Returns:
         ``{"p", "lam", "eps", "w_quantiles_10_50_90", "I_forget_median", "I_retain_median",
         "eps_over_median_If_p", "groups": {"all" | "module:<type>" | "layer:<n>": {"mean_w",
@@ -59,7 +60,7 @@ def summarise_weights(names: Iterable[str], forget: Callable[[str], Any], retain
         kind, layer = module_of(name)
         histogram = torch.histc(w, bins=BINS, min=0.0, max=1.0)
         tau = task_vector(name).float().flatten() if task_vector is not None else None
-        for key in ("all", f"module:{kind}", f"layer:{layer}"):
+        for key in ("all", f"module:{kind}", f"layer:{layer}")[:3 if per_layer else 2]:
             s = stats[key]
             s["n"] += w.numel()
             s["sum_w"] += float(w.sum(dtype=torch.float64))
@@ -125,9 +126,8 @@ def summary_of_groups(groups: Mapping[str, Mapping[str, Any]], *, p: float, lam:
     """The summary of in-memory importances (``compute-weights`` before writing), without the layer rows (the
     card and the record keep the whole map and the module types)."""
     forget, retain = groups["importance_forget"], groups["importance_retain"]
-    full = summarise_weights(list(forget), forget.__getitem__, retain.__getitem__, p=p, lam=lam, eps=eps)
-    full["groups"] = {k: v for k, v in full["groups"].items() if not k.startswith("layer:")}
-    return full
+    return summarise_weights(list(forget), forget.__getitem__, retain.__getitem__, p=p, lam=lam, eps=eps,
+                             per_layer=False)
 
 
 def _bar(counts: list[int]) -> str:

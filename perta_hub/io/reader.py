@@ -36,7 +36,21 @@ MODEL_FILE_PATTERNS = [
 
 
 
-class Checkpoint:
+class TensorIndex:
+    """Names and shapes of a set of tensors, read from ``entries`` (name -> an entry with a ``shape``, in order):
+    the metadata side shared by :class:`Checkpoint` and the formed views over it (LoRA factors)."""
+
+    entries: dict[str, Any]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.entries[name].shape
+
+
+class Checkpoint(TensorIndex):
     """A set of safetensors files read lazily, tensor by tensor.
 
     Attributes:
@@ -58,13 +72,6 @@ class Checkpoint:
         self.pickle_files: list[Path] = []  # the .bin files a converted copy was made from
 
     # -- metadata ---------------------------------------------------------------------------------
-    @property
-    def names(self) -> list[str]:
-        return list(self.entries)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.entries[name].shape
-
     def dtype(self, name: str) -> Any:
         import torch
 

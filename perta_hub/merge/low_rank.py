@@ -15,11 +15,13 @@ Size: ``r * (in + out)`` numbers per adapted tensor instead of ``4 * in * out`` 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import CheckpointError
+from perta_hub.io.reader import TensorIndex
 
 GROUP_A, GROUP_B = "lora_A", "lora_B"
 FACTORS = "factors"  # the value of lora.stored in perta_config.json
@@ -48,7 +50,7 @@ class DenseEntry:
     nbytes: int
 
 
-class LowRankTaskVector:
+class LowRankTaskVector(TensorIndex):
     """The dense task vector of a low-rank artifact, formed tensor by tensor (the reading side of
     :class:`~perta_hub.io.reader.Checkpoint`: ``names``, ``shape``, ``dtype``, ``entries``, ``get``, ``close``).
 
@@ -79,24 +81,15 @@ class LowRankTaskVector:
             self.adapted[name] = (fan_in, fan_out) if self.fan_in_fan_out else (fan_out, fan_in)
         itemsize = torch.empty((), dtype=self.store).element_size()
         order = list(shapes) + [n for n in self.adapted if n not in shapes]
-        self.entries = {}
+        self.entries: dict[str, DenseEntry] = {}
         for name in order:
             shape = tuple(self.adapted.get(name, shapes.get(name, ())))
-            numel = 1
-            for dim in shape:
-                numel *= int(dim)
+            numel = math.prod(int(dim) for dim in shape)
             # formed in float32, then cast: the float32 tensor is what is held
             self.entries[name] = DenseEntry(shape, numel * max(itemsize, 4) if name in self.adapted else
                                             numel * itemsize)
         self.identity = f"lowrank:{self.a.identity}:{self.b.identity}"
         self.is_hub, self.root = self.a.is_hub, self.a.root
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.entries)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.entries[name].shape
 
     def dtype(self, name: str) -> Any:
         return self.store
