@@ -11,6 +11,7 @@ from scipy.stats import ks_2samp
 from perta_hub.cli import main
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(main, ["demo", "--quick", "-o", str(out), "--device", "cpu"])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from perta_hub.cli import main
 
 
+@pytest.mark.slow
 def test_demo_with_a_given_model_runs_every_method(tmp_path, make_model, monkeypatch):
     from perta_hub import demo_model
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from huggingface_hub import ModelCard
 
@@ -14,6 +15,7 @@ from perta_hub.merge.task_vector import task_vector
 from tests.hub_server import HubServer
 
 
+@pytest.mark.slow
 def test_tune_evaluates_the_chosen_model_and_pushes_it(hub: HubServer, make_model: Any, tmp_path: Path,
                                                        tofu_dir: Path) -> None:
     base, tuned = make_model("base"), make_model("tuned", seed=1)

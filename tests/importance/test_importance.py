@@ -302,6 +302,7 @@ def _assert_same_artifact(one: Path, two: Path) -> None:
             torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6 * float(a[name].abs().max()))
 
 
+@pytest.mark.slow
 def test_two_process_accelerate_launch_equals_one_process(tmp_path, make_model, qa_files):
     model_dir = make_model("m")
     forget, retain = qa_files  # 5 and 9 examples: uneven shards (2+3, 4+5) over 2 processes
@@ -337,6 +338,7 @@ def test_single_process_cpu_launch_is_detected(monkeypatch):
     assert not single_process_cpu_launch(state)
 
 
+@pytest.mark.slow
 def test_fsdp2_sharded_model_gives_the_same_importances(tmp_path, make_model):
     """FSDP2 (fully_shard) on CPU with gloo, 2 processes: hooks see reduce-scattered gradient shards."""
     model_dir = make_model("m")

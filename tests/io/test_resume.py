@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from perta_hub.merge.task_vector import task_vector
 from tests.helpers import tree_digest
 
@@ -23,6 +25,7 @@ def _weights_and_index(folder):
     return {k: v for k, v in tree_digest(folder).items() if k.endswith((".safetensors", ".index.json"))}
 
 
+@pytest.mark.slow
 def test_killed_apply_resumes_to_identical_bytes(tmp_path, make_model):
     base, tuned = make_model("base", **SIZE), make_model("tuned", seed=1, **SIZE)
     tv = task_vector(base, tuned, tmp_path / "tv", progress=False)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from perta_hub.cli import main
@@ -132,6 +133,7 @@ def test_broken_download_resumes(hub: HubServer, published: Published, tmp_path:
     assert any(k.endswith(".safetensors") for k in hub.files("user/out"))
 
 
+@pytest.mark.slow
 def test_stream_fits_a_disk_smaller_than_the_output(hub: HubServer, make_model: Any, tmp_path: Path) -> None:
     """The output folder (and the inputs staged beside it) on a tmpfs smaller than the output: the stream fits."""
     import subprocess
