@@ -30,10 +30,13 @@ os.environ.setdefault("PERTA_HUB_CACHE", "/tmp/perta-digests-cache")
 TRAIN = ["--epochs", "1", "--batch-size", "4", "--grad-accum", "1", "--lr", "1e-3", "--seed", "0"]
 
 
+SOURCE = Path(__file__).resolve().parents[1]  # the tree measured: this script's own checkout, not an installed copy
+
+
 def run(work: Path, *args: str) -> None:
     """Run ``perta-hub ARGS`` in ``work`` (fixed cwd, so the recorded command and paths are stable)."""
     proc = subprocess.run([sys.executable, "-m", "perta_hub", *args], cwd=work, capture_output=True, text=True,
-                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(SOURCE)})
     if proc.returncode != 0:
         sys.exit(f"perta-hub {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
 
