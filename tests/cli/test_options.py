@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from perta_hub.cli import main
-from perta_hub.errors import InputError
+from perta_hub.errors import ExitCode, InputError
 from perta_hub.merge.task_vector import task_vector
 from perta_hub.options.apply import APPLY, ApplyOptions
 from perta_hub.options.base import flags_of
@@ -112,7 +112,7 @@ def test_options_objects_validate_without_click() -> None:
 
 def test_quiet_and_verbose_together_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["demo", "-q", "-v", "-o", str(tmp_path / "d")])
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.ERROR  # perta-hub's own check: one line, exit 1 (2 is click's parsing)
     assert result.output.strip() == "Error: pass either -q/--quiet or -v/--verbose, not both"
 
 
