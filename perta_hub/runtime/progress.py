@@ -223,8 +223,10 @@ def sync_datasets_bars() -> None:
 
 def _set_hub_bars(enabled: bool) -> None:
     import huggingface_hub.utils as hub_utils
+    from huggingface_hub import constants
 
-    if enabled == hub_utils.are_progress_bars_disabled():
+    forced = constants.HF_HUB_DISABLE_PROGRESS_BARS  # the user's HF_HUB_DISABLE_PROGRESS_BARS wins (no warning)
+    if enabled == hub_utils.are_progress_bars_disabled() and forced is None:
         (hub_utils.enable_progress_bars if enabled else hub_utils.disable_progress_bars)()
 
 
@@ -260,5 +262,9 @@ def _datasets_default() -> bool:
 def _set_datasets_bars(enabled: bool) -> None:
     if _datasets_bars() not in (None, enabled):
         import datasets
+        import datasets.config
+
+        if datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is not None:
+            return  # the user's HF_DATASETS_DISABLE_PROGRESS_BARS wins (no warning)
 
         (datasets.enable_progress_bars if enabled else datasets.disable_progress_bars)()
