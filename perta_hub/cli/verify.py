@@ -9,6 +9,7 @@ import click
 from perta_hub.cli.bind import bind
 from perta_hub.cli.console import Console
 from perta_hub.cli.main import command
+from perta_hub.errors import ExitCode
 from perta_hub.options.verify import VerifyOptions
 
 
@@ -31,4 +32,4 @@ def verify_command(model: str, options: VerifyOptions, console: Console) -> None
     if o.report:
         console.status(f"audit record written to {o.report}")
     if not result.ok:
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)  # a FAIL or a NOT VERIFIED (ExitCode.NOT_VERIFIED is reserved for the latter)

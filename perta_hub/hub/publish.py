@@ -22,6 +22,7 @@ from perta_hub.hub.card_check import check_card
 from perta_hub.io.hub_source import _hub_errors, split_repo_id
 from perta_hub.io.reader import index_files
 from perta_hub.options.push import PUBLISH
+from perta_hub.runtime.progress import phase
 
 CONFIG_NAME = "perta_config.json"
 #: kinds in ``perta_config.json`` derived from the forget data: their repos are private unless ``--public``
@@ -213,12 +214,14 @@ def publish(
         if branch != "main" and not branch.startswith("refs/pr/"):
             api.create_branch(repo_id, branch=branch, exist_ok=True)
         head_before = api.repo_info(repo_id, revision=branch).sha
-        commit = api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), commit_message=message,
-            commit_description=_command_of(folder), revision=None if create_pr else branch, create_pr=create_pr,
-            allow_patterns=[glob.escape(name) for name in plan.upload], ignore_patterns=IGNORE_PATTERNS,
-            delete_patterns=STALE_PATTERNS,
-        )
+        size = sum((folder / name).stat().st_size for name in plan.upload)
+        with phase(f"upload to {repo_id} ({len(plan.upload)} files, {size:,} bytes)"):
+            commit = api.upload_folder(
+                repo_id=repo_id, folder_path=str(folder), commit_message=message,
+                commit_description=_command_of(folder), revision=None if create_pr else branch, create_pr=create_pr,
+                allow_patterns=[glob.escape(name) for name in plan.upload], ignore_patterns=IGNORE_PATTERNS,
+                delete_patterns=STALE_PATTERNS,
+            )
         pr_url = getattr(commit, "pr_url", None)
         target = getattr(commit, "pr_revision", None) or branch
         changed = commit.oid != head_before or bool(pr_url)

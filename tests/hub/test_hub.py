@@ -265,7 +265,7 @@ def test_incomplete_folder_is_refused(hub: HubServer, make_model: Any) -> None:
     model = make_model("model", max_shard_size="40KB")
     next(model.glob("model-*.safetensors")).unlink()
     result = run_cli("push", str(model), "user/m")
-    assert result.exit_code == 2 and "lists missing shards" in error_line(result)
+    assert result.exit_code == 1 and "lists missing shards" in error_line(result)
     assert ("model", "user/m") not in hub.repos
 
 
