@@ -68,7 +68,7 @@ def _logger_level(logger: logging.Logger, level: int, handler: logging.Handler |
 def _hub_verbosity(level: int, bars: bool) -> Iterator[None]:
     """huggingface_hub's log level and progress bars (also read by transformers and datasets at import)."""
     import huggingface_hub.utils as hub_utils
-    from huggingface_hub.utils import logging as hub_logging
+    from huggingface_hub import logging as hub_logging
 
     verbosity, disabled = hub_logging.get_verbosity(), hub_utils.are_progress_bars_disabled()
     hub_logging.set_verbosity(level)
