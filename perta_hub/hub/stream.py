@@ -17,7 +17,8 @@
    second small commit records that commit's sha in ``perta_config.json`` and the card.
 
 Resume: ``.perta-stream.json`` in the staging folder (beside the output, kept until the commit) lists the shards whose upload the server confirmed; a
-re-run asks the server (LFS batch) whether it still holds them and neither recomputes nor uploads those.
+re-run asks the server (``list_lfs_files``) whether it still holds them, neither recomputes nor uploads those, and
+commits them by sha256 (:func:`uploaded_op`).
 Nothing is committed before every shard is uploaded, so the repo never holds a partial output.
 """
 
