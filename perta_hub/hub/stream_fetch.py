@@ -98,9 +98,13 @@ def fetch_into(remote: Any, path: Path, size: int, arrivals: Arrivals, check: Ca
                 try:
                     _get(remote.url(path.name), out, size)
                 except broken:
-                    tries = RETRIES if out.pos > before else tries - 1
-                    if tries <= 0:
+                    if out.pos == before and tries <= 1:
                         raise
+                tries = RETRIES if out.pos > before else tries - 1
+                if out.pos < size:
+                    if tries <= 0:
+                        raise OSError(f"the download of {path.name} stops at byte {out.pos} of {size}; re-run the "
+                                      "same command")
                     check()
                     time.sleep(1)
     finally:
