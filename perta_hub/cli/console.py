@@ -71,7 +71,7 @@ def _logger_level(logger: logging.Logger, level: int, handler: logging.Handler) 
 @contextmanager
 def _hub_verbosity(level: int) -> Iterator[None]:
     """huggingface_hub's log level (also read by transformers and datasets at import)."""
-    from huggingface_hub.utils import logging as hub_logging
+    from huggingface_hub import logging as hub_logging
 
     verbosity = hub_logging.get_verbosity()
     hub_logging.set_verbosity(level)

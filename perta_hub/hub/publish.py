@@ -175,8 +175,7 @@ def publish(
             without ``skip_card_check``.
         HubError: no or rejected token, no write access, missing repo or revision, network down, Hub errors.
     """
-    from huggingface_hub import HfApi
-    from huggingface_hub.utils import get_token
+    from huggingface_hub import HfApi, get_token
 
     folder = Path(folder).expanduser()
     _check_folder(folder)

@@ -223,9 +223,8 @@ def sync_datasets_bars() -> None:
 
 def _set_hub_bars(enabled: bool) -> None:
     import huggingface_hub.utils as hub_utils
-    from huggingface_hub import constants
 
-    forced = constants.HF_HUB_DISABLE_PROGRESS_BARS  # the user's HF_HUB_DISABLE_PROGRESS_BARS wins (no warning)
+    forced = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")  # the user's documented setting wins (no warning)
     if enabled == hub_utils.are_progress_bars_disabled() and forced is None:
         (hub_utils.enable_progress_bars if enabled else hub_utils.disable_progress_bars)()
 
