@@ -170,8 +170,8 @@ def sizes_mb(a: argparse.Namespace) -> dict:
 
 
 def make_tiny(tmp: Path) -> tuple[str, str]:
+    from perta_hub.demo.tiny import build_tiny_llama, train_tokenizer
     from perta_hub.merge.task_vector import task_vector
-    from perta_hub.tiny import build_tiny_llama, train_tokenizer
     from tests.conftest import tofu_rows
 
     rows = tofu_rows("forget01") + tofu_rows("real_authors") + tofu_rows("world_facts")

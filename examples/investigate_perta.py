@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.data.loading import BUNDLED_TOFU
-from perta_hub.demo_model import MODEL_DEFAULT, QUESTIONS_PER_AUTHOR, evaluate_cached
+from perta_hub.demo.model import MODEL_DEFAULT, QUESTIONS_PER_AUTHOR, evaluate_cached
 from perta_hub.demo_report import Steps, plot_methods, results_markdown, summarise
 from perta_hub.importance.summary import summarise_folder
 from perta_hub.importance.weight_map import compute_weights

@@ -25,10 +25,10 @@ def lines_with(output: str, status: str) -> list[str]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> dict[str, Path]:
     """A target, a task vector, a weight map (restricted with --params, w = 0 elsewhere) and the model, built once."""
+    from perta_hub.demo.tiny import build_tiny_llama
     from perta_hub.importance.weight_map import compute_weights
     from perta_hub.merge.apply import apply
     from perta_hub.merge.task_vector import task_vector
-    from perta_hub.tiny import build_tiny_llama
 
     root = tmp_path_factory.mktemp("verify")
     target = build_tiny_llama(root / "target", tokenizer, seed=0, max_shard_size="40KB")
