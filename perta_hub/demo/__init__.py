@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.data.loading import BUNDLED_TOFU
-from perta_hub.demo_report import Steps, peak_rss_gib, plot_methods, results_markdown, summarise
+from perta_hub.demo.steps import Steps, peak_rss_gib
+from perta_hub.evaluation.plot import plot_methods
+from perta_hub.evaluation.report import results_markdown, summarise
 from perta_hub.options.demo import DEMO
 
 QUESTIONS_PER_AUTHOR = 20  # TOFU: 200 authors x 20 questions

@@ -217,7 +217,7 @@ def _write(model: Any, task_vector: Any, items: list[str | None], labels: list[s
            eval_max_examples: Any, data_dir: Any, batch_size: int, max_length: int, say: Any, progress: bool,
            seconds: dict[str, float], t0: float) -> dict[str, Any]:
     from perta_hub.merge.apply import apply
-    from perta_hub.tune.report import format_table
+    from perta_hub.tune.report import search_table
 
     outputs = []
     t_write = time.perf_counter()
@@ -240,7 +240,7 @@ def _write(model: Any, task_vector: Any, items: list[str | None], labels: list[s
                                     overwrite=True)
     seconds["total"] = time.perf_counter() - t0
     return {"outputs": outputs, "chosen": {label: records[label]["chosen"] for label in labels}, "records": records,
-            "table": format_table([(label, records[label]) for label in labels]), "evaluation": evaluation,
+            "table": search_table([(label, records[label]) for label in labels]), "evaluation": evaluation,
             "seconds": {k: round(v, 3) for k, v in seconds.items()}}
 
 

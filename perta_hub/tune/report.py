@@ -27,7 +27,7 @@ def tune_record(result: SearchResult, signals: dict[float, dict[str, float]], re
             "chosen": result.chosen.alpha, "data": data, "search_seconds": round(seconds, 3), "plot": PLOT_NAME}
 
 
-def format_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
+def search_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     """One markdown table for every candidate (label, tune record): each alpha tried, its signals, the choice."""
     lines = ["| weights | alpha | stage | forget NLL | forget prob | retain prob | utility / target | kept | chosen |",
              "|---|---|---|---|---|---|---|---|---|"]
