@@ -79,7 +79,7 @@ def verify(
         result.revision = "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
     integrity.check_files(result, subject, result.files)
     integrity.check_indexes(result, subject)
-    integrity.check_card(result, subject)
+    integrity.check_card_matches_record(result, subject)
     integrity.check_pinned(result, subject)
     if privacy_level:
         privacy.check_privacy(result, subject)

@@ -152,7 +152,7 @@ def _card_claims(text: str) -> dict[str, Any]:
     return claims
 
 
-def check_card(result: VerifyResult, subject: Subject) -> None:
+def check_card_matches_record(result: VerifyResult, subject: Subject) -> None:
     """The card (``README.md``) states the record's alpha, method, inputs and revisions, and base model."""
     card = subject.folder / "README.md"
     if not card.is_file():
