@@ -233,7 +233,7 @@ def run_tune(cfg: ModelDemoConfig, perta: dict[str, tuple[str, float]], target: 
     """``perta-hub tune`` on the TV and PerTA candidates ``cfg.tune`` (budget 0.95 on the retain answers'
     probability, the demo's forget and retain rows as signals); label -> (chosen alpha, chosen model folder)."""
     from perta_hub.errors import InputError
-    from perta_hub.tune import tune
+    from perta_hub.tuning.command import tune
 
     labels = list(cfg.tune)
     weights = ["none" if label == "tv" else str(maps[perta[label][0]]) for label in labels]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.io.atomic import write_atomic
-from perta_hub.tune.search import SearchResult
+from perta_hub.tuning.search import SearchResult
 
 PLOT_NAME = "tune.png"
 RULE = ("the largest forgetting (forget-answer NLL, nats/token) whose retain utility (mean retain-answer "

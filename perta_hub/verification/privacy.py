@@ -14,9 +14,9 @@ from typing import Any
 
 from perta_hub.errors import PertaError
 from perta_hub.records import UNSET
-from perta_hub.verify.integrity import recorded_inputs
-from perta_hub.verify.result import VerifyResult
-from perta_hub.verify.sources import Subject, input_record, reason
+from perta_hub.verification.integrity import recorded_inputs
+from perta_hub.verification.result import VerifyResult
+from perta_hub.verification.sources import Subject, input_record, reason
 
 LEVEL = "privacy"
 

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from perta_hub.records import CONFIG_NAME, UNSET, Record
-from perta_hub.verify.result import VerifyResult
-from perta_hub.verify.sources import LOCAL_RE, SHA_RE, Subject
+from perta_hub.verification.result import VerifyResult
+from perta_hub.verification.sources import LOCAL_RE, SHA_RE, Subject
 
 LEVEL = "integrity"
 #: files that are never in ``files``: the card and the record change on push; git's own attributes
