@@ -73,7 +73,7 @@ def main() -> None:
     shutil.rmtree(os.environ["PERTA_HUB_CACHE"], ignore_errors=True)
     work.mkdir(parents=True)
 
-    from perta_hub.tiny import build_tiny_llama, train_tokenizer
+    from perta_hub.demo.tiny import build_tiny_llama, train_tokenizer
 
     tofu = Path(__file__).resolve().parents[1] / "perta_hub" / "resources" / "tofu"
     rows = json.loads((tofu / "forget01.json").read_text())

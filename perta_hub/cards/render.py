@@ -4,7 +4,7 @@ Cards state provenance and usage only; they never contain forget-set examples (`
 checks a card against the forget data). The license of the base model is inherited when its card can
 be read locally (a local folder, or the HF cache of a Hub model); unlearned models declare
 ``base_model_relation: merge`` (their weights are arithmetic on the target's, no training).
-``check_card`` applies the Hub's metadata rules offline.
+``hub_metadata_problems`` applies the Hub's metadata rules offline.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def tune_section(tune: dict[str, Any] | None) -> str:
 HUB_RELATIONS = ("adapter", "merge", "quantized", "finetune")
 
 
-def check_card(card: Any) -> list[str]:
+def hub_metadata_problems(card: Any) -> list[str]:
     """Problems the Hub's card validation would report, checked offline (empty list: valid).
 
     ``card``: a ``ModelCard`` or the text of a ``README.md``. Checks that the YAML header parses,

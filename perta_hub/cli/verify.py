@@ -22,7 +22,7 @@ def verify_command(model: str, options: VerifyOptions, console: Console) -> None
     Prints one line per check (PASS, FAIL, NOT CHECKED with the reason, NOT VERIFIED when a requested check
     could not be made) and exits 0 only when every requested check passed.
     """
-    from perta_hub.verify import verify
+    from perta_hub.verification import verify
 
     o = options
     result = verify(model, recompute=o.recompute, sample=o.sample, seed=o.seed, privacy_level=o.privacy,

@@ -18,7 +18,7 @@ from typing import Any
 
 from perta_hub.errors import HubError, InputError
 from perta_hub.hub.allowlist import plan_upload
-from perta_hub.hub.card_check import check_card
+from perta_hub.hub.card_check import check_card_before_push
 from perta_hub.io.hub_source import _hub_errors, split_repo_id
 from perta_hub.io.reader import index_files
 from perta_hub.options.push import PUBLISH
@@ -184,7 +184,7 @@ def publish(
     if not plan.upload:
         raise InputError(f"{folder} holds none of the files push uploads (weights, config, tokenizer, card); "
                          "add files with --include PATTERN")
-    card_note = check_card(folder, kind, skip_card_check=skip_card_check)
+    card_note = check_card_before_push(folder, kind, skip_card_check=skip_card_check)
     notes = tuple(n for n in (plan.left_out_line(), card_note) if n)
     repo_id, at_revision = split_repo_id(repo_id)
     if at_revision and revision and at_revision != revision:

@@ -183,9 +183,9 @@ def unlearn(
     say(f"unlearn: {METHOD_NAMES[method]} on {model} ({device}, {train_dtype} weights): {plan['total_steps']} steps "
         f"of {plan['effective_batch']} forget examples ({opts.batch_size} x {plan['grad_accum']} accumulation x "
         f"{state.num_processes} processes)")
+    from perta_hub.cards.unlearned import unlearned_card
     from perta_hub.runtime.models import load_causal_lm
     from perta_hub.training.trainer import train
-    from perta_hub.unlearning.card import unlearned_card
     from perta_hub.unlearning.trainer import ForgetRetainExamples, PairCollator, UnlearnTrainer
 
     def make_trainer(**kwargs: Any) -> Any:
