@@ -8,7 +8,7 @@ import re
 from types import SimpleNamespace
 from typing import Any
 
-from perta_hub.records import CONFIG_NAME, UNSET, Record
+from perta_hub.records import CONFIG_NAME, RECORDS, UNSET, Record
 from perta_hub.verify.result import VerifyResult
 from perta_hub.verify.sources import LOCAL_RE, SHA_RE, Subject
 
@@ -16,16 +16,15 @@ LEVEL = "integrity"
 #: files that are never in ``files``: the card and the record change on push; git's own attributes
 UNRECORDED = ("README.md", CONFIG_NAME, ".gitattributes")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".index.json")
-CARD_ROLES = {"base": "base", "finetuned": "finetuned", "model": "model", "target": "target",
-              "task vector": "task_vector", "weights": "weights"}
+#: the input lines of a card (``- task vector: `SOURCE` at `REVISION```): the role as written -> the record's key
+CARD_ROLES = {role.replace("_", " "): role for cls in RECORDS.values() for role in cls.inputs}
 
 
 def recorded_inputs(record: Record) -> dict[str, Any]:
-    """The inputs a record names (role -> object with ``source``, ``repo_id``, ``revision``), set ones only."""
-    roles = {"model": ("target", "task_vector", "weights"), "task_vector": ("base", "finetuned", "adapter"),
-             "weight_map": ("model",), "finetuned_model": ("base",), "unlearned_model": ("target",)}.get(record.kind, ())
+    """The inputs a record names (role -> object with ``source``, ``repo_id``, ``revision``), set ones only: the
+    kind's ``inputs``, then its ``side_inputs``."""
     out = {}
-    for role in roles:
+    for role in (*record.inputs, *record.side_inputs):
         item = getattr(record, role, UNSET)
         if item is UNSET or item is None:
             continue
@@ -175,7 +174,7 @@ def check_card(result: VerifyResult, subject: Subject) -> None:
     if "method" in claims and method is not UNSET and claims["method"] != method:
         problems.append(f"the card says method {claims['method']!r} but {CONFIG_NAME} says {method!r}")
     for role, item in recorded_inputs(record).items():
-        if role == "adapter":
+        if role in record.side_inputs:  # pinned, not on the card
             continue
         stated = claims["inputs"].get(role)
         if stated is None:
