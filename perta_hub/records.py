@@ -11,7 +11,7 @@ recorded, in the order of the fields here.
 
 A record class is also the one definition of its kind: its class attributes (``kind``, ``required``,
 ``groups``, ``private``, ``forget_data_keys``, ``inputs``, ``side_inputs``, ``forget_inputs``, ``recompute``,
-``card_tag``, ``card_title``, ``apply_option``; see :class:`Record`) are what the artifact reader, the push
+``card_tag``, ``card_title``, ``card_summary``, ``apply_option``; see :class:`Record`) are what the artifact reader, the push
 allow-list and visibility, the card check, the cards and ``verify`` consult. A class decorated with
 :func:`record_class` that sets ``kind`` is registered in :data:`RECORDS`, so a new kind is one class here
 (plus the code that writes it).
@@ -256,6 +256,8 @@ class Record(_Typed):
     #: is made by the kind's own module, e.g. :mod:`perta_hub.cards.finetuned`)
     card_tag: ClassVar[str | None] = None
     card_title: ClassVar[str | None] = None
+    #: what an artifact card says the folder holds (``{key}``: the record's value of ``key``)
+    card_summary: ClassVar[str | None] = None
     #: the ``apply`` option that takes a folder of this kind (None: not an input of ``apply``)
     apply_option: ClassVar[str | None] = None
 
@@ -319,6 +321,8 @@ class TaskVectorRecord(Record):
     forget_inputs = ("finetuned",)
     recompute = "difference"
     card_tag, card_title = "task-vector", "PerTA task vector"
+    card_summary = ("the difference `tau = theta_finetuned - theta_anchor`, one tensor per model parameter (stored "
+                    "as {dtype}).")
     apply_option = "--task-vector"
 
     base: Source
@@ -348,6 +352,9 @@ class WeightMapRecord(Record):
     inputs = ("model",)
     recompute = "importances"
     card_tag, card_title = "weight-map", "PerTA weight map"
+    card_summary = ("per-parameter importances for forgetting (`importance_forget`, I_f) and retention "
+                    "(`importance_retain`, I_r) computed with the `{method}` method; `apply` combines them into "
+                    "`w = I_f^p / (I_f^p + lam * I_r^p + eps)`.")
     apply_option = "--weights"
 
     model: Source

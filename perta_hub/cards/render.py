@@ -102,9 +102,16 @@ def _restriction_line(config: dict[str, Any]) -> str:
     return f"\n- restricted to parameters matching `{config['params']}`; the others: {rest}"
 
 
+class _Values(dict):  # type: ignore[type-arg]
+    """A record's values for :meth:`str.format_map`; a key it does not hold reads ``None``."""
+
+    def __missing__(self, key: str) -> None:
+        return None
+
+
 def artifact_card(kind: str, config: dict[str, Any]) -> Any:
-    """The card of a task-vector or weight-map artifact folder (``ModelCard``; tag, title and the ``apply`` option
-    from the kind's record class)."""
+    """The card of an artifact folder (task vector, weight map: ``ModelCard``); its tag, title, summary, privacy
+    note and ``apply`` option are the kind's record class's."""
     from huggingface_hub import ModelCardData
 
     cls = RECORDS[kind]
@@ -116,20 +123,13 @@ def artifact_card(kind: str, config: dict[str, Any]) -> Any:
         datasets=_datasets(config),
         **inherited_license(base),
     )
-    what = {
-        "task_vector": "the difference `tau = theta_finetuned - theta_anchor`, one tensor per model parameter "
-                       f"(stored as {config.get('dtype', 'float32')}).",
-        "weight_map": "per-parameter importances for forgetting (`importance_forget`, I_f) and retention "
-                      f"(`importance_retain`, I_r) computed with the `{config.get('method')}` method; `apply` "
-                      "combines them into `w = I_f^p / (I_f^p + lam * I_r^p + eps)`.",
-    }[kind]
+    what = str(cls.card_summary).format_map(_Values(config))
+    privacy = f"\n{PRIVACY_NOTE}\n" if cls.private else ""
     body = f"""
 # {cls.card_title}
 
 Made with perta-hub {__version__}: {what}
-
-{PRIVACY_NOTE}
-
+{privacy}
 ## Provenance
 
 {_provenance_lines(config)}

@@ -16,8 +16,6 @@ LEVEL = "integrity"
 #: files that are never in ``files``: the card and the record change on push; git's own attributes
 UNRECORDED = ("README.md", CONFIG_NAME, ".gitattributes")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".index.json")
-#: the input lines of a card (``- task vector: `SOURCE` at `REVISION```): the role as written -> the record's key
-CARD_ROLES = {role.replace("_", " "): role for cls in RECORDS.values() for role in cls.inputs}
 
 
 def recorded_inputs(record: Record) -> dict[str, Any]:
@@ -32,6 +30,12 @@ def recorded_inputs(record: Record) -> dict[str, Any]:
             item = SimpleNamespace(source=str(item.get("source")), revision=str(item.get("revision")), repo_id=None)
         out[role] = item
     return out
+
+
+def card_roles() -> dict[str, str]:
+    """The input lines a card may hold (``- task vector: `SOURCE` at `REVISION```): the role as written -> the
+    record key, for every kind's ``inputs``."""
+    return {role.replace("_", " "): role for cls in RECORDS.values() for role in cls.inputs}
 
 
 def _short(sha: str | None) -> str:
@@ -133,9 +137,10 @@ def _card_claims(text: str) -> dict[str, Any]:
     """What a card states: provenance lines (role -> (source, revision)), alpha and method, base_model,
     the published commit."""
     claims: dict[str, Any] = {"inputs": {}}
+    roles = card_roles()
     for role, source, revision in re.findall(r"^- ([a-z ]+): `(.*)` at `(.*)`\s*$", text, re.MULTILINE):
-        if role in CARD_ROLES:
-            claims["inputs"][CARD_ROLES[role]] = (source, revision)
+        if role in roles:
+            claims["inputs"][roles[role]] = (source, revision)
     match = re.search(r"alpha = (\S+) and method `([^`]*)`", text)
     if match:
         claims["alpha"], claims["method"] = match.group(1), match.group(2)
