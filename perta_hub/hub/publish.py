@@ -213,16 +213,16 @@ def publish(
         head_before = api.repo_info(repo_id, revision=branch).sha
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=str(folder), commit_message=message,
-            commit_description=_command_of(record), revision=None if create_pr else branch, create_pr=create_pr,
+            commit_description=_command_of(folder), revision=None if create_pr else branch, create_pr=create_pr,
             allow_patterns=[glob.escape(name) for name in plan.upload], ignore_patterns=IGNORE_PATTERNS,
             delete_patterns=STALE_PATTERNS,
         )
         pr_url = getattr(commit, "pr_url", None)
         target = getattr(commit, "pr_revision", None) or branch
         changed = commit.oid != head_before or bool(pr_url)
-        data_commit = commit.oid if changed else (_recorded_commit(record, repo_id, target) or commit.oid)
+        data_commit = commit.oid if changed else (_recorded_commit(folder, repo_id, target) or commit.oid)
         head = data_commit
-        recorded = _record_publication(folder, record, repo_id, target, data_commit, url)
+        recorded = _record_publication(folder, repo_id, target, data_commit, url)
         if recorded:
             from huggingface_hub import CommitOperationAdd
 
@@ -250,24 +250,26 @@ def _check_folder(folder: Path) -> None:
         raise InputError(f"{folder} is empty; nothing to push")
 
 
-def _command_of(record: Record | None) -> str:
+def _command_of(folder: Path) -> str:
+    record = record_of(folder)
     command = record.get("command") if record else None
     return f"Made with:\n\n```\n{command}\n```\n" if command else ""
 
 
-def _recorded_commit(record: Record | None, repo_id: str, revision: str) -> str | None:
+def _recorded_commit(folder: Path, repo_id: str, revision: str) -> str | None:
     """The commit an earlier push of this folder to ``repo_id``/``revision`` recorded, if any."""
+    record = record_of(folder)
     hub = (record.get("hub") if record else None) or {}
     if hub.get("repo_id") == repo_id and hub.get("revision") == revision and hub.get("commit"):
         return str(hub["commit"])
     return None
 
 
-def _record_publication(folder: Path, record: Record | None, repo_id: str, revision: str, commit: str,
-                        url: str) -> list[str]:
+def _record_publication(folder: Path, repo_id: str, revision: str, commit: str, url: str) -> list[str]:
     """Write ``hub`` into ``perta_config.json`` and a published line into ``README.md``; names changed."""
     from perta_hub.io.atomic import write_atomic
 
+    record = record_of(folder)
     changed = []
     hub = {"repo_id": repo_id, "revision": revision, "commit": commit, "url": url}
     if record is not None and record.get("hub") != hub:
