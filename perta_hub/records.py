@@ -3,10 +3,18 @@
 Every output folder perta-hub writes holds a ``perta_config.json``; its keys are the fields of one record
 class below (one per kind: task vector, weight map, unlearned model, fine-tuned model), frozen dataclasses in
 the manner of peft's ``PeftConfigMixin`` (one base class serialises them all). Writers build a record with
-:meth:`Record.from_dict` and write :meth:`Record.to_json`; readers (``apply``, cards, ``push``) call
-:func:`read_record`. Every key's type is checked (no string for a number, no list for a dict, no unknown
-key, no unknown kind) and a violation is one line naming the key. Fields a writer did not set are left out
-of the file, so the JSON holds exactly what was recorded, in the order of the fields here.
+:meth:`Record.from_dict` and write :meth:`Record.to_json`; readers (``apply``, cards, ``push``, ``verify``,
+``evaluate``) call :func:`read_record` (or :func:`record_of`), never ``json.loads``. Every key's type is
+checked (no string for a number, no list for a dict, no unknown key, no unknown kind) and a violation is one
+line naming the key. Fields a writer did not set are left out of the file, so the JSON holds exactly what was
+recorded, in the order of the fields here.
+
+A record class is also the one definition of its kind: its class attributes (``kind``, ``required``,
+``groups``, ``private``, ``forget_data_keys``, ``inputs``, ``side_inputs``, ``forget_inputs``, ``recompute``,
+``card_tag``, ``card_title``, ``card_summary``, ``apply_option``; see :class:`Record`) are what the artifact reader, the push
+allow-list and visibility, the card check, the cards and ``verify`` consult. A class decorated with
+:func:`record_class` that sets ``kind`` is registered in :data:`RECORDS`, so a new kind is one class here
+(plus the code that writes it).
 
 Plain dataclasses rather than pydantic: the records are read on the merger's start-up path, where
 pydantic's import and model construction cost about 0.2 s.
@@ -29,6 +37,9 @@ CONFIG_NAME = "perta_config.json"
 
 Json = dict[str, Any]
 
+#: the record class of each ``kind``, filled by :func:`record_class` in the order the classes are defined
+RECORDS: dict[str, type[Record]] = {}
+
 
 class _Unset:
     """The default of a field the writer did not set (left out of the JSON)."""
@@ -46,11 +57,18 @@ def _opt() -> Any:
 
 def record_class(cls: type) -> Any:
     """``@dataclass(frozen=True)`` where every field declared without a value defaults to :data:`UNSET` (not
-    set: left out of the JSON); the keys a kind needs are checked by :func:`parse_record` (``REQUIRED``)."""
-    for name in cls.__dict__.get("__annotations__", {}):
-        if name not in cls.__dict__:
+    set: left out of the JSON); a class that sets ``kind`` is registered in :data:`RECORDS` (the keys it needs,
+    ``required``, are checked by :func:`parse_record`)."""
+    for name, hint in cls.__dict__.get("__annotations__", {}).items():
+        if name not in cls.__dict__ and not str(hint).startswith("ClassVar"):
             setattr(cls, name, field(default=UNSET))
-    return dataclass(frozen=True)(cls)
+    cls = dataclass(frozen=True)(cls)
+    kind = cls.__dict__.get("kind")
+    if isinstance(kind, str):
+        if kind in RECORDS:
+            raise TypeError(f"two record classes declare the kind {kind!r}")
+        RECORDS[kind] = cls
+    return cls
 
 
 class _Invalid(Exception):
@@ -101,6 +119,13 @@ class _KeyError(Exception):
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
+_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    if cls not in _FIELDS:
+        _FIELDS[cls] = frozenset(f.name for f in fields(cls))
+    return _FIELDS[cls]
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -195,9 +220,47 @@ class WeightsRef(_Typed):
 
 @record_class
 class Record(_Typed):
-    """Fields every record holds: version, kind and command first in the file, ``run_id`` and ``hub`` last."""
+    """Fields every record holds: version, kind and command first in the file, ``run_id`` and ``hub`` last.
 
+    The class attributes (``ClassVar``, not keys of the file) define the kind; each subclass sets those that
+    differ from the defaults here (a plain transformers checkpoint, public, made by training).
+    """
+
+    #: the value of ``kind`` in the file
     kind: ClassVar[str]
+    #: keys a record of this kind must hold to be used (older or hand-made files may lack the others)
+    required: ClassVar[tuple[str, ...]] = ()
+    #: the safetensors groups a folder of this kind holds, one tuple per layout it may take; a group is
+    #: ``<group>-0000i-of-0000N.safetensors`` + ``<group>.safetensors.index.json`` (or ``<group>.safetensors``).
+    #: Artifacts are written and read by group, and ``push`` uploads no other weight files (:meth:`weight_prefixes`)
+    groups: ClassVar[tuple[tuple[str, ...], ...]] = (("model",),)
+    #: private on the Hub unless ``push --public``, and expected private by ``verify --privacy``: it is derived
+    #: from the forget data and can reveal it (a record may narrow this, see :meth:`forget_derived`)
+    private: ClassVar[bool] = False
+    #: the keys describing the forget data it is derived from: ``push`` and ``verify --privacy`` read that data
+    #: back and refuse a card that quotes it
+    forget_data_keys: ClassVar[tuple[str, ...]] = ()
+    #: the keys naming the models and artifacts it was made from (``source``, ``repo_id``, ``revision``), in the
+    #: order its card lists them: ``verify`` checks each is pinned (commit sha or content hash) and named by the card
+    inputs: ClassVar[tuple[str, ...]] = ()
+    #: further inputs recorded as plain objects (``source``, ``revision``): pinned, but not listed on the card
+    side_inputs: ClassVar[tuple[str, ...]] = ()
+    #: the inputs derived from the forget data: ``verify --privacy`` checks their repos are private, and scans the
+    #: card against their forget data and that of their own forget-derived inputs
+    forget_inputs: ClassVar[tuple[str, ...]] = ()
+    #: what ``verify --recompute`` does with it: ``merge`` (every tensor recomputed from target, task vector and
+    #: weight map), ``difference`` (recomputed from base and fine-tuned model), ``importances`` (``w`` recombined
+    #: from the stored importances), ``training`` (made by training: not re-run)
+    recompute: ClassVar[Literal["merge", "difference", "importances", "training"]] = "training"
+    #: the tag its card carries after ``perta`` and ``machine-unlearning``, and the card's title (None: the card
+    #: is made by the kind's own module, e.g. :mod:`perta_hub.cards.finetuned`)
+    card_tag: ClassVar[str | None] = None
+    card_title: ClassVar[str | None] = None
+    #: what an artifact card says the folder holds (``{key}``: the record's value of ``key``)
+    card_summary: ClassVar[str | None] = None
+    #: the ``apply`` option that takes a folder of this kind (None: not an input of ``apply``)
+    apply_option: ClassVar[str | None] = None
+
     perta_hub_version: str = __version__
     command: str | None
     #: sha256 of every file the run wrote (shards, indexes, copied side files), by file name; written after the
@@ -228,12 +291,40 @@ class Record(_Typed):
         """A copy that records where the folder was published."""
         return dataclasses.replace(self, hub=hub)  # type: ignore[call-arg]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``; ``default`` when it is not set, or not a key of this kind."""
+        value = getattr(self, key) if key in _field_names(type(self)) else UNSET
+        return default if value is UNSET else value
+
+    def forget_derived(self) -> bool:
+        """Whether this output is derived from the forget data, so private by default on push (the kind's
+        :attr:`private`)."""
+        return self.private
+
+    @classmethod
+    def weight_prefixes(cls) -> tuple[str, ...]:
+        """Every group name of every layout: the weight files (``<prefix>*.safetensors``, indexes) of the kind."""
+        return tuple(dict.fromkeys(group for layout in cls.groups for group in layout))
+
 
 @record_class
 class TaskVectorRecord(Record):
     """``tau = finetuned - base`` (or a LoRA adapter's ``scaling * B @ A``), stored in ``dtype``."""
 
     kind: ClassVar[str] = "task_vector"
+    required = ("dtype",)
+    groups = (("task_vector",), ("lora_A", "lora_B"))  # dense, or LoRA factors (merge/low_rank.py)
+    private = True
+    forget_data_keys = ("forget_data",)
+    inputs = ("base", "finetuned")
+    side_inputs = ("adapter",)  # the LoRA adapter a task vector was computed from (merge/lora_delta.py)
+    forget_inputs = ("finetuned",)
+    recompute = "difference"
+    card_tag, card_title = "task-vector", "PerTA task vector"
+    card_summary = ("the difference `tau = theta_finetuned - theta_anchor`, one tensor per model parameter (stored "
+                    "as {dtype}).")
+    apply_option = "--task-vector"
+
     base: Source
     finetuned: Source
     adapter: Json
@@ -255,6 +346,17 @@ class WeightMapRecord(Record):
     """Importances ``I_f`` and ``I_r`` and the combination ``w = I_f^p / (I_f^p + lam I_r^p + eps)``."""
 
     kind: ClassVar[str] = "weight_map"
+    groups = (("importance_forget", "importance_retain"),)
+    private = True
+    forget_data_keys = ("forget_data",)
+    inputs = ("model",)
+    recompute = "importances"
+    card_tag, card_title = "weight-map", "PerTA weight map"
+    card_summary = ("per-parameter importances for forgetting (`importance_forget`, I_f) and retention "
+                    "(`importance_retain`, I_r) computed with the `{method}` method; `apply` combines them into "
+                    "`w = I_f^p / (I_f^p + lam * I_r^p + eps)`.")
+    apply_option = "--weights"
+
     model: Source
     model_config: Json
     gradients_at: Literal["target", "anchor"]
@@ -280,6 +382,12 @@ class ModelRecord(Record):
     """An unlearned model: ``theta = target - alpha * (w ⊙ tau)``."""
 
     kind: ClassVar[str] = "model"
+    required = ("alpha", "target", "task_vector")
+    inputs = ("target", "task_vector", "weights")
+    forget_inputs = ("task_vector", "weights")
+    recompute = "merge"
+    card_tag, card_title = "unlearned-model", "Unlearned model (PerTA)"
+
     alpha: float
     method: str
     target: Source
@@ -295,6 +403,11 @@ class FinetunedModelRecord(Record):
     """A model fine-tuned on question/answer data (the privacy-tuned model a task vector is made from)."""
 
     kind: ClassVar[str] = "finetuned_model"
+    required = ("base",)
+    private = True  # the model fine-tuned on the forget data (``data_role``, see :meth:`forget_derived`)
+    forget_data_keys = ("data",)
+    inputs = ("base",)
+
     #: ``forget``: fine-tuned on the forget data by ``task-vector MODEL --forget`` (private by default on push);
     #: ``training``: any other fine-tune (a target, a retain model); unset in older records (treated as forget)
     data_role: Literal["forget", "training"]
@@ -308,12 +421,20 @@ class FinetunedModelRecord(Record):
     results: Json
     library: Json
 
+    def forget_derived(self) -> bool:
+        """Fine-tuned on the forget data (``data_role`` ``forget``, or unset in an older record); a target or
+        retain model ``finetune`` trained (``data_role`` ``training``) is not."""
+        return self.data_role in ("forget", UNSET)
+
 
 @record_class
 class UnlearnedModelRecord(Record):
     """A model unlearned by gradient training (``perta-hub unlearn``: GradAscent, GradDiff or NPO)."""
 
     kind: ClassVar[str] = "unlearned_model"
+    required = ("method", "target")
+    inputs = ("target",)
+
     method: Literal["ga", "gd", "npo"]
     target: Source
     target_config: Json
@@ -325,16 +446,6 @@ class UnlearnedModelRecord(Record):
     training: Json
     results: Json
     library: Json
-
-
-#: the record class of each ``kind``
-RECORDS: dict[str, type[Record]] = {cls.kind: cls for cls in (TaskVectorRecord, WeightMapRecord, ModelRecord,
-                                                              FinetunedModelRecord, UnlearnedModelRecord)}
-#: keys each kind must hold to be used (older or hand-made files may lack the others)
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "task_vector": ("dtype",), "weight_map": (), "model": ("alpha", "target", "task_vector"),
-    "finetuned_model": ("base",), "unlearned_model": ("method", "target"),
-}
 
 
 def parse_record(data: Any, where: str = CONFIG_NAME) -> Record:
@@ -352,7 +463,7 @@ def parse_record(data: Any, where: str = CONFIG_NAME) -> Record:
                               "it was not written by perta-hub, or by a newer version")
     try:
         record = RECORDS[kind].from_dict({k: v for k, v in data.items() if k != "kind"})
-        for key in REQUIRED[kind]:
+        for key in record.required:
             if getattr(record, key) is UNSET:
                 raise _KeyError(key, "is missing")
     except _KeyError as err:
@@ -376,3 +487,14 @@ def read_record(folder: str | Path) -> Record:
     except ValueError as err:
         raise CheckpointError(f"{path} is not valid JSON ({err}); re-download or re-create it") from None
     return parse_record(data, str(path))
+
+
+def record_of(folder: str | Path) -> Record | None:
+    """The record of a folder, or None when it holds no ``perta_config.json`` (a plain model folder).
+
+    Raises:
+        CheckpointError: a ``perta_config.json`` that is not valid JSON or does not validate (one line).
+    """
+    if not (Path(folder) / CONFIG_NAME).is_file():
+        return None
+    return read_record(folder)

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub._version import __version__
+from perta_hub.records import RECORDS, ModelRecord
 
 PRIVACY_NOTE = (
     "**Privacy note.** This artifact is derived from the forget data: it can reveal what the model was "
     "asked to forget. Keep its repository private unless you are sure the data may be shared."
 )
-KIND_TAGS = {"task_vector": "task-vector", "weight_map": "weight-map", "model": "unlearned-model"}
-KIND_TITLES = {"task_vector": "PerTA task vector", "weight_map": "PerTA weight map"}
 
 
 def _base_model(source: dict[str, Any] | None) -> str | None:
@@ -84,8 +83,9 @@ def _render(card_data: Any, body: str) -> Any:
 
 
 def _provenance_lines(config: dict[str, Any]) -> str:
+    """One line per input of the record's kind (its ``inputs``, in their order), as ``verify`` reads them back."""
     lines = []
-    for key in ("base", "finetuned", "model", "target", "task_vector", "weights"):
+    for key in RECORDS[config["kind"]].inputs:
         item = config.get(key)
         if isinstance(item, dict) and item.get("source"):
             lines.append(f"- {key.replace('_', ' ')}: `{item['source']}` at `{item.get('revision', '?')}`")
@@ -102,33 +102,34 @@ def _restriction_line(config: dict[str, Any]) -> str:
     return f"\n- restricted to parameters matching `{config['params']}`; the others: {rest}"
 
 
+class _Values(dict):  # type: ignore[type-arg]
+    """A record's values for :meth:`str.format_map`; a key it does not hold reads ``None``."""
+
+    def __missing__(self, key: str) -> None:
+        return None
+
+
 def artifact_card(kind: str, config: dict[str, Any]) -> Any:
-    """The card of a task-vector or weight-map artifact folder (``ModelCard``)."""
+    """The card of an artifact folder (task vector, weight map: ``ModelCard``); its tag, title, summary, privacy
+    note and ``apply`` option are the kind's record class's."""
     from huggingface_hub import ModelCardData
 
+    cls = RECORDS[kind]
     base = config.get("base") or config.get("model")
     card_data = ModelCardData(
         library_name="perta-hub",
         base_model=_base_model(base),
-        tags=["perta", "machine-unlearning", KIND_TAGS[kind]],
+        tags=["perta", "machine-unlearning", str(cls.card_tag)],
         datasets=_datasets(config),
         **inherited_license(base),
     )
-    what = {
-        "task_vector": "the difference `tau = theta_finetuned - theta_anchor`, one tensor per model parameter "
-                       f"(stored as {config.get('dtype', 'float32')}).",
-        "weight_map": "per-parameter importances for forgetting (`importance_forget`, I_f) and retention "
-                      f"(`importance_retain`, I_r) computed with the `{config.get('method')}` method; `apply` "
-                      "combines them into `w = I_f^p / (I_f^p + lam * I_r^p + eps)`.",
-    }[kind]
-    usage_flag = "--task-vector" if kind == "task_vector" else "--weights"
+    what = str(cls.card_summary).format_map(_Values(config))
+    privacy = f"\n{PRIVACY_NOTE}\n" if cls.private else ""
     body = f"""
-# {KIND_TITLES[kind]}
+# {cls.card_title}
 
 Made with perta-hub {__version__}: {what}
-
-{PRIVACY_NOTE}
-
+{privacy}
 ## Provenance
 
 {_provenance_lines(config)}
@@ -143,7 +144,7 @@ Command:
 ## How to apply
 
 ```
-perta-hub apply TARGET_MODEL {usage_flag} THIS_REPO --alpha 1.0 -o unlearned-model
+perta-hub apply TARGET_MODEL {cls.apply_option} THIS_REPO --alpha 1.0 -o unlearned-model
 ```
 
 The tensors are sharded safetensors named like the model's parameters; `perta_config.json` records every input.
@@ -173,7 +174,7 @@ def model_card(config: dict[str, Any], eval_results: list[Any] | None = None) ->
     card_data = ModelCardData(
         library_name="transformers",
         base_model=base_model,
-        tags=["perta", "machine-unlearning", "unlearned-model"],
+        tags=["perta", "machine-unlearning", str(ModelRecord.card_tag)],
         eval_results=eval_results or None,
         model_name=(base_model.split("/")[-1] + "-perta") if eval_results and base_model else (
             "perta-unlearned-model" if eval_results else None),
@@ -182,7 +183,7 @@ def model_card(config: dict[str, Any], eval_results: list[Any] | None = None) ->
     )
     method = config.get("method", "task vector")
     body = f"""
-# Unlearned model (PerTA)
+# {ModelRecord.card_title}
 
 `theta = theta_target - alpha * (w * tau)` with alpha = {config.get("alpha")} and method `{method}`, made with
 perta-hub {__version__}.

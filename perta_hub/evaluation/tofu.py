@@ -220,21 +220,21 @@ def model_utility_entry(results: Mapping[str, Any]) -> dict[str, Any]:
 def perta_labels(path: Path) -> dict[str, Any]:
     """``alpha`` and ``method`` of an unlearned model written by ``apply`` (kind ``model`` in its
     ``perta_config.json``); ``method`` and ``setting`` (``lr=..,ep=..``) of one written by ``unlearn``
-    (kind ``unlearned_model``); empty for any other folder, e.g. a fine-tuned model."""
-    cfg = path / "perta_config.json"
-    if not cfg.is_file():
-        return {}
-    try:
-        data = json.loads(cfg.read_text())
-    except json.JSONDecodeError:
-        return {}
-    if data.get("kind") == "unlearned_model":
-        training = data.get("training") or {}
-        return {"method": data.get("method"),
+    (kind ``unlearned_model``); empty for any other folder, e.g. a fine-tuned model or a plain checkpoint.
+
+    Raises:
+        CheckpointError: a ``perta_config.json`` that does not validate (:func:`perta_hub.records.read_record`).
+    """
+    from perta_hub.records import ModelRecord, UnlearnedModelRecord, record_of
+
+    record = record_of(path)
+    if isinstance(record, UnlearnedModelRecord):
+        training = record.get("training") or {}
+        return {"method": record.method,
                 "setting": f"lr={training.get('lr', 0):g},ep={training.get('epochs', 0):g}"}
-    if data.get("kind") != "model":
+    if not isinstance(record, ModelRecord):
         return {}
-    return {k: data[k] for k in ("alpha", "method") if k in data}
+    return {k: record.get(k) for k in ("alpha", "method") if record.get(k) is not None}
 
 
 def evaluate_tofu(
@@ -281,6 +281,7 @@ def evaluate_tofu(
 
     t0 = time.perf_counter()
     lm = model if isinstance(model, LoadedModel) else load_model(str(model), device=device, dtype=dtype)
+    labels = perta_labels(lm.path)  # read (and checked) before the evaluation's work
     results: dict[str, Any] = {}
     for prefix, (rows, _) in data.items():
         results.update(evaluate_split(lm, prefix, rows, batch_size=batch_size, max_new_tokens=max_new_tokens,
@@ -289,7 +290,6 @@ def evaluate_tofu(
     results["forget_quality"] = forget_quality_entry(model_ratios, retain_logs, subset=subset,
                                                      source=retain_source)
     results["model_utility"] = model_utility_entry(results)
-    labels = perta_labels(lm.path)
     results["subset"] = subset
     results["meta"] = {
         "benchmark": "tofu",

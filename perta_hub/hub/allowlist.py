@@ -16,17 +16,8 @@ from pathlib import Path, PurePosixPath
 
 from perta_hub.errors import InputError
 from perta_hub.io.reader import index_files
+from perta_hub.records import CONFIG_NAME, RECORDS
 
-CONFIG_NAME = "perta_config.json"
-#: weight-file prefixes (``<prefix>.safetensors`` / ``<prefix>.safetensors.index.json``) of each kind;
-#: a plain model folder (no ``perta_config.json``) or an unknown kind may use any prefix.
-WEIGHT_PREFIXES: dict[str, tuple[str, ...]] = {
-    "model": ("model",),
-    "finetuned_model": ("model",),
-    "unlearned_model": ("model",),
-    "task_vector": ("task_vector", "lora_A", "lora_B"),  # dense, or LoRA factors (merge/low_rank.py)
-    "weight_map": ("importance_forget", "importance_retain"),
-}
 #: the model's side files: configuration, tokenizer and chat template
 SIDE_FILES = (
     "config.json", "generation_config.json",
@@ -106,12 +97,14 @@ def folder_files(folder: Path) -> list[str]:
 
 
 def weight_files(folder: Path, kind: str | None) -> list[str]:
-    """The weight files of ``folder``: each index and the shards it names, else single ``<prefix>.safetensors``.
+    """The weight files of ``folder``: each index and the shards it names, else single ``<prefix>.safetensors``;
+    only the prefixes of ``kind``'s groups (:meth:`perta_hub.records.Record.weight_prefixes`), any prefix in a
+    plain model folder (``kind`` None) or one of an unknown kind.
 
     Raises:
         CheckpointError: an index that does not parse, or names a file outside the folder.
     """
-    prefixes = WEIGHT_PREFIXES.get(kind or "")
+    prefixes = RECORDS[kind].weight_prefixes() if kind in RECORDS else None
     files: list[str] = []
     indexed: set[str] = set()
     for index in sorted(folder.glob("*.safetensors.index.json")):

@@ -1,7 +1,8 @@
 """The card check ``push`` runs: the Hub's metadata rules, and no forget-set example quoted in the card.
 
 The forget data is found from what the artifact recorded, never from the working directory: the data
-descriptions in ``perta_config.json`` (``forget_data``; ``data`` of a fine-tuned model) hold ``source`` and
+descriptions in ``perta_config.json`` (the kind's ``forget_data_keys`` in :mod:`perta_hub.records`:
+``forget_data``; ``data`` of a fine-tuned model) hold ``source`` and
 ``files: [{"path", "sha256"}]`` (absolute paths), and each file is read there and checked against its
 sha256; a Hub dataset (no local files) is loaded at its recorded commit (``source`` = ``org/name@sha``).
 Older records without ``files`` fall back to the recorded spec (a local file, the bundled TOFU copy, a
@@ -11,17 +12,12 @@ unreachable) the push is refused unless the check is skipped.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError
-
-CONFIG_NAME = "perta_config.json"
-#: kinds derived from the forget data, and the ``perta_config.json`` keys describing that data
-FORGET_DATA_KEYS = {"task_vector": ("forget_data",), "weight_map": ("forget_data",),
-                    "finetuned_model": ("data", "forget_data")}
+from perta_hub.records import Record
 
 
 @dataclass(frozen=True)
@@ -32,8 +28,9 @@ class ForgetTexts:
     missing: str | None = None
 
 
-def check_card_before_push(folder: Path, kind: str | None, *, skip_card_check: bool = False) -> str | None:
-    """Refuse a card the Hub would reject, or one that quotes forget-set examples.
+def check_card_before_push(folder: Path, record: Record | None, *, skip_card_check: bool = False) -> str | None:
+    """Refuse a card the Hub would reject, or one that quotes forget-set examples (``record``: the folder's,
+    None for a plain model folder).
 
     Returns:
         a note to print when ``skip_card_check`` let an unreadable forget data pass, else None.
@@ -50,7 +47,7 @@ def check_card_before_push(folder: Path, kind: str | None, *, skip_card_check: b
     problems = hub_metadata_problems(text)
     if problems:
         raise InputError(f"the card {card} is invalid: {'; '.join(problems)}; fix it, then push")
-    forget = forget_texts(folder, kind)
+    forget = forget_texts(record)
     if forget.missing:
         if not skip_card_check:
             raise InputError(f"cannot check the card {card} for forget-set examples: {forget.missing}; restore the "
@@ -63,17 +60,12 @@ def check_card_before_push(folder: Path, kind: str | None, *, skip_card_check: b
     return None
 
 
-def forget_texts(folder: Path, kind: str | None) -> ForgetTexts:
-    """Questions and answers of the forget data an artifact of ``kind`` records (read without network)."""
-    try:
-        config = json.loads((folder / CONFIG_NAME).read_text())
-    except (OSError, ValueError):
-        return ForgetTexts([])
-    if not isinstance(config, dict):
-        return ForgetTexts([])
+def forget_texts(record: Record | None) -> ForgetTexts:
+    """Questions and answers of the forget data a record describes (its kind's ``forget_data_keys``; read
+    without network)."""
     texts: list[str] = []
-    for key in FORGET_DATA_KEYS.get(kind or "", ()):
-        info = config.get(key)
+    for key in record.forget_data_keys if record is not None else ():
+        info = record.get(key)
         if not isinstance(info, dict):
             continue
         read = _read_recorded(info) if "files" in info else _read_legacy(info)

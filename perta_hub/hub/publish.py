@@ -10,7 +10,6 @@ respected; tokens are never printed or written anywhere.
 from __future__ import annotations
 
 import glob
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,9 @@ from perta_hub.hub.card_check import check_card_before_push
 from perta_hub.io.hub_source import _hub_errors, split_repo_id
 from perta_hub.io.reader import index_files
 from perta_hub.options.push import PUBLISH
+from perta_hub.records import CONFIG_NAME, RECORDS, Record, record_of
 from perta_hub.runtime.progress import phase
 
-CONFIG_NAME = "perta_config.json"
-#: kinds in ``perta_config.json`` derived from the forget data: their repos are private unless ``--public``
-#: (task vectors, weight maps, and the model fine-tuned on the forget data that a task vector is made from).
-PRIVATE_KINDS = ("task_vector", "weight_map", "finetuned_model")
 #: remote files a push replaces wholesale: those not in this push's upload are deleted (stale shards, a file
 #: of a kind push no longer uploads, such as an optimizer state an older version published).
 #: The card (README.md), ``.gitattributes`` and anything else on the repo are never deleted.
@@ -76,53 +72,55 @@ class PushResult:
 
 
 def folder_kind(folder: str | Path) -> str | None:
-    """The ``kind`` recorded in a folder's ``perta_config.json`` (None for a plain folder)."""
-    path = Path(folder) / CONFIG_NAME
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text()).get("kind")
-    except ValueError:
-        return None
+    """The ``kind`` recorded in a folder's ``perta_config.json`` (None for a plain folder).
+
+    Raises:
+        CheckpointError: a ``perta_config.json`` that does not validate (:func:`perta_hub.records.read_record`).
+    """
+    record = record_of(folder)
+    return record.kind if record else None
 
 
 def forget_derived(folder: str | Path) -> bool:
-    """Whether the folder is derived from the forget data: a task vector, a weight map, or a model fine-tuned
-    on the forget data (``data_role`` ``forget``, or unset in an older record); a target or retain model
-    ``finetune`` trained (``data_role`` ``training``) is not."""
-    kind = folder_kind(folder)
-    if kind != "finetuned_model":
-        return kind in PRIVATE_KINDS
-    try:
-        return json.loads((Path(folder) / CONFIG_NAME).read_text()).get("data_role", "forget") == "forget"
-    except ValueError:
-        return True
+    """Whether the folder is derived from the forget data (:meth:`perta_hub.records.Record.forget_derived`: a
+    kind declared ``private``, e.g. a task vector, a weight map, a model fine-tuned on the forget data)."""
+    return _forget_derived(record_of(folder))
+
+
+def _forget_derived(record: Record | None) -> bool:
+    return record is not None and record.forget_derived()
 
 
 def resolve_private(folder: str | Path, private: bool | None) -> bool | None:
-    """Visibility of a new repo: task vectors and weight maps are private unless ``private=False``
-    (``--public``); other folders follow ``private`` (None leaves it to the Hub's default, public)."""
-    if forget_derived(folder):
+    """Visibility of a new repo: forget-derived folders (task vectors, weight maps...) are private unless
+    ``private=False`` (``--public``); other folders follow ``private`` (None leaves it to the Hub's default,
+    public)."""
+    return _visibility(record_of(folder), private)
+
+
+def _visibility(record: Record | None, private: bool | None) -> bool | None:
+    if _forget_derived(record):
         return private is not False
     return private
 
 
 def public_artifact_warning(folder: str | Path, repo_id: str, private: bool | None) -> str | None:
     """The warning to print once when a task vector or weight map is pushed public, else None."""
-    kind = str(folder_kind(folder))
-    if forget_derived(folder) and private is False:
-        return (f"Warning: {repo_id} will be public, but this {kind.replace('_', ' ')} is derived from the forget "
-                "data and can reveal it; push without --public to keep it private.")
+    record = record_of(folder)
+    if record is not None and _forget_derived(record) and private is False:
+        return (f"Warning: {repo_id} will be public, but this {record.kind.replace('_', ' ')} is derived from the "
+                "forget data and can reveal it; push without --public to keep it private.")
     return None
 
 
 def default_commit_message(folder: str | Path) -> str:
     """``perta-hub: <the command that made the folder>`` (from ``perta_config.json``), else a plain message."""
-    try:
-        command = json.loads((Path(folder) / CONFIG_NAME).read_text()).get("command")
-    except (OSError, ValueError):
-        command = None
-    message = f"perta-hub: {command}" if command else f"Upload {Path(folder).name} with perta-hub"
+    return _commit_message(Path(folder), record_of(folder))
+
+
+def _commit_message(folder: Path, record: Record | None) -> str:
+    command = record.get("command") if record else None
+    message = f"perta-hub: {command}" if command else f"Upload {folder.name} with perta-hub"
     return message if len(message) <= 400 else message[:397] + "..."
 
 
@@ -179,12 +177,12 @@ def publish(
 
     folder = Path(folder).expanduser()
     _check_folder(folder)
-    kind = folder_kind(folder)
-    plan = plan_upload(folder, kind, include)
+    record = record_of(folder)
+    plan = plan_upload(folder, record.kind if record else None, include)
     if not plan.upload:
         raise InputError(f"{folder} holds none of the files push uploads (weights, config, tokenizer, card); "
                          "add files with --include PATTERN")
-    card_note = check_card_before_push(folder, kind, skip_card_check=skip_card_check)
+    card_note = check_card_before_push(folder, record, skip_card_check=skip_card_check)
     notes = tuple(n for n in (plan.left_out_line(), card_note) if n)
     repo_id, at_revision = split_repo_id(repo_id)
     if at_revision and revision and at_revision != revision:
@@ -198,16 +196,16 @@ def publish(
     if not token:
         raise HubError(f"pushing to {repo_id} needs a Hugging Face token with write access: set HF_TOKEN or run "
                        "`hf auth login`")
-    visibility = resolve_private(folder, private)
+    visibility = _visibility(record, private)
     branch = revision or "main"
     api = HfApi(token=token)
-    message = commit_message or default_commit_message(folder)
+    message = commit_message or _commit_message(folder, record)
 
     with _hub_errors(repo_id, revision, "pushing to"):
         url = str(api.create_repo(repo_id, private=visibility, exist_ok=True))
         info = api.repo_info(repo_id)
-        if forget_derived(folder) and not info.private and private is not False:
-            raise HubError(f"{repo_id} exists and is public, but a {str(folder_kind(folder)).replace('_', ' ')} is "
+        if record is not None and _forget_derived(record) and not info.private and private is not False:
+            raise HubError(f"{repo_id} exists and is public, but a {record.kind.replace('_', ' ')} is "
                            "private by default (it is derived from the forget data): make the repo private, push "
                            "to another repo, or pass --public to publish it there anyway")
         if branch != "main" and not branch.startswith("refs/pr/"):
@@ -255,19 +253,15 @@ def _check_folder(folder: Path) -> None:
 
 
 def _command_of(folder: Path) -> str:
-    try:
-        command = json.loads((folder / CONFIG_NAME).read_text()).get("command")
-    except (OSError, ValueError):
-        return ""
+    record = record_of(folder)
+    command = record.get("command") if record else None
     return f"Made with:\n\n```\n{command}\n```\n" if command else ""
 
 
 def _recorded_commit(folder: Path, repo_id: str, revision: str) -> str | None:
     """The commit an earlier push of this folder to ``repo_id``/``revision`` recorded, if any."""
-    try:
-        hub = json.loads((folder / CONFIG_NAME).read_text()).get("hub") or {}
-    except (OSError, ValueError):
-        return None
+    record = record_of(folder)
+    hub = (record.get("hub") if record else None) or {}
     if hub.get("repo_id") == repo_id and hub.get("revision") == revision and hub.get("commit"):
         return str(hub["commit"])
     return None
@@ -277,19 +271,16 @@ def _record_publication(folder: Path, repo_id: str, revision: str, commit: str, 
     """Write ``hub`` into ``perta_config.json`` and a published line into ``README.md``; names changed."""
     from perta_hub.io.atomic import write_atomic
 
+    record = record_of(folder)
     changed = []
-    record = {"repo_id": repo_id, "revision": revision, "commit": commit, "url": url}
-    config_path = folder / CONFIG_NAME
-    if config_path.is_file():
-        config = json.loads(config_path.read_text())
-        if config.get("hub") != record:
-            config["hub"] = record
-            write_atomic(config_path, json.dumps(config, indent=2, default=str) + "\n")
-            changed.append(CONFIG_NAME)
+    hub = {"repo_id": repo_id, "revision": revision, "commit": commit, "url": url}
+    if record is not None and record.get("hub") != hub:
+        write_atomic(folder / CONFIG_NAME, record.with_hub(hub).to_json())
+        changed.append(CONFIG_NAME)
     card_path = folder / "README.md"
     if card_path.is_file():
         text = card_path.read_text(encoding="utf-8")
-        new = set_published(text, repo_id, revision, commit, folder_kind(folder))
+        new = set_published(text, repo_id, revision, commit, record.kind if record else None)
         if new != text:
             write_atomic(card_path, new)
             changed.append("README.md")
@@ -299,13 +290,16 @@ def _record_publication(folder: Path, repo_id: str, revision: str, commit: str, 
 def set_published(card: str, repo_id: str, revision: str, commit: str, kind: str | None = None) -> str:
     """The card text with its "published" block (between markers) set to this repo and commit.
 
-    The block also says how to use the repo pinned to that commit (``kind`` from ``perta_config.json``).
+    The block also says how to use the repo pinned to that commit (``kind`` from ``perta_config.json``): an
+    ``apply`` input of the kind's ``apply_option``, else a model loaded with transformers.
     """
     pinned = f"{repo_id}@{commit}"
-    usage = {
-        "task_vector": f"perta-hub apply MODEL --task-vector {pinned} --alpha 1.0 -o OUT",
-        "weight_map": f"perta-hub apply MODEL --task-vector TASK_VECTOR --weights {pinned} --alpha 1.0 -o OUT",
-    }.get(kind or "", f'AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{commit}")')
+    option = RECORDS[kind].apply_option if kind in RECORDS else None
+    if option:
+        needs = "" if option == "--task-vector" else "--task-vector TASK_VECTOR "  # apply always takes one
+        usage = f"perta-hub apply MODEL {needs}{option} {pinned} --alpha 1.0 -o OUT"
+    else:
+        usage = f'AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{commit}")'
     block = (f"{PUBLISHED_START}\nPublished on the Hub as `{repo_id}` (revision `{revision}`); the files are those "
              f"of commit `{commit}`. Pinned to it:\n\n```\n{usage}\n```\n{PUBLISHED_END}")
     pattern = re.compile(re.escape(PUBLISHED_START) + r".*?" + re.escape(PUBLISHED_END), re.DOTALL)

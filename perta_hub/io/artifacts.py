@@ -2,8 +2,9 @@
 
 Layout of an artifact folder:
 - ``perta_config.json``: ``kind`` (``task_vector`` | ``weight_map``), version, command, provenance.
-- ``{group}-0000i-of-0000N.safetensors`` + ``{group}.safetensors.index.json`` per tensor group:
-  ``task_vector`` for task vectors; ``importance_forget`` and ``importance_retain`` for weight maps.
+- ``{group}-0000i-of-0000N.safetensors`` + ``{group}.safetensors.index.json`` per tensor group (the kind's
+  ``groups`` in :mod:`perta_hub.records`): ``task_vector`` (or ``lora_A`` and ``lora_B``) for task vectors;
+  ``importance_forget`` and ``importance_retain`` for weight maps.
   Tensor names are the model's parameter names; every shard's metadata is ``{"format": "pt"}``.
 - ``README.md``: a model card with a privacy note (the tensors are derived from the forget data).
 """
@@ -20,10 +21,6 @@ from perta_hub.io.fingerprint import content_hash
 from perta_hub.io.reader import Checkpoint, open_checkpoint
 from perta_hub.records import CONFIG_NAME, Record, read_record
 
-GROUPS: dict[str, tuple[str, ...]] = {
-    "task_vector": ("task_vector",),
-    "weight_map": ("importance_forget", "importance_retain"),
-}
 FLOAT_CODES = ("BF16", "F16", "F32")  # the dtypes an artifact may hold
 
 

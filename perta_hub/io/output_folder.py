@@ -23,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from perta_hub.errors import OutputError, PertaError
+from perta_hub.errors import CheckpointError, OutputError, PertaError
 from perta_hub.io.atomic import write_atomic
 from perta_hub.io.fingerprint import file_sha256
 from perta_hub.records import CONFIG_NAME, Record, read_record
@@ -75,10 +75,10 @@ class OutputFolder:
             return FolderState.RESUMABLE if marker.read_text().strip() == self.run_id else FolderState.FOREIGN
         if config.is_file():
             try:
-                if json.loads(config.read_text()).get("run_id") == self.run_id:
+                if read_record(folder).run_id == self.run_id:
                     return FolderState.COMPLETE
-            except (ValueError, AttributeError):
-                pass
+            except CheckpointError:
+                pass  # a record that does not validate is no finished output of this run
         return FolderState.FOREIGN
 
     def check(self) -> None:

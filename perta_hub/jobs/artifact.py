@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError
-from perta_hub.io.artifacts import GROUPS
 from perta_hub.io.output_folder import current_command, make_run_id
 from perta_hub.io.sharding import TensorSpec, dtype_code
 from perta_hub.jobs.engine import Job, Stream, run_job
-from perta_hub.records import Record, parse_record
+from perta_hub.records import RECORDS, Record, parse_record
 
 
 class InMemoryArtifactJob(Job):
@@ -21,8 +20,10 @@ class InMemoryArtifactJob(Job):
 
     def __init__(self, out_dir: Path, kind: str, groups: Mapping[str, Mapping[str, Any]], provenance: dict[str, Any],
                  inputs: list[Path]) -> None:
-        if kind not in GROUPS or set(groups) != set(GROUPS[kind]):
-            raise InputError(f"a {kind} artifact holds the groups {GROUPS.get(kind)}, got {sorted(groups)}")
+        layouts = RECORDS[kind].groups if kind in RECORDS else ()
+        if set(groups) not in [set(layout) for layout in layouts]:
+            raise InputError(f"a {kind} artifact holds the groups {layouts[0] if layouts else None}, got "
+                             f"{sorted(groups)}")
         self.out, self.kind, self.groups, self.inputs = out_dir, kind, groups, inputs
         config = {"kind": kind, "command": provenance.get("command") or current_command(),
                   **{k: v for k, v in provenance.items() if k != "command"}}

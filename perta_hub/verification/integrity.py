@@ -8,7 +8,7 @@ import re
 from types import SimpleNamespace
 from typing import Any
 
-from perta_hub.records import CONFIG_NAME, UNSET, Record
+from perta_hub.records import CONFIG_NAME, RECORDS, UNSET, Record
 from perta_hub.verification.result import VerifyResult
 from perta_hub.verification.sources import LOCAL_RE, SHA_RE, Subject
 
@@ -16,16 +16,13 @@ LEVEL = "integrity"
 #: files that are never in ``files``: the card and the record change on push; git's own attributes
 UNRECORDED = ("README.md", CONFIG_NAME, ".gitattributes")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".index.json")
-CARD_ROLES = {"base": "base", "finetuned": "finetuned", "model": "model", "target": "target",
-              "task vector": "task_vector", "weights": "weights"}
 
 
 def recorded_inputs(record: Record) -> dict[str, Any]:
-    """The inputs a record names (role -> object with ``source``, ``repo_id``, ``revision``), set ones only."""
-    roles = {"model": ("target", "task_vector", "weights"), "task_vector": ("base", "finetuned", "adapter"),
-             "weight_map": ("model",), "finetuned_model": ("base",), "unlearned_model": ("target",)}.get(record.kind, ())
+    """The inputs a record names (role -> object with ``source``, ``repo_id``, ``revision``), set ones only: the
+    kind's ``inputs``, then its ``side_inputs``."""
     out = {}
-    for role in roles:
+    for role in (*record.inputs, *record.side_inputs):
         item = getattr(record, role, UNSET)
         if item is UNSET or item is None:
             continue
@@ -33,6 +30,12 @@ def recorded_inputs(record: Record) -> dict[str, Any]:
             item = SimpleNamespace(source=str(item.get("source")), revision=str(item.get("revision")), repo_id=None)
         out[role] = item
     return out
+
+
+def card_roles() -> dict[str, str]:
+    """The input lines a card may hold (``- task vector: `SOURCE` at `REVISION```): the role as written -> the
+    record key, for every kind's ``inputs``."""
+    return {role.replace("_", " "): role for cls in RECORDS.values() for role in cls.inputs}
 
 
 def _short(sha: str | None) -> str:
@@ -134,9 +137,10 @@ def _card_claims(text: str) -> dict[str, Any]:
     """What a card states: provenance lines (role -> (source, revision)), alpha and method, base_model,
     the published commit."""
     claims: dict[str, Any] = {"inputs": {}}
+    roles = card_roles()
     for role, source, revision in re.findall(r"^- ([a-z ]+): `(.*)` at `(.*)`\s*$", text, re.MULTILINE):
-        if role in CARD_ROLES:
-            claims["inputs"][CARD_ROLES[role]] = (source, revision)
+        if role in roles:
+            claims["inputs"][roles[role]] = (source, revision)
     match = re.search(r"alpha = (\S+) and method `([^`]*)`", text)
     if match:
         claims["alpha"], claims["method"] = match.group(1), match.group(2)
@@ -175,7 +179,7 @@ def check_card_matches_record(result: VerifyResult, subject: Subject) -> None:
     if "method" in claims and method is not UNSET and claims["method"] != method:
         problems.append(f"the card says method {claims['method']!r} but {CONFIG_NAME} says {method!r}")
     for role, item in recorded_inputs(record).items():
-        if role == "adapter":
+        if role in record.side_inputs:  # pinned, not on the card
             continue
         stated = claims["inputs"].get(role)
         if stated is None:

@@ -1,19 +1,19 @@
 """Privacy: the forget-derived repos a record names are private (not readable without a token), and the card
 quotes no forget-set example (the scan ``push`` runs, :mod:`perta_hub.hub.card_check`).
 
-Forget-derived: task vectors, weight maps and models fine-tuned on the forget data (``PRIVATE_KINDS`` of
-:mod:`perta_hub.hub.publish`). For an unlearned model these are its task vector, its weight map and the
-fine-tuned model its task vector was made from; for a task vector, its fine-tuned model; a forget-derived
-output verified from the Hub is itself checked too.
+Forget-derived: the kinds declared ``private`` in :mod:`perta_hub.records` (task vectors, weight maps, models
+fine-tuned on the forget data), and the inputs a record declares ``forget_inputs``, followed one record down.
+For an unlearned model these are its task vector, its weight map and the fine-tuned model its task vector was
+made from; for a task vector, its fine-tuned model; a forget-derived output verified from the Hub is itself
+checked too.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import PertaError
-from perta_hub.records import UNSET
+from perta_hub.records import ArtifactRef, Record, WeightsRef
 from perta_hub.verification.integrity import recorded_inputs
 from perta_hub.verification.result import VerifyResult
 from perta_hub.verification.sources import Subject, input_record, reason
@@ -40,52 +40,46 @@ def anonymous_access(repo_id: str) -> tuple[bool | None, str]:
     return True, "readable by anyone, without a token"
 
 
-def _forget_derived(result: VerifyResult, subject: Subject) -> tuple[list[tuple[str, Any]], list[tuple[Path, str]]]:
-    """(role, recorded input) of each forget-derived Hub or local input, and (folder, kind) of each record whose
-    forget data the card is scanned against."""
+def _forget_derived(result: VerifyResult, subject: Subject) -> tuple[list[tuple[str, Any]], list[Record]]:
+    """(role, recorded input) of each forget-derived Hub or local input, and each record whose forget data the
+    card is scanned against."""
     record = subject.record
-    inputs = recorded_inputs(record)
     derived: list[tuple[str, Any]] = []
-    records: list[tuple[Path, str]] = []
-    if record.kind in ("task_vector", "weight_map", "finetuned_model"):
-        records.append((subject.folder, record.kind))
-    if record.kind == "model":
-        for role in ("task_vector", "weights"):
-            if role not in inputs:
-                continue
-            derived.append((role, inputs[role]))
-            try:
-                folder, sub = input_record(inputs[role])
-            except PertaError as err:
-                result.add(LEVEL, f"{role} record", "unverified", f"cannot read the {role.replace('_', ' ')}'s record "
-                           f"to find its fine-tuned model and forget data ({reason(err)})")
-                continue
-            records.append((folder, sub.kind))
-            finetuned = getattr(sub, "finetuned", UNSET)
-            if finetuned is not UNSET and finetuned is not None:
-                derived.append(("finetuned model (of the task vector)", finetuned))
-                _finetuned_record(finetuned, records)
-    elif record.kind == "task_vector" and "finetuned" in inputs:
-        derived.append(("finetuned", inputs["finetuned"]))
-        _finetuned_record(inputs["finetuned"], records)
+    records: list[Record] = [record] if record.private else []
+    _forget_inputs(result, record, derived, records)
     return derived, records
 
 
-def _finetuned_record(item: Any, records: list[tuple[Path, str]]) -> None:
-    """Add a fine-tuned model's folder to the card scan when its record can be read (it records its data)."""
-    try:
-        folder, sub = input_record(item)
-    except PertaError:
-        return  # a plain model without a perta-hub record, or one that is gone: its data is recorded elsewhere
-    records.append((folder, sub.kind))
+def _forget_inputs(result: VerifyResult, record: Record, derived: list[tuple[str, Any]], records: list[Record],
+                   parent: str | None = None) -> None:
+    """Add ``record``'s forget-derived inputs (its ``forget_inputs``) and, where readable, their records, then
+    theirs (an unlearned model's task vector, then the task vector's fine-tuned model).
+
+    An artifact input (recorded as an artifact reference: a task vector, a weight map) always has a record: one
+    that cannot be read is a check left unverified. A model input may be a plain model without one, or gone
+    (its data is recorded elsewhere).
+    """
+    inputs = recorded_inputs(record)
+    for role in type(record).forget_inputs:
+        if role not in inputs:
+            continue
+        item = inputs[role]
+        derived.append((role if parent is None else f"{role} model (of the {parent.replace('_', ' ')})", item))
+        try:
+            sub = input_record(item)[1]
+        except PertaError as err:
+            if isinstance(item, (ArtifactRef, WeightsRef)):
+                result.add(LEVEL, f"{role} record", "unverified", f"cannot read the {role.replace('_', ' ')}'s "
+                           f"record to find its fine-tuned model and forget data ({reason(err)})")
+            continue
+        records.append(sub)
+        _forget_inputs(result, sub, derived, records, role)
 
 
 def check_repos(result: VerifyResult, subject: Subject, derived: list[tuple[str, Any]]) -> None:
     """One line per forget-derived repo: private (pass), public (fail), local (not checked), unknown."""
-    from perta_hub.hub.publish import PRIVATE_KINDS
-
     repos: list[tuple[str, str | None, str]] = []
-    if subject.is_hub and subject.record.kind in PRIVATE_KINDS:
+    if subject.is_hub and subject.record.private:
         repos.append((f"this {subject.record.kind.replace('_', ' ')}", subject.repo_id, subject.source))
     for role, item in derived:
         repo_id = getattr(item, "repo_id", None)
@@ -108,10 +102,10 @@ def check_repos(result: VerifyResult, subject: Subject, derived: list[tuple[str,
             result.add(LEVEL, name, "pass", f"{repo_id} is {detail}")
 
 
-def check_card_scan(result: VerifyResult, subject: Subject, records: list[tuple[Path, str]]) -> None:
+def check_card_scan(result: VerifyResult, subject: Subject, records: list[Record]) -> None:
     """The card is valid for the Hub and quotes none of the forget data the output and its inputs record."""
     from perta_hub.cards.render import find_forget_examples, hub_metadata_problems
-    from perta_hub.hub.card_check import FORGET_DATA_KEYS, forget_texts
+    from perta_hub.hub.card_check import forget_texts
 
     card = subject.folder / "README.md"
     if not card.is_file():
@@ -123,10 +117,10 @@ def check_card_scan(result: VerifyResult, subject: Subject, records: list[tuple[
         result.add(LEVEL, "card scan", "fail", f"the card is invalid for the Hub: {'; '.join(problems)}")
         return
     texts: list[str] = []
-    for folder, kind in records:
-        if kind not in FORGET_DATA_KEYS:
+    for record in records:
+        if not record.forget_data_keys:
             continue
-        found = forget_texts(folder, kind)
+        found = forget_texts(record)
         if found.missing:
             result.add(LEVEL, "card scan", "unverified", f"cannot check the card for forget-set examples: "
                        f"{found.missing}")

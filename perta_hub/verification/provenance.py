@@ -331,14 +331,14 @@ def check_weight_map(result: VerifyResult, subject: Subject, *, sample: int | No
 
 
 def recompute(result: VerifyResult, subject: Subject, *, sample: int | None, seed: int, device: str) -> None:
-    """The provenance level for the subject's kind."""
-    kind = subject.record.kind
+    """The provenance level for the subject's kind (its ``recompute``, :mod:`perta_hub.records`)."""
+    kind, how = subject.record.kind, subject.record.recompute
     try:
-        if kind == "model":
+        if how == "merge":
             recompute_model(result, subject, sample=sample, seed=seed, device=device)
-        elif kind == "task_vector":
+        elif how == "difference":
             recompute_task_vector(result, subject, sample=sample, seed=seed)
-        elif kind == "weight_map":
+        elif how == "importances":
             check_weight_map(result, subject, sample=sample, seed=seed)
         else:
             result.add(LEVEL, "recompute", "skipped", f"a {kind.replace('_', ' ')} comes from training, which verify "

@@ -191,7 +191,9 @@ def test_retain_logs_reuse_and_card(first_run, tiny_model, tofu_dir, tmp_path):
 
     shutil.copytree(tiny_model, model_dir)
     (model_dir / "README.md").write_text("---\nlicense: mit\n---\n\n# My model\n\nHand-written text.\n")
-    (model_dir / "perta_config.json").write_text(json.dumps({"kind": "model", "alpha": 0.5, "method": "grad"}))
+    (model_dir / "perta_config.json").write_text(json.dumps({
+        "kind": "model", "alpha": 0.5, "method": "grad", "target": {"source": "target"},
+        "task_vector": {"source": "tv", "revision": "sha256:0"}}))
     out = tmp_path / "res.json"
     png = tmp_path / "sweep.png"
     args = ["evaluate", str(model_dir), "--forget-split", "forget10", "--retain-logs", str(logs), "-o", str(out),

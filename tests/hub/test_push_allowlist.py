@@ -100,7 +100,8 @@ def test_each_kind_uploads_its_own_weights(hub: HubServer, make_model: Any, tmp_
 
     # a fine-tuned model with its LoRA adapter: the adapter folder is part of it, other adapter files are not
     ft = make_model("ft")
-    (ft / "perta_config.json").write_text(json.dumps({"kind": "finetuned_model", "command": "perta-hub finetune"}))
+    (ft / "perta_config.json").write_text(json.dumps({"kind": "finetuned_model", "command": "perta-hub finetune",
+                                                          "base": {"source": "base"}}))
     (ft / "adapter").mkdir()
     (ft / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
     (ft / "adapter" / "adapter_model.safetensors").write_bytes(b"\x00lora")
