@@ -458,7 +458,7 @@ def parse_record(data: Any, where: str = CONFIG_NAME) -> Record:
     if not isinstance(data, dict):
         raise CheckpointError(f"{where} is not a JSON object; re-create the output")
     kind = data.get("kind")
-    if kind not in RECORDS:
+    if not isinstance(kind, str) or kind not in RECORDS:
         raise CheckpointError(f"{where}: unknown kind {kind!r} (expected one of {', '.join(RECORDS)}); "
                               "it was not written by perta-hub, or by a newer version")
     try:
@@ -482,9 +482,12 @@ def read_record(folder: str | Path) -> Record:
         text = path.read_text()
     except FileNotFoundError:
         raise CheckpointError(f"{folder} is not a perta-hub output (no {CONFIG_NAME})") from None
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON (not UTF-8 at byte {err.start}); re-download or re-create "
+                              "it") from None
     try:
         data = json.loads(text)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise CheckpointError(f"{path} is not valid JSON ({err}); re-download or re-create it") from None
     return parse_record(data, str(path))
 

@@ -27,6 +27,9 @@ token of the repo's namespace (403 otherwise), private repos answer ``RepoNotFou
 owner. ``HubServer.fail`` injects failures (an HTTP status for the n-th matching request) and
 ``HubServer.drop`` a lost connection (the socket closed, with no answer, after reading the n-th matching request);
 ``HubServer.slow`` throttles downloads and LFS uploads, ``HubServer.cut`` breaks download answers mid-stream.
+``HubServer.lie`` makes the resolve endpoint lie about a file while the API (``repo_info``, ``paths-info``)
+keeps listing the truth, as a broken server or a tampering proxy would: other bytes of the same size, a ``200``
+to a range request, short content, an index naming files the repo does not hold.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import base64
 import contextlib
 import fnmatch
 import hashlib
+import io
 import json
 import re
 import socket
@@ -103,6 +107,42 @@ class Repo:
 
 
 @dataclass
+class Lie:
+    """How the resolve endpoint lies about the files whose path matches ``pattern`` (see :meth:`HubServer.lie`)."""
+
+    mode: str
+    pattern: str
+    times: int | None  # GET answers left to lie in (None: every one)
+    requests: str = "all"  # "all", "range" (answers to a Range request) or "full" (the others)
+    at: int = -1
+    swap: tuple[bytes, bytes] | None = None
+    keep: int | None = None
+    whole: bool = True
+
+    def applies(self, path: str, ranged: bool) -> bool:
+        return (self.times is None or self.times > 0) and re.search(self.pattern, path) is not None and (
+            self.requests == "all" or (self.requests == "range") == ranged)
+
+    def content(self, data: bytes) -> bytes:
+        """The bytes served in place of ``data`` (modes that change the file's content)."""
+        if self.mode == "other-bytes":
+            if self.swap is not None:
+                a, b = self.swap
+                assert len(a) == len(b) and a in data and b in data, "swap two same-length strings of the file"
+                return re.sub(re.escape(a) + b"|" + re.escape(b), lambda m: b if m.group() == a else a, data)
+            out = bytearray(data)
+            out[self.at] ^= 0xFF
+            return bytes(out)
+        if self.mode == "short":
+            return data[: len(data) // 2 if self.keep is None else self.keep]
+        if self.mode == "index-missing":
+            index = json.loads(data)
+            index["weight_map"]["lm_head.missing"] = "model-missing.safetensors"
+            return json.dumps(index, indent=2).encode()
+        return data
+
+
+@dataclass
 class Failure:
     method: str
     pattern: str
@@ -141,6 +181,7 @@ class HubServer:
         self.rate: float | None = None  # bytes/s of downloads and LFS uploads (None: as fast as it goes)
         self.cuts: list[int] = []  # the next download answers break after this many body bytes (see ``cut``)
         self.served = 0  # body bytes sent by resolve answers
+        self.lies: list[Lie] = []
         self._counter = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -185,6 +226,37 @@ class HubServer:
         body bytes (a download interrupted halfway)."""
         with self.lock:
             self.cuts += [after_bytes] * times
+
+    def lie(self, mode: str, pattern: str = "", *, times: int | None = None, requests: str = "all", at: int = -1,
+            swap: tuple[bytes, bytes] | None = None, keep: int | None = None, whole: bool = True) -> Lie:
+        """Make the resolve endpoint lie about the files whose path in the repo matches ``pattern`` (regex), in its
+        next ``times`` GET answers (None: all; ``HEAD`` answers lie along, unconsumed), while the API keeps listing
+        their true size, sha256 and git blob id. ``mode``:
+
+        - ``"other-bytes"``: other bytes of the same size, the headers (``ETag``, sizes) unchanged: byte ``at``
+          inverted, or the two same-length byte strings of ``swap`` exchanged (e.g. two tensor names in a header);
+          ``requests="range"`` lies only in answers to range requests (header reads), ``"full"`` only in the others;
+        - ``"range-200"``: a range request answered ``200``, with the whole file (``whole``: a server that ignores
+          ``Range``) or with only the bytes asked for (a ``200`` that claims they are the whole file);
+        - ``"short"``: the file cut to ``keep`` bytes (half by default) in every answer, its ``Content-Length``,
+          ``X-Linked-Size`` and ``Content-Range`` those of the cut file;
+        - ``"index-missing"``: a safetensors index served naming a shard the repo does not hold.
+        """
+        assert mode in ("other-bytes", "range-200", "short", "index-missing"), mode
+        rule = Lie(mode, pattern, times, "range" if mode == "range-200" else requests, at, swap, keep, whole)
+        with self.lock:
+            self.lies.append(rule)
+        return rule
+
+    def lie_for(self, path: str, method: str, ranged: bool) -> Lie | None:
+        """The lie told in this answer (a GET uses one of its ``times``), or None."""
+        with self.lock:
+            for rule in self.lies:
+                if rule.applies(path, ranged):
+                    if method == "GET" and rule.times is not None:
+                        rule.times -= 1
+                    return rule
+        return None
 
     def take_cut(self) -> int | None:
         with self.lock:
@@ -350,6 +422,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
 
+    def handle(self) -> None:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):  # a client that hung up: not an error
+            super().handle()
+
     # -- plumbing --------------------------------------------------------------------------------------
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -409,6 +485,9 @@ class _Handler(BaseHTTPRequestHandler):
         except HubError as err:
             status = err.status
             self._send_error(err)
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading (it refused the answer)
+            status = 499
+            self.close_connection = True
         except Exception as err:  # a bug in the fixture: answer 500 with the reason
             self._send_error(HubError(500, f"{type(err).__name__}: {err}"))
         with self.hub.lock:
@@ -763,28 +842,38 @@ class _Handler(BaseHTTPRequestHandler):
         if entry is None:
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": commit.oid})
         etag = entry.sha256 if entry.lfs else entry.git_oid
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "").strip())
+        ranged = bool(match) and self.command == "GET"
+        lie = self.hub.lie_for(path, self.command, ranged)
+        data = None if lie is None or lie.mode == "range-200" else lie.content(self.hub.blob(entry.sha256))
+        size = entry.size if data is None else len(data)
         headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
         if entry.lfs:
-            headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(entry.size)})
-        start, end, ranged = 0, entry.size, False
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "").strip())
-        if match and self.command == "GET":
-            start = min(int(match.group(1)), entry.size)
-            end = min(int(match.group(2)) + 1, entry.size) if match.group(2) else entry.size
+            headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(size)})
+        start, end, status = 0, size, 200
+        if ranged:
+            assert match is not None
+            start = min(int(match.group(1)), size)
+            end = min(int(match.group(2)) + 1, size) if match.group(2) else size
             if end < start:
-                raise HubError(416, f"range {self.headers['Range']} is not satisfiable for {entry.size} bytes")
-            ranged = True
-            headers["Content-Range"] = f"bytes {start}-{max(end - 1, start)}/{entry.size}"
+                raise HubError(416, f"range {self.headers['Range']} is not satisfiable for {size} bytes")
+            if lie is not None and lie.mode == "range-200":  # no Content-Range: "this is the whole file"
+                start, end = (0, size) if lie.whole else (start, end)
+            else:
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{max(end - 1, start)}/{size}"
         headers["Content-Length"] = str(end - start)
         if self.command == "HEAD":
             return self._send(200, b"", headers, "application/octet-stream")
         with self.hub.lock:
             self.hub.served += end - start
-        return self._send_file(206 if ranged else 200, self.hub.blob_path(entry.sha256), start, end, headers)
+        return self._send_file(status, data if data is not None else self.hub.blob_path(entry.sha256), start, end,
+                               headers)
 
-    def _send_file(self, status: int, path: Path, start: int, end: int, headers: dict[str, str]) -> int:
-        """Send bytes ``[start, end)`` of a blob in chunks, at ``hub.rate`` bytes/s if set; ``hub.cut_after``
-        closes the connection once that many body bytes of one answer are sent (a transfer broken mid-stream)."""
+    def _send_file(self, status: int, source: Path | bytes, start: int, end: int, headers: dict[str, str]) -> int:
+        """Send bytes ``[start, end)`` of a blob (or of the bytes a lie serves) in chunks, at ``hub.rate`` bytes/s
+        if set; ``hub.cut_after`` closes the connection once that many body bytes of one answer are sent (a
+        transfer broken mid-stream)."""
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         for key, value in headers.items():
@@ -792,7 +881,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         cut = self.hub.take_cut()
         sent = 0
-        with path.open("rb") as fh:
+        with (io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")) as fh:
             fh.seek(start)
             while sent < end - start:
                 n = min(CHUNK, end - start - sent)

@@ -4,20 +4,26 @@ The repo's commit is resolved once (every later read is pinned to it); the small
 tokenizer files, ``perta_config.json``, the ``*.safetensors.index.json``) are downloaded into a local staging
 folder; each safetensors file's header is read with HTTP range requests on its resolve URL (the first
 100 kB, then the rest of the header if it is longer) and validated by the same rules as a local file
-(:func:`perta_hub.io.safetensors_format.parse_header_bytes`, against the size the Hub lists). The result is an
+(:func:`perta_hub.io.safetensors_format.parse_header_bytes`, against the size the Hub lists). Every answer is
+checked against what the Hub lists for the file (:func:`perta_hub.io.hub_promise.check_answer`: the bytes asked
+for, of a file of the listed size), the small files against their listed size and git blob id or sha256
+(:func:`perta_hub.io.hub_promise.check_file`), and the bytes read by range are kept (``RemoteRepo.headers``) for
+the download to be compared with. The result is an
 ordinary :class:`~perta_hub.io.reader.Checkpoint` whose entries point at where each shard *will* be once
 :func:`perta_hub.hub.stream_fetch.fetch_into` has downloaded it, so the merge job's checks and its ``load`` work unchanged.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import CheckpointError, InputError
 from perta_hub.io.artifacts import Artifact
+from perta_hub.io.hub_promise import CHUNK, Promise, check_answer, check_file, mismatch, promises
 from perta_hub.io.hub_source import _hub_errors, looks_like_repo_id, split_repo_id
 from perta_hub.io.reader import MODEL_FILE_PATTERNS, Checkpoint, check_file_name, index_files
 from perta_hub.io.safetensors_format import MAX_HEADER_BYTES, TensorEntry, parse_header_bytes
@@ -28,18 +34,29 @@ FIRST_READ = 100_000  # bytes of a file's start read at once (most headers fit)
 
 @dataclass
 class RemoteRepo:
-    """A Hub repo pinned to one commit, with the size of each of its files."""
+    """A Hub repo pinned to one commit, with the size of each of its files and what the Hub lists for each
+    (``promises``: size, sha256 or git blob id); ``headers``: the first bytes of each file read by range."""
 
     source: str
     repo_id: str
     revision: str | None
     sha: str
     sizes: dict[str, int]
+    promises: dict[str, Promise] = field(default_factory=dict)
+    headers: dict[str, bytes] = field(default_factory=dict)
 
     def url(self, filename: str) -> str:
         from huggingface_hub import hf_hub_url
 
         return hf_hub_url(self.repo_id, filename, revision=self.sha)
+
+    def where(self, filename: str) -> str:
+        """``repo@sha/filename``, as error messages name a file of the repo."""
+        return f"{self.repo_id}@{self.sha[:12]}/{filename}"
+
+    def promise(self, filename: str) -> Promise:
+        """What the Hub lists for ``filename`` (its size only, if the listing held no hashes)."""
+        return self.promises.get(filename) or Promise(self.sizes.get(filename))
 
 
 def is_remote(source: str | Path | None) -> bool:
@@ -58,32 +75,53 @@ def resolve_repo(source: str) -> RemoteRepo:
     except ValueError as err:
         raise InputError(f"{source!r} is neither an existing folder nor a valid repo id: {err}") from err
     sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
-    return RemoteRepo(source, repo_id, revision, str(info.sha), sizes)
+    return RemoteRepo(source, repo_id, revision, str(info.sha), sizes, promises(info))
 
 
 def fetch_small(repo: RemoteRepo, patterns: list[str], dest: Path) -> Path:
-    """Download the files matching ``patterns`` (small JSON and text files) of ``repo`` into ``dest``."""
+    """Download the files matching ``patterns`` (small JSON and text files) of ``repo`` into ``dest``, each
+    checked against what the Hub lists for it (:func:`check_file`)."""
     from huggingface_hub import snapshot_download
 
     dest.mkdir(parents=True, exist_ok=True)
     with _hub_errors(repo.repo_id, repo.revision, "downloading"):
         snapshot_download(repo.repo_id, revision=repo.sha, allow_patterns=patterns, local_dir=str(dest))
+    for name in sorted(repo.sizes):
+        if any(fnmatch.fnmatch(name, pattern) for pattern in patterns):
+            path = dest / name
+            if not path.is_file():
+                raise mismatch(repo.where(name), "the download holds no such file")
+            check_file(path, repo.promise(name), repo.where(name))
     return dest
 
 
 def read_range(repo: RemoteRepo, filename: str, start: int, end: int) -> bytes:
-    """Bytes ``[start, end)`` of a file of ``repo`` (one HTTP range request)."""
+    """Bytes ``[start, end)`` of a file of ``repo`` (one HTTP range request; the answer is checked to hold those
+    bytes of a file of the listed size, :func:`check_answer`).
+
+    Raises:
+        DownloadMismatch: the server sent other bytes than those asked for, or fewer.
+    """
     from huggingface_hub import get_session, hf_raise_for_status
     from huggingface_hub.utils import build_hf_headers
 
-    headers = {**build_hf_headers(), "Range": f"bytes={start}-{end - 1}"}
-    with _hub_errors(repo.repo_id, repo.revision, "reading"):
-        response = get_session().get(repo.url(filename), headers=headers)
+    where = repo.where(filename)
+    headers = {**build_hf_headers(), "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+    with (_hub_errors(repo.repo_id, repo.revision, "reading"),
+          get_session().stream("GET", repo.url(filename), headers=headers) as response):
         hf_raise_for_status(response)
-    data = response.content
-    if response.status_code == 200 and start:  # a server without range support: the whole file came
-        data = data[start:end]
-    return data[: end - start]
+        check_answer(response, where, start, repo.sizes.get(filename, 0))
+        skip = start if response.status_code == 200 else 0  # a server without range support: the whole file
+        chunks, got = [], 0
+        for chunk in response.iter_bytes(CHUNK):
+            chunks.append(chunk)
+            got += len(chunk)
+            if got >= skip + end - start:
+                break  # the rest of a whole-file answer is not read
+    data = b"".join(chunks)[skip:skip + end - start]
+    if len(data) < end - start:
+        raise mismatch(where, f"{len(data)} of the {end - start} bytes asked for from byte {start}")
+    return data
 
 
 def remote_entries(repo: RemoteRepo, filename: str, local: Path) -> list[TensorEntry]:
@@ -99,10 +137,10 @@ def remote_entries(repo: RemoteRepo, filename: str, local: Path) -> list[TensorE
     if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
         raise CheckpointError(f"{where} has a corrupt safetensors header (length {header_len}, file {size} bytes); "
                               "re-upload it")
-    raw = first[8:8 + header_len]
-    if len(raw) < header_len:
-        raw += read_range(repo, filename, len(first), 8 + header_len)
-    _, entries = parse_header_bytes(raw, size, local)
+    if len(first) < 8 + header_len:
+        first += read_range(repo, filename, len(first), 8 + header_len)
+    _, entries = parse_header_bytes(first[8:8 + header_len], size, local)
+    repo.headers[filename] = first  # what the download of the file must begin with (stream_fetch)
     return entries
 
 

@@ -9,7 +9,11 @@
    a tensor is merged (the job's own ``load``/``combine`` through :func:`perta_hub.io.writer.stream_shards`,
    torch on one thread as in ``apply``) as soon as its own bytes are on disk in every input, and an uploader
    pre-uploads each finished output shard to LFS (its sha256 is computed while it is written, never re-read
-   for hashing) while the next one is merged, then deletes it. An input file is deleted once the last output
+   for hashing) while the next one is merged, then deletes it. Each input file is checked against what the Hub
+   lists for it as it arrives (its header against the one read by range, before any of its tensors is read;
+   its sha256 once it is complete, see :mod:`perta_hub.hub.stream_fetch`), and an output shard is uploaded
+   only when every input file it was read from has passed: a file that fails stops the run before anything
+   made from it leaves the machine. An input file is deleted once the last output
    shard that reads it is written. At most :data:`OUTPUT_SLOTS` output shards are on disk at once (a slot is
    taken when a shard's first tensor is read, given back when its upload is confirmed).
 3. When every shard is uploaded, **one commit** adds the shards, the index, config, tokenizer files, the card
@@ -113,9 +117,11 @@ class _Pipeline:
                 self.last_use[f.path] = k
         self.cond = threading.Condition()
         self.arrivals = Arrivals(self.cond)
+        self.verified: set[Path] = set()  # input files complete and checked against what the Hub lists
         for path, file in plan.files.items():
             if file.remote is None:
                 self.arrivals.set(path, file.size)
+                self.verified.add(path)
         self.download_end = 0.0
         self.reading = -1  # the output shard whose tensors are being read
         self.finished_count = 0  # output shards written (their inputs deleted)
@@ -170,6 +176,8 @@ class _Pipeline:
         start = time.perf_counter()
         fetch_into(f.remote, f.path, f.size, self.arrivals, self._check)
         with self.cond:  # download_s: the time any download was running
+            self.verified.add(f.path)
+            self.cond.notify_all()
             self.stats["download_bytes"] += f.size
             self.stats["download_s"] += time.perf_counter() - max(start, self.download_end)
             self.download_end = time.perf_counter()
@@ -214,6 +222,7 @@ class _Pipeline:
                     break
                 except queue.Empty:
                     self._check()
+            self._wait_verified(self.position[path.name])
             size = path.stat().st_size
             with path.open("rb") as fh:
                 sample = fh.read(512)
@@ -233,6 +242,14 @@ class _Pipeline:
             write_atomic(self.state_path, json.dumps(self.state, indent=2) + "\n")
             path.unlink()
             self.slots.release()
+
+    def _wait_verified(self, k: int) -> None:
+        """Block until every input file output shard ``k`` was read from is complete and matches what the Hub lists
+        (its download raises, and the run stops, if it does not)."""
+        with self.cond:
+            while not all(f.path in self.verified for f in self.plan.needs[k]):
+                self._check()
+                self.cond.wait(0.5)
 
     def __enter__(self) -> _Pipeline:
         for thread in self.threads:

@@ -126,7 +126,8 @@ def parse_header_bytes(raw: bytes, size: int, path: Path) -> tuple[dict[str, Any
         if not isinstance(dtype, str):
             raise CheckpointError(f"{bad} (dtype {dtype!r}); {fix}")
         if dtype not in DTYPES:
-            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype}; perta-hub reads "
+            shown = dtype if dtype.isprintable() else repr(dtype)  # a line break in it must not break the line
+            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {shown}; perta-hub reads "
                                   f"{', '.join(DTYPES)}")
         if not (isinstance(shape, list) and all(_is_uint(d) for d in shape)):
             raise CheckpointError(f"{bad} (shape {shape!r} is not a list of non-negative integers); {fix}")
