@@ -28,7 +28,7 @@ from perta_hub.merge.math import DEFAULT_EPS, DEFAULT_LAM, DEFAULT_P, check_comb
 from perta_hub.merge.spec import MergeSpec
 from perta_hub.options.apply import APPLY
 from perta_hub.records import ModelRecord
-from perta_hub.runtime.buffers import BufferPool
+from perta_hub.runtime.buffers import BufferPool, gc_paused
 from perta_hub.runtime.devices import Transfer, one_torch_thread, resolve_device
 
 
@@ -264,6 +264,7 @@ def apply(
 
 def apply_spec(spec: MergeSpec, out_dir: str | Path, *, progress: bool = True) -> list[Path]:
     """:func:`apply` of a :class:`~perta_hub.merge.spec.MergeSpec`: the output folders, one per alpha."""
-    job = PerTAMergeJob.of(spec, out_dir)
-    with one_torch_thread():
-        return run_job(job, max_shard_size=spec.max_shard_size, progress=progress)
+    with gc_paused():  # torch's import (in the job's set-up) and the run make no garbage cycles worth a collection
+        job = PerTAMergeJob.of(spec, out_dir)
+        with one_torch_thread():
+            return run_job(job, max_shard_size=spec.max_shard_size, progress=progress)
