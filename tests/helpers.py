@@ -75,3 +75,56 @@ def make_weight_map(out: Path, model: Path, names: list[str] | None = None, **pr
     return save_artifact(out, "weight_map", {"importance_forget": _importances(state, 1, names),
                                              "importance_retain": _importances(state, 2, names)},
                          {"method": "test", "p": 1.0, "lam": 1.0, "eps": 1e-12, **provenance}, progress=False)
+
+
+# -- the merge kernel as the reference of every merge path (tests/merge/test_kernel.py, tests/stream) --------
+
+#: the tensors of the restricted (``--params``) weight maps of :func:`weight_map`
+RESTRICTED = ["model.layers.1.mlp.up_proj.weight", "model.layers.0.self_attn.q_proj.weight"]
+
+
+def same_bits(a: Any, b: Any) -> bool:
+    """Same dtype, shape and bytes."""
+    import torch
+
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
+        a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+
+
+def assert_is_kernel(got: dict[str, Any], expected: dict[str, Any], what: str) -> None:
+    """Every tensor of a merge path's output is, bit for bit, the kernel's (:func:`kernel_outputs`)."""
+    assert set(got) == set(expected), what
+    for name, tensor in expected.items():
+        assert same_bits(got[name], tensor), (what, name)
+
+
+def weight_map(kind: str | None, tmp_path: Path, target: Path) -> Path | None:
+    """None, a map of every tensor, or a --params map of two tensors whose rest is w=0 or w=1."""
+    if kind is None:
+        return None
+    if kind == "all":
+        return make_weight_map(tmp_path / "wm", target)
+    return make_weight_map(tmp_path / f"wm-{kind}", target, names=RESTRICTED, params="up_proj|q_proj",
+                           unrestricted=kind)
+
+
+def kernel_outputs(target: Path, tv: Path, wm: Path | None, alphas: list[float],
+                   overrides: dict[str, float] | None = None) -> dict[float, dict[str, Any]]:
+    """alpha -> name -> :func:`perta_hub.merge.kernel.merge_tensor` called directly on the inputs' files (read with
+    safetensors); ``overrides``: p/lam/eps given to apply instead of the map's."""
+    from perta_hub.merge.kernel import Weighting, merge_tensor
+
+    theta, tau = load_state(target), load_state(tv, "task_vector")
+    weighting, i_f, i_r = None, {}, {}
+    if wm is not None:
+        config = json.loads((wm / "perta_config.json").read_text())
+        given = {k: config[k] for k in ("p", "lam", "eps")} | (overrides or {})
+        weighting = Weighting(given["p"], given["lam"], given["eps"], config.get("unrestricted"))
+        i_f, i_r = load_state(wm, "importance_forget"), load_state(wm, "importance_retain")
+    out: dict[float, dict[str, Any]] = {a: {} for a in alphas}
+    for name, t in theta.items():
+        importances = (i_f[name], i_r[name]) if name in i_f else None
+        results = merge_tensor(name, t, tau[name], alphas, weighting=weighting, importances=importances).checked()
+        for alpha, result in zip(alphas, results, strict=True):
+            out[alpha][name] = result
+    return out

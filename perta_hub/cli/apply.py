@@ -19,15 +19,13 @@ from perta_hub.options.push import PushOptions
 def apply_command(model: str, options: ApplyOptions, push_options: PushOptions, console: Console) -> None:
     """Unlearn: theta = theta_MODEL - alpha * (w * tau), streamed shard by shard."""
     from perta_hub.hub.remote_apply import run_apply
-    from perta_hub.merge.apply import apply
+    from perta_hub.merge.apply import apply_spec
+    from perta_hub.merge.spec import MergeSpec
 
-    o = options
-    push_options.check_outputs(len(o.alphas))
-    if run_apply(model, o, push_options, console) is not None:  # --dry-run, --stream, or Hub inputs checked
+    push_options.check_outputs(len(options.alphas))
+    if run_apply(model, options, push_options, console) is not None:  # --dry-run, --stream, or Hub inputs checked
         return
-    outs = apply(model, o.task_vector, alphas=list(o.alphas), out_dir=o.out_dir, weights=o.weights, p=o.p,
-                 lam=o.lam, eps=o.eps, device=o.device, max_shard_size=o.max_shard_size,
-                 allow_pickle=o.allow_pickle, progress=console.progress)
+    outs = apply_spec(MergeSpec.from_options(model, options), options.out_dir, progress=console.progress)
     for folder in outs:
         console.result(f"unlearned model written to {folder}")
     push_after(console, push_options, outs[0])

@@ -80,7 +80,7 @@ def plan_merge(job: Any, max_shard_size: int | str) -> MergePlan:
     stream = job.streams()[0]
     shards = plan_shards(stream.specs, max_shard_size, stream.prefix)
     plan = MergePlan(shards, [], num_outputs=len(job.outputs()))
-    reads = getattr(job, "reads", None) or (lambda name: _read_for(job, name))  # TaskVectorJob.reads
+    reads = job.reads  # PerTAMergeJob.reads, TaskVectorJob.reads
     for k, shard in enumerate(shards):
         needed: dict[Path, InputFile] = {}
         for spec in shard.tensors:
@@ -95,15 +95,9 @@ def plan_merge(job: Any, max_shard_size: int | str) -> MergePlan:
 
 
 def _read_for(job: Any, name: str) -> list[Checkpoint]:
-    """The checkpoints ``job.load(name)`` reads (as :meth:`PerTAMergeJob.load` decides)."""
-    wmap = job.wmap
-    if wmap is not None and wmap.rest_unchanged and name not in wmap.forget.entries:
-        return [job.target]
-    parts = getattr(job.tau, "parts", None)  # a low-rank task vector is read from its factor groups
-    out = [job.target, *(parts(name) if parts is not None else [job.tau])]
-    if wmap is not None and name in wmap.forget.entries:
-        out += [wmap.forget, wmap.retain]
-    return out
+    """The checkpoints ``job.load(name)`` reads (:meth:`PerTAMergeJob.reads`, which follows the merge kernel's
+    rule for tensors outside a restricted weight map)."""
+    return job.reads(name)
 
 
 def _size(ckpt: Checkpoint, path: Path) -> int:

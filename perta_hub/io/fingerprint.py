@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 
@@ -29,16 +30,43 @@ def quick_fingerprint(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of one file's bytes, from the cache when the file is unchanged."""
-    cache_file = _cache_path()
+#: the cache as last read or written by this process: (cache file, its (size, mtime_ns) then, its entries)
+_loaded: tuple[Path, tuple[int, int], dict[str, str]] | None = None
+_lock = threading.Lock()
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _read_cache(cache_file: Path) -> dict[str, str]:
+    """The cache's entries, parsed again only when the file changed since this process last read or wrote it
+    (a command looks up every input and output file: one parse instead of one per file). Call under ``_lock``."""
+    global _loaded
+    state = _file_state(cache_file)
+    if _loaded is not None and _loaded[0] == cache_file and _loaded[1] == state:
+        return _loaded[2]
     try:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         cache = {}
+    if not isinstance(cache, dict):
+        cache = {}
+    _loaded = (cache_file, state, cache) if state is not None else None
+    return cache
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of one file's bytes, from the cache when the file is unchanged."""
     key = _stat_key(path)
-    if key in cache:
-        return str(cache[key])
+    with _lock:
+        value = _read_cache(_cache_path()).get(key)
+    if value is not None:
+        return str(value)
     with path.open("rb") as fh:
         value = hashlib.file_digest(fh, "sha256").hexdigest()
     remember_sha256(path, value)
@@ -47,19 +75,21 @@ def file_sha256(path: Path) -> str:
 
 def remember_sha256(path: Path, value: str) -> None:
     """Store ``value`` as the sha256 of ``path`` as it is now (a writer that hashed the bytes it wrote)."""
+    global _loaded
     cache_file = _cache_path()
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    cache[_stat_key(path)] = value
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # a read-only home only costs re-hashing next time
+    key = _stat_key(path)
+    with _lock:
+        cache = dict(_read_cache(cache_file))  # entries other processes wrote since are kept
+        cache[key] = value
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, cache_file)
+        except OSError:
+            return  # a read-only home only costs re-hashing next time
+        state = _file_state(cache_file)
+        _loaded = (cache_file, state, cache) if state is not None else None
 
 
 def content_hash(files: list[Path]) -> str:

@@ -16,11 +16,26 @@ import errno
 import hashlib
 import mmap
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 BLOCK = 4096  # alignment of direct writes: offsets, lengths and buffer addresses
 STAGING_BYTES = 4 << 20
+HASH_BESIDE_BYTES = 1 << 16  # smaller pieces are hashed in the writing thread (a thread hand-off costs more)
+
+_hasher: ThreadPoolExecutor | None = None
+_hasher_lock = threading.Lock()
+
+
+def _hash_thread() -> ThreadPoolExecutor:
+    """The thread that hashes written bytes while the writer's ``pwrite`` runs (made on first use)."""
+    global _hasher
+    with _hasher_lock:
+        if _hasher is None:
+            _hasher = ThreadPoolExecutor(1, thread_name_prefix="perta-sha256")
+        return _hasher
 
 
 def _pwrite_all(fd: int, data: Any, offset: int) -> None:
@@ -41,7 +56,9 @@ class ShardFile:
 
     def __init__(self, path: Path, header: bytes, data_size: int, *, digest: bool = False) -> None:
         self.path = path
-        #: sha256 of the bytes appended so far (``digest=True``): the file's hash, without reading it back
+        #: sha256 of the bytes written (``digest=True``): the file's hash once :meth:`finish` returns, without
+        #: reading it back. Each block is hashed in a second thread while ``pwrite`` writes it (both only read
+        #: it; hashlib and the write release the GIL), so hashing costs CPU time but little wall time.
         self.sha256 = hashlib.sha256() if digest else None
         self.size = len(header) + data_size
         self.pos = 0  # bytes accepted so far (file offset of the next byte)
@@ -65,12 +82,29 @@ class ShardFile:
             raise RuntimeError(f"{self.path}: write at byte {offset}, expected {self.pos}")
         self._append(data)
 
+    def _hash_beside(self, view: Any) -> Future | None:
+        """Start hashing ``view`` (the next bytes of the file, in order) while the caller writes it; the caller
+        waits for the returned future before ``view`` may change. Small pieces are hashed at once."""
+        if self.sha256 is None or not len(view):
+            return None
+        if len(view) < HASH_BESIDE_BYTES:
+            self.sha256.update(view)
+            return None
+        return _hash_thread().submit(self.sha256.update, view)
+
+    def _write_hashed(self, view: Any, offset: int) -> None:
+        """``pwrite`` ``view`` at ``offset`` while it is hashed (through the page cache)."""
+        hashing = self._hash_beside(view)
+        try:
+            _pwrite_all(self.fd, view, offset)
+        finally:
+            if hashing is not None:
+                hashing.result()
+
     def _append(self, data: Any) -> None:
         view = memoryview(data).cast("B")
-        if self.sha256 is not None:
-            self.sha256.update(view)  # in file order; hashlib releases the GIL for large buffers
         if self.staging is None:
-            _pwrite_all(self.fd, view, self.pos)
+            self._write_hashed(view, self.pos)
             self.pos += len(view)
             return
         while view:
@@ -86,6 +120,7 @@ class ShardFile:
         assert self.staging is not None
         start = self.pos - self.staged
         length = self.staged + (-self.staged % BLOCK)  # whole blocks; the padding is cut off at the end
+        hashing = self._hash_beside(memoryview(self.staging)[: self.staged])  # the staged bytes, not the padding
         try:
             _pwrite_all(self.fd, memoryview(self.staging)[:length], start)
         except OSError as err:
@@ -96,6 +131,9 @@ class ShardFile:
             self.fd = os.open(self.path, os.O_WRONLY)
             _pwrite_all(self.fd, memoryview(self.staging)[: self.staged], start)
             self.staging = None
+        finally:
+            if hashing is not None:
+                hashing.result()  # the buffer is refilled only once it is hashed
         self.staged = 0
 
     def finish(self) -> None:

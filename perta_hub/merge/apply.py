@@ -8,14 +8,13 @@ written in one pass.
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from perta_hub.cards.render import model_card
 from perta_hub.cards.render import preload as preload_cards
-from perta_hub.errors import CheckpointError, InputError, MismatchError, NonFiniteError, PertaError
+from perta_hub.errors import InputError, MismatchError
 from perta_hub.io.artifacts import load_artifact
 from perta_hub.io.compat import architecture, check_architecture, check_same_tensors, is_tied
 from perta_hub.io.output_folder import copy_side_files, current_command, make_run_id
@@ -23,40 +22,14 @@ from perta_hub.io.reader import open_checkpoint, scratch_for
 from perta_hub.io.sharding import TensorSpec
 from perta_hub.io.writer import IN_FLIGHT_BYTES
 from perta_hub.jobs.engine import Job, Stream, run_job
+from perta_hub.merge.kernel import UNRESTRICTED, Weighting, merge_tensor, untouched
 from perta_hub.merge.low_rank import open_task_vector
-from perta_hub.merge.math import (
-    DEFAULT_EPS,
-    DEFAULT_LAM,
-    DEFAULT_P,
-    all_finite,
-    check_combination,
-    combine_weights,
-    importances_valid,
-    merge_chunked,
-    merge_whole,
-)
+from perta_hub.merge.math import DEFAULT_EPS, DEFAULT_LAM, DEFAULT_P, check_combination
+from perta_hub.merge.spec import MergeSpec
 from perta_hub.options.apply import APPLY
 from perta_hub.records import ModelRecord
-from perta_hub.runtime.buffers import BufferPool
+from perta_hub.runtime.buffers import BufferPool, gc_paused
 from perta_hub.runtime.devices import Transfer, one_torch_thread, resolve_device
-
-
-def check_alphas(alphas: list[float]) -> list[float]:
-    """Alphas must be finite numbers, at least one, no repeats."""
-    if not alphas:
-        raise InputError("give at least one --alpha")
-    values = []
-    for a in alphas:
-        try:
-            value = float(a)
-        except (TypeError, ValueError) as err:
-            raise InputError(f"--alpha must be a number, got {a!r}") from err
-        if not math.isfinite(value):
-            raise InputError(f"--alpha must be finite, got {a!r}")
-        values.append(value)
-    if len(set(values)) != len(values):
-        raise InputError(f"--alpha values repeat: {values}")
-    return values
 
 
 def alpha_folder(alpha: float) -> str:
@@ -82,48 +55,30 @@ class _WeightMap:
         # tensors without importances (a map restricted with --params): "w=0" leaves them unchanged,
         # "w=1" applies plain task arithmetic; maps made before the key existed were made for w = 1
         self.unrestricted = cfg.get("unrestricted")
-        if self.unrestricted not in (None, "w=0", "w=1"):
+        if self.unrestricted is not None and self.unrestricted not in UNRESTRICTED:
             raise InputError(f"the weight map {source} records unrestricted={self.unrestricted!r}; expected "
                              "'w=0' or 'w=1' (re-create it with compute-weights)")
-        self.rest_unchanged = self.unrestricted == "w=0"
+        #: what the merge kernel needs: p, lam, eps and the rule for the tensors the map leaves out
+        self.weighting = Weighting(self.p, self.lam, self.eps, self.unrestricted)
+        self.rest_unchanged = self.weighting.rest_unchanged
         check_same_tensors({n: self.forget.shape(n) for n in self.forget.names},
                            {n: self.retain.shape(n) for n in self.retain.names},
                            "importance_forget", "importance_retain")
 
 
-def _non_finite(name: str, theta: Any, delta: Any, combination: tuple | None, alphas: list[float],
-                results: list[Any]) -> PertaError:
-    """Say which input (or which alpha's result) of tensor ``name`` is not finite (the merge's slow path)."""
-    if not all_finite(theta):
-        return NonFiniteError(f"tensor {name} of the model has NaN or Inf; it cannot be unlearned as is")
-    if not all_finite(delta):
-        return NonFiniteError(f"tensor {name} of the task vector has NaN or Inf; re-create the task vector")
-    if combination is not None:
-        for label, importance in (("importance_forget", combination[0]), ("importance_retain", combination[1])):
-            if not all_finite(importance):
-                return NonFiniteError(f"tensor {name} of the weight map has NaN or Inf in {label}; "
-                                      "re-create the weight map")
-            if not importances_valid(importance):
-                return CheckpointError(f"tensor {name} of the weight map has a negative importance in {label} "
-                                      f"({float(importance.min())}); importances must be >= 0: re-create the weight map")
-        if not all_finite(delta.float() * combine_weights(*combination)):
-            return NonFiniteError(f"tensor {name}: the weight map's importances give NaN or Inf weights with "
-                                  f"p={combination[2]}, lam={combination[3]}, eps={combination[4]}; "
-                                  "pass other --p/--lam/--eps")
-    for alpha, result in zip(alphas, results, strict=True):
-        if not all_finite(result):
-            return NonFiniteError(f"tensor {name}: the merge with alpha {alpha} gives NaN or Inf in {result.dtype} "
-                                  "(out of range for the model's dtype); use a smaller alpha")
-    return NonFiniteError(f"tensor {name}: the merge gives NaN or Inf")
-
-
 class PerTAMergeJob(Job):
-    """``theta - alpha * (w ⊙ tau)`` for every alpha, one output folder per alpha, in one pass over the inputs."""
+    """``theta - alpha * (w ⊙ tau)`` for every alpha, one output folder per alpha, in one pass over the inputs.
+
+    Made from a :class:`~perta_hub.merge.spec.MergeSpec` with :meth:`of`; the keyword form of the constructor
+    is the spec's fields, kept so that a subclass (``hub.stream.RemoteMergeJob``) can pass them through.
+    """
 
     def __init__(self, model: str | Path, task_vector: str | Path, *, alphas: list[float], out_dir: str | Path,
                  weights: str | Path | None, p: float | None, lam: float | None, eps: float | None, device: str,
                  max_shard_size: int | str, allow_pickle: bool) -> None:
-        self.alphas = alphas = check_alphas(alphas)
+        self.spec = MergeSpec(model, task_vector, weights, tuple(alphas), p, lam, eps, device, max_shard_size,
+                              allow_pickle)  # the alphas are checked first
+        self.alphas = alphas = list(self.spec.alphas)
         self.device = resolve_device(device)
         self.model, self.task_vector, self.weights = model, task_vector, weights
         self.target = target = self.open_model(model, allow_pickle, out_dir)
@@ -164,6 +119,11 @@ class PerTAMergeJob(Job):
         self.hasher = ThreadPoolExecutor(1)
         self.revisions: Future | None = None
 
+    @classmethod
+    def of(cls, spec: MergeSpec, out_dir: str | Path, **extra: Any) -> PerTAMergeJob:
+        """The job of ``spec`` writing into ``out_dir`` (``extra``: a subclass's own keyword arguments)."""
+        return cls(spec.model, spec.task_vector, out_dir=out_dir, **spec.job_arguments(), **extra)
+
     def open_model(self, model: str | Path, allow_pickle: bool, out_dir: str | Path) -> Any:
         """The target checkpoint (a subclass may open it from remote headers, see perta_hub.hub.stream)."""
         return open_checkpoint(model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
@@ -199,30 +159,44 @@ class PerTAMergeJob(Job):
         read = spec.nbytes + sum(c.entries[spec.name].nbytes for c in self.inputs if spec.name in c.entries)
         return read + spec.nbytes * len(self.alphas)
 
+    def in_map(self, name: str) -> bool:
+        """Whether the weight map holds importances for tensor ``name``."""
+        return self.wmap is not None and name in self.wmap.forget.entries
+
+    def reads(self, name: str) -> list[Any]:
+        """The inputs :meth:`load` reads for tensor ``name``: the target, the task vector (its factor groups for
+        a low-rank one) unless the kernel leaves the tensor untouched, and the importances where the map has
+        them."""
+        wmap = self.wmap
+        if untouched(None if wmap is None else wmap.weighting, self.in_map(name)):
+            return [self.target]
+        parts = getattr(self.tau, "parts", None)  # a low-rank task vector is read from its factor groups
+        out = [self.target, *(parts(name) if parts is not None else [self.tau])]
+        if wmap is not None and self.in_map(name):
+            out += [wmap.forget, wmap.retain]
+        return out
+
     def load(self, name: str) -> tuple[list[Any], Any]:
-        if self.wmap is not None and self.wmap.rest_unchanged and name not in self.wmap.forget.entries:
+        """``[theta, delta, I_f, I_r]`` of tensor ``name`` on the device (None where not read) and the copy's event."""
+        wmap = self.wmap
+        if untouched(None if wmap is None else wmap.weighting, self.in_map(name)):
             return self.transfer.to_device([self.target.get(name), None, None, None])  # w = 0: target as is
         tensors = [self.target.get(name), self.tau.get(name), None, None]
-        if self.wmap is not None and name in self.wmap.forget.entries:
-            tensors[2], tensors[3] = self.wmap.forget.get(name), self.wmap.retain.get(name)
+        if wmap is not None and self.in_map(name):
+            tensors[2], tensors[3] = wmap.forget.get(name), wmap.retain.get(name)
         return self.transfer.to_device(tensors)
 
+    def merge(self, name: str, tensors: list[Any], alphas: list[float]) -> Any:
+        """The kernel on one tensor's loaded inputs (``[theta, delta, I_f, I_r]``, on the job's device): a
+        :class:`~perta_hub.merge.kernel.Merged` (CPU results from the job's buffer pool)."""
+        theta, delta, i_f, i_r = tensors
+        return merge_tensor(name, theta, delta, alphas, weighting=None if self.wmap is None else self.wmap.weighting,
+                            importances=None if i_f is None else (i_f, i_r), empty=self.pool.empty)
+
     def combine(self, name: str, loaded: tuple[list[Any], Any]) -> list[Any]:
-        (theta, delta, i_f, i_r), event = loaded
+        tensors, event = loaded
         self.transfer.wait(event)
-        if delta is None:  # w = 0 (outside a restricted weight map): a bit-identical copy of the target's tensor
-            return self.transfer.to_host([theta.clone() if self.transfer.cuda else
-                                          self.pool.empty(tuple(theta.shape), theta.dtype).copy_(theta)
-                                          for _ in self.alphas])
-        wmap = self.wmap
-        combination = None if i_f is None or wmap is None else (i_f, i_r, wmap.p, wmap.lam, wmap.eps)
-        if self.transfer.cuda:
-            results, finite = merge_whole(theta, delta, self.alphas, combination)
-        else:
-            results, finite = merge_chunked(theta, delta, self.alphas, combination, self.pool.empty)
-        if not finite:
-            raise _non_finite(name, theta, delta, combination, self.alphas, results)
-        return self.transfer.to_host(results)
+        return self.transfer.to_host(self.merge(name, tensors, self.alphas).checked())
 
     def finish_folder(self, index: int, folder: Path) -> None:
         copy_side_files(self.target.root, folder)
@@ -283,7 +257,14 @@ def apply(
     Returns:
         the output folders, one per alpha.
     """
-    job = PerTAMergeJob(model, task_vector, alphas=alphas, out_dir=out_dir, weights=weights, p=p, lam=lam, eps=eps,
-                        device=device, max_shard_size=max_shard_size, allow_pickle=allow_pickle)
-    with one_torch_thread():
-        return run_job(job, max_shard_size=max_shard_size, progress=progress)
+    spec = MergeSpec(model, task_vector, weights=weights, alphas=tuple(alphas), p=p, lam=lam, eps=eps, device=device,
+                     max_shard_size=max_shard_size, allow_pickle=allow_pickle)
+    return apply_spec(spec, out_dir, progress=progress)
+
+
+def apply_spec(spec: MergeSpec, out_dir: str | Path, *, progress: bool = True) -> list[Path]:
+    """:func:`apply` of a :class:`~perta_hub.merge.spec.MergeSpec`: the output folders, one per alpha."""
+    with gc_paused():  # torch's import (in the job's set-up) and the run make no garbage cycles worth a collection
+        job = PerTAMergeJob.of(spec, out_dir)
+        with one_torch_thread():
+            return run_job(job, max_shard_size=spec.max_shard_size, progress=progress)

@@ -60,6 +60,24 @@ def combine_weights(i_forget: Any, i_retain: Any, p: float, lam: float, eps: flo
     return f / (f + lam * r + eps)
 
 
+def _combine_weights_into(f: Any, r: Any, i_forget: Any, i_retain: Any, p: float, lam: float, eps: float) -> Any:
+    """:func:`combine_weights` into the fp32 buffers ``f`` (the result) and ``r`` (scratch), both of the inputs'
+    size: the same operations in the same order, so the same bits, with no temporary allocated (about twice
+    as fast on a chunk). ``lam = 1`` skips the multiplication by 1, which changes no value."""
+    import torch
+
+    f.copy_(i_forget)
+    r.copy_(i_retain)
+    if p != 1.0:
+        f.pow_(p)
+        r.pow_(p)
+    if lam != 1.0:
+        r.mul_(lam)
+    r.add_(f)  # f + lam * r
+    r.add_(eps)
+    return torch.div(f, r, out=f)
+
+
 # bits of a float viewed as a signed integer: finite and >= 0 <=> 0 <= bits < first non-finite pattern
 _BITS = {"torch.bfloat16": ("int16", 0x7F80), "torch.float16": ("int16", 0x7C00), "torch.float32": ("int32", 0x7F800000)}
 
@@ -129,7 +147,9 @@ def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tupl
                   empty: Callable[[tuple[int, ...], Any], Any] | None = None) -> tuple[list[Any], bool]:
     """The same as :func:`merge_whole`, chunk by chunk on CPU, so every operand stays in cache and no
     full-size fp32 temporary is allocated (about 3x faster than whole-tensor ops here). The soundness
-    checks (importances, ``w ⊙ delta``, each result after the cast) run on each chunk while it is in cache.
+    checks run on each chunk while it is in cache: the importances (finite, >= 0) before they are used, and
+    each result right after its cast, by one sum into a per-tensor row (a NaN or Inf anywhere makes it
+    non-finite; only a tensor whose sums are not all finite is looked at again, element by element).
 
     ``empty(shape, dtype)`` allocates the results (e.g. ``BufferPool.empty``; default ``torch.empty``).
     """
@@ -144,9 +164,15 @@ def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tupl
     outs = [empty(tuple(flat.shape), flat.dtype) for _ in alphas]
     size = min(CHUNK_ELEMENTS, flat.numel())
     work, delta32 = torch.empty(size, dtype=torch.float32), torch.empty(size, dtype=torch.float32)
+    if parts is not None:
+        w_forget, w_retain = torch.empty(size, dtype=torch.float32), torch.empty(size, dtype=torch.float32)
     in_place = deltas.dtype == torch.float32 and parts is None  # fp32 delta, nothing to weight: read as is
-    finite = True
-    for start in range(0, flat.numel(), CHUNK_ELEMENTS):
+    # one sum per chunk and alpha, in the result's dtype (fp16 in fp32, where a sum of finite values cannot
+    # overflow); a sum that overflows anyway only sends the tensor to the element-wise look below
+    sum_dtype = torch.float32 if flat.dtype == torch.float16 else flat.dtype
+    sums = torch.zeros((len(alphas), -(-flat.numel() // CHUNK_ELEMENTS)), dtype=sum_dtype)
+    importances_ok = True
+    for k, start in enumerate(range(0, flat.numel(), CHUNK_ELEMENTS)):
         stop = min(start + CHUNK_ELEMENTS, flat.numel())
         if in_place:
             d = deltas[start:stop]
@@ -155,14 +181,17 @@ def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tupl
             d.copy_(deltas[start:stop])  # to fp32 without allocating
         if parts is not None:
             i_f, i_r = parts[0][start:stop], parts[1][start:stop]
-            finite = finite and importances_valid(i_f, i_r)
-            d.mul_(combine_weights(i_f, i_r, *combination[2:]))
+            importances_ok = importances_ok and importances_valid(i_f, i_r)
+            d.mul_(_combine_weights_into(w_forget[: stop - start], w_retain[: stop - start], i_f, i_r,
+                                         *combination[2:]))
         w = work[: stop - start]
-        for alpha, out in zip(alphas, outs, strict=True):
+        for row, (alpha, out) in enumerate(zip(alphas, outs, strict=True)):
             torch.add(flat[start:stop], d, alpha=-alpha, out=w)  # theta promoted to fp32 inside the kernel
             chunk = out[start:stop]
             chunk.copy_(w)
             # after the cast: an fp16/bf16 overflow is inf here; a NaN/Inf in d makes every alpha's result
             # NaN/Inf too (even alpha = 0: 0 * inf = NaN), so this one check covers w ⊙ delta as well
-            finite = finite and all_finite(chunk)
+            torch.sum(chunk, 0, dtype=sum_dtype, out=sums[row, k])
+    finite = importances_ok and (bool(torch.isfinite(sums).all())
+                                 or all(bool(torch.isfinite(out).all()) for out in outs))
     return [o.reshape(theta.shape) for o in outs], finite

@@ -3,7 +3,7 @@
 Steps: check every input as ``apply`` does (one job per ``--weights`` candidate; nothing written), load and
 encode the signal subsets, load the target once, score it (alpha 0: the reference), search alpha for each
 candidate with the model set in place (:class:`~perta_hub.tuning.in_place.InPlaceMerge`), free the model, write
-each chosen model with :func:`perta_hub.merge.apply.apply` (so its bytes are apply's), add the search to its
+each chosen model with :func:`perta_hub.merge.apply.apply_spec` (so its bytes are apply's), add the search to its
 ``perta_config.json`` (``tune``) and card (table, ``tune.png``), and with ``evaluate`` run the full TOFU
 evaluation on the chosen models.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError
+from perta_hub.merge.spec import MergeSpec
 from perta_hub.options.tune import DEFAULT_ALPHA_RANGE, TUNE
 
 TV = "none"  # --weights none: plain task vector (w = 1) as one of the candidates
@@ -41,7 +42,7 @@ def _labels(items: list[str | None]) -> list[str]:
 
 def _grid(alphas: Sequence[Any], alpha_range: Sequence[float] | None, max_evals: int, grid_points: int | None
           ) -> list[float]:
-    from perta_hub.merge.apply import check_alphas
+    from perta_hub.merge.spec import check_alphas
     from perta_hub.tuning.search import linear_grid
 
     if alphas and alpha_range:
@@ -130,19 +131,21 @@ def tune(
         read_retain_logs(retain_logs, forget_split)
     for folder in folders:
         refuse_unusable(folder)
-    return _run(model, task_vector, items, labels, folders, forget=forget, retain=retain, p=p, lam=lam, eps=eps,
+    # the merge of every candidate: this spec with the candidate's weight map (and, when written, its alpha)
+    spec = MergeSpec(model, task_vector, p=p, lam=lam, eps=eps, device=device, max_shard_size=max_shard_size,
+                     allow_pickle=allow_pickle)
+    return _run(spec, items, labels, folders, forget=forget, retain=retain,
                 budget=utility_budget, grid=grid, max_evals=max_evals, forget_examples=forget_examples,
                 retain_examples=retain_examples, rouge_questions=rouge_questions, max_new_tokens=max_new_tokens,
-                batch_size=batch_size, max_length=max_length, data_dir=data_dir, device=device,
-                max_shard_size=max_shard_size, allow_pickle=allow_pickle, evaluate=evaluate,
+                batch_size=batch_size, max_length=max_length, data_dir=data_dir, evaluate=evaluate,
                 forget_split=forget_split, retain_model=retain_model, retain_logs=retain_logs,
                 eval_max_examples=eval_max_examples, say=say, progress=progress, t0=t0)
 
 
-def _run(model: Any, task_vector: Any, items: list[str | None], labels: list[str], folders: list[Path], *,
-         forget: str, retain: str, p: Any, lam: Any, eps: Any, budget: float, grid: list[float], max_evals: int,
+def _run(spec: MergeSpec, items: list[str | None], labels: list[str], folders: list[Path], *,
+         forget: str, retain: str, budget: float, grid: list[float], max_evals: int,
          forget_examples: int, retain_examples: int, rouge_questions: int, max_new_tokens: int, batch_size: int,
-         max_length: int, data_dir: Any, device: str, max_shard_size: Any, allow_pickle: bool, evaluate: bool,
+         max_length: int, data_dir: Any, evaluate: bool,
          forget_split: str, retain_model: Any, retain_logs: Any, eval_max_examples: Any, say: Any, progress: bool,
          t0: float) -> dict[str, Any]:
     from perta_hub.data.encoding import load_tokenizer
@@ -155,18 +158,17 @@ def _run(model: Any, task_vector: Any, items: list[str | None], labels: list[str
     jobs = []
     try:
         for w, folder in zip(items, folders, strict=True):  # every input checked before any work
-            jobs.append(open_job(model, task_vector, weights=w, p=p, lam=lam, eps=eps, device=device, out_dir=folder,
-                                 max_shard_size=max_shard_size, allow_pickle=allow_pickle))
+            jobs.append(open_job(spec.replace(weights=w), folder))
         first = jobs[0]
-        tokenizer = load_tokenizer(first.target.root, str(model))
+        tokenizer = load_tokenizer(first.target.root, str(spec.model))
         probe = prepare_probe(tokenizer, forget, retain, forget_examples=forget_examples,
                               retain_examples=retain_examples, rouge_questions=rouge_questions,
                               max_length=max_length, data_dir=data_dir)
-        say(f"Loading {model} once ({first.device}) ...")
+        say(f"Loading {spec.model} once ({first.device}) ...")
         t_load = time.perf_counter()
         net = load_target(first)
         dtype_name = str(target_dtype(first)).removeprefix("torch.")
-        lm = LoadedModel(net, tokenizer, str(model), Path(first.target.root), first.target.identity, first.device,
+        lm = LoadedModel(net, tokenizer, str(spec.model), Path(first.target.root), first.target.identity, first.device,
                          dtype_name)
         seconds: dict[str, float] = {"load": time.perf_counter() - t_load}
 
@@ -204,28 +206,24 @@ def _run(model: Any, task_vector: Any, items: list[str | None], labels: list[str
     finally:
         for job in jobs:
             job.close()
-    return _write(model, task_vector, items, labels, folders, records, p=p, lam=lam, eps=eps, device=device,
-                  max_shard_size=max_shard_size, allow_pickle=allow_pickle, evaluate=evaluate,
+    return _write(spec, items, labels, folders, records, evaluate=evaluate,
                   forget_split=forget_split, retain_model=retain_model, retain_logs=retain_logs,
                   eval_max_examples=eval_max_examples, data_dir=data_dir, batch_size=batch_size,
                   max_length=max_length, say=say, progress=progress, seconds=seconds, t0=t0)
 
 
-def _write(model: Any, task_vector: Any, items: list[str | None], labels: list[str], folders: list[Path],
-           records: dict[str, dict[str, Any]], *, p: Any, lam: Any, eps: Any, device: str, max_shard_size: Any,
-           allow_pickle: bool, evaluate: bool, forget_split: str, retain_model: Any, retain_logs: Any,
+def _write(spec: MergeSpec, items: list[str | None], labels: list[str], folders: list[Path],
+           records: dict[str, dict[str, Any]], *, evaluate: bool, forget_split: str, retain_model: Any, retain_logs: Any,
            eval_max_examples: Any, data_dir: Any, batch_size: int, max_length: int, say: Any, progress: bool,
            seconds: dict[str, float], t0: float) -> dict[str, Any]:
-    from perta_hub.merge.apply import apply
+    from perta_hub.merge.apply import apply_spec
     from perta_hub.tuning.report import search_table
 
     outputs = []
     t_write = time.perf_counter()
     for w, label, folder in zip(items, labels, folders, strict=True):
         tune_data = records[label]
-        (path,) = apply(model, task_vector, alphas=[tune_data["chosen"]], out_dir=folder, weights=w, p=p, lam=lam,
-                        eps=eps, device=device, max_shard_size=max_shard_size, allow_pickle=allow_pickle,
-                        progress=progress)
+        (path,) = apply_spec(spec.replace(weights=w, alphas=(tune_data["chosen"],)), folder, progress=progress)
         add_search(path, tune_data, title=f"{label}: alpha search (budget {tune_data['budget']:g})")
         outputs.append(path)
     seconds["write"] = time.perf_counter() - t_write
@@ -235,7 +233,7 @@ def _write(model: Any, task_vector: Any, items: list[str | None], labels: list[s
 
         evaluation = run_evaluation([str(o) for o in outputs], forget_split=forget_split, retain_model=retain_model,
                                     retain_logs=retain_logs, write_card=True, echo=say, data_dir=data_dir,
-                                    max_examples=eval_max_examples, device=device, batch_size=batch_size,
+                                    max_examples=eval_max_examples, device=spec.device, batch_size=batch_size,
                                     max_length=max_length, progress=progress, output=evaluation_path(folders),
                                     overwrite=True)
     seconds["total"] = time.perf_counter() - t0

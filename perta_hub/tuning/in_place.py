@@ -2,11 +2,11 @@
 
 The inputs are opened and checked by :class:`perta_hub.merge.apply.PerTAMergeJob` (the same checks and
 messages as ``apply``), and each tensor is computed from the **untouched original** on disk (never by
-accumulating updates) with apply's own functions (``merge_chunked`` on CPU, ``merge_whole`` on CUDA), cast to
+accumulating updates) with apply's own kernel (:func:`perta_hub.merge.kernel.merge_tensor`: chunked on CPU,
+whole-tensor on CUDA, the rule for tensors outside a ``--params`` weight map, the non-finite diagnosis), cast to
 the target's dtype. So after :meth:`InPlaceMerge.set_alpha` every parameter equals, bit for bit, the tensor
-``apply`` writes for that alpha. Tensors outside a ``--params`` weight map follow the map's ``unrestricted``
-rule (``w=0``: the target's own tensor). Tied embeddings: ``lm_head`` shares ``embed_tokens``' storage, so
-setting the stored tensor sets both.
+``apply`` writes for that alpha. Tied embeddings: ``lm_head`` shares ``embed_tokens``' storage, so setting the
+stored tensor sets both.
 
 Memory: the model (its dtype) plus one tensor's inputs at a time; the original, the task vector and the weight
 map are mapped from disk tensor by tensor (the page cache holds them) or, on CUDA with room to spare, kept on
@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError, MismatchError
-from perta_hub.merge.apply import PerTAMergeJob, _non_finite
-from perta_hub.merge.math import merge_chunked, merge_whole
+from perta_hub.merge.apply import PerTAMergeJob
+from perta_hub.merge.spec import MergeSpec
 
 
-def open_job(model: str | Path, task_vector: str | Path, *, weights: str | Path | None, p: float | None,
-             lam: float | None, eps: float | None, device: str, out_dir: str | Path, max_shard_size: int | str,
-             allow_pickle: bool) -> PerTAMergeJob:
-    """Open and check the inputs exactly as ``apply`` does (nothing is written)."""
-    return PerTAMergeJob(model, task_vector, alphas=[1.0], out_dir=out_dir, weights=weights, p=p, lam=lam, eps=eps,
-                         device=device, max_shard_size=max_shard_size, allow_pickle=allow_pickle)
+def open_job(spec: MergeSpec, out_dir: str | Path) -> PerTAMergeJob:
+    """Open and check the inputs of ``spec`` exactly as ``apply`` does (nothing is written; its alphas are
+    not used: :meth:`InPlaceMerge.set_alpha` gives one at a time)."""
+    return PerTAMergeJob.of(spec, out_dir)
 
 
 def target_dtype(job: PerTAMergeJob) -> Any:
@@ -88,19 +86,12 @@ class InPlaceMerge:
         """Set every parameter to apply's result for ``alpha`` (alpha 0 restores the target exactly)."""
         import torch
 
-        wmap = self.job.wmap
-        merge = merge_whole if self.cuda else merge_chunked
         with torch.no_grad():
             for name, param in self.params.items():
-                theta, delta, i_f, i_r = self._inputs(name)
-                if delta is None:  # w = 0 outside a restricted weight map: the target's tensor
-                    param.copy_(theta)
-                    continue
-                combination = None if i_f is None or wmap is None else (i_f, i_r, wmap.p, wmap.lam, wmap.eps)
-                results, finite = merge(theta, delta, [float(alpha)], combination)
-                if not finite:
-                    raise _non_finite(name, theta, delta, combination, [float(alpha)], results)
-                param.copy_(results[0])
+                (result,) = self.job.merge(name, self._inputs(name), [float(alpha)]).checked()
+                param.copy_(result)
+                if not self.cuda:
+                    self.job.pool.give(result)  # the next tensor of that size reuses the buffer
         self.alpha = float(alpha)
 
 

@@ -1,9 +1,10 @@
 """Provenance (``--recompute``): fetch the recorded inputs at their recorded revisions and recompute the
 published tensors with the same math and cast as the command that wrote them, compared bit for bit.
 
-- model (``apply``): ``theta - alpha * (w ⊙ tau)`` through :func:`perta_hub.merge.math.merge_chunked` (CPU) or
-  :func:`~perta_hub.merge.math.merge_whole` (GPU), with the weight map's "unrestricted" rule for tensors a
-  ``--params`` map does not cover, exactly as :mod:`perta_hub.merge.apply` does;
+- model (``apply``): ``theta - alpha * (w ⊙ tau)`` through apply's own kernel
+  (:func:`perta_hub.merge.kernel.merge_tensor`: chunked on CPU, whole-tensor on GPU, the weight map's
+  "unrestricted" rule for tensors a ``--params`` map does not cover); recorded inputs that give NaN or Inf (which
+  apply refuses to write) fail with the kernel's diagnosis;
 - task vector: ``finetuned - base`` in fp32 cast to the stored dtype, or a LoRA adapter's ``scaling * B @ A``;
 - weight map: the stored importances recombined into ``w`` (finite, in [0, 1]); the importances themselves
   are not recomputed (that needs gradient passes over the data).
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import PertaError
+from perta_hub.merge.kernel import Weighting, untouched
 from perta_hub.merge.low_rank import LowRankTaskVector, is_low_rank, open_task_vector
 from perta_hub.records import UNSET
 from perta_hub.verification.result import VerifyResult
@@ -71,6 +73,12 @@ class _Tally:
         if problem is not None:
             self.differing.append(name)
             self.first = self.first or problem
+
+    def fail(self, name: str, problem: str) -> None:
+        """Tensor ``name`` cannot match whatever was published (e.g. its recomputation is not finite)."""
+        self.checked += 1
+        self.differing.append(name)
+        self.first = self.first or problem
 
     def report(self, result: VerifyResult, what: str, total: int) -> None:
         scope = "every tensor" if self.checked == total else f"{self.checked} of {total} tensors (--sample)"
@@ -135,16 +143,19 @@ def _same_names(result: VerifyResult, published: Any, reference: Any, what: str)
 
 
 def _device_math(device: str) -> Callable[..., Any]:
-    """``(theta, delta, alpha, combination, empty) -> result`` with apply's math on ``device``."""
-    from perta_hub.merge.math import merge_chunked, merge_whole
+    """``(name, theta, delta, alpha, weighting, importances, empty) -> Merged``: apply's merge kernel with the
+    inputs on ``device`` (the kernel takes its CUDA path there), the result back on the CPU."""
+    from perta_hub.merge.kernel import Merged, merge_tensor
 
     if not device.startswith("cuda"):
-        return lambda theta, delta, alpha, comb, empty: merge_chunked(theta, delta, [alpha], comb, empty)[0][0]
+        return lambda name, theta, delta, alpha, weighting, importances, empty: merge_tensor(
+            name, theta, delta, [alpha], weighting=weighting, importances=importances, empty=empty)
 
-    def on_gpu(theta: Any, delta: Any, alpha: float, comb: Any, empty: Any) -> Any:
-        to = lambda t: t.to(device, non_blocking=False)  # noqa: E731
-        comb = None if comb is None else (to(comb[0]), to(comb[1]), *comb[2:])
-        return merge_whole(to(theta), to(delta), [alpha], comb)[0][0].cpu()
+    def on_gpu(name: str, theta: Any, delta: Any, alpha: float, weighting: Any, importances: Any, empty: Any) -> Any:
+        to = lambda t: None if t is None else t.to(device, non_blocking=False)  # noqa: E731
+        merged = merge_tensor(name, to(theta), to(delta), [alpha], weighting=weighting,
+                              importances=None if importances is None else (to(importances[0]), to(importances[1])))
+        return Merged([t.cpu() for t in merged.tensors], merged.error)
 
     return on_gpu
 
@@ -169,8 +180,7 @@ def recompute_model(result: VerifyResult, subject: Subject, *, sample: int | Non
         return
     _side_files(result, subject.folder, target.root)
     tau = open_task_vector(tv, {n: target.shape(n) for n in target.names})  # dense, or formed from LoRA factors
-    forget = retain = None
-    rest_unchanged = False
+    forget = retain = weighting = None
     if wm is not None:
         forget, retain = wm.group("importance_forget"), wm.group("importance_retain")
         unrestricted = wm.record.unrestricted if wm.record.unrestricted is not UNSET else None
@@ -178,7 +188,7 @@ def recompute_model(result: VerifyResult, subject: Subject, *, sample: int | Non
         if unrestricted != recorded:
             result.add(LEVEL, "weights input", "fail", f"the weight map records unrestricted={unrestricted!r} but the "
                        f"model records {recorded!r}")
-        rest_unchanged = unrestricted == "w=0"
+        weighting = Weighting(weights.p, weights.lam, weights.eps, unrestricted)
     if not _same_names(result, published, target, "the target"):
         return
     names = pick(published.names, sample, seed)
@@ -188,18 +198,18 @@ def recompute_model(result: VerifyResult, subject: Subject, *, sample: int | Non
     pool = BufferPool(1 << 28)
     tally = _Tally()
     alpha = record.alpha
-    p, lam, eps = (None, None, None) if weights is None else (weights.p, weights.lam, weights.eps)
     for name in names:
-        theta = target.get(name)
-        if forget is not None and name not in forget.entries and rest_unchanged:
-            expected = theta  # w = 0 outside a restricted map: the target's tensor as is
+        in_map = forget is not None and name in forget.entries
+        delta = None if untouched(weighting, in_map) else tau.get(name)  # w = 0: the task vector is not read
+        importances = (forget.get(name), retain.get(name)) if in_map else None
+        merged = math(name, target.get(name), delta, alpha, weighting, importances, pool.empty)
+        (expected,) = merged.tensors
+        if merged.error is not None:
+            tally.fail(name, f"the recorded inputs do not give a finite model, which apply refuses to write "
+                             f"({reason(merged.error)})")
         else:
-            comb = None
-            if forget is not None and name in forget.entries:
-                comb = (forget.get(name), retain.get(name), p, lam, eps)
-            expected = math(theta, tau.get(name), alpha, comb, pool.empty)
-        tally.compare(name, expected, published.get(name))
-        if expected is not theta and not device.startswith("cuda"):
+            tally.compare(name, expected, published.get(name))
+        if not device.startswith("cuda"):
             pool.give(expected)
     what = f"theta - {alpha} * (w ⊙ tau)" if weights is not None else f"theta - {alpha} * tau"
     tally.report(result, what, len(published.names))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from perta_hub.io.shard_file import ShardFile
 from perta_hub.runtime.buffers import BufferPool
 
 
-def _write(path: Path, header: bytes, pieces: list[bytes]) -> None:
-    file = ShardFile(path, header, sum(map(len, pieces)))
+def _write(path: Path, header: bytes, pieces: list[bytes]) -> str:
+    """Write the file; returns the sha256 the writer computed while writing."""
+    file = ShardFile(path, header, sum(map(len, pieces)), digest=True)
     offset = len(header)
     for piece in pieces:
         file.write_at(offset, piece)
@@ -24,6 +26,8 @@ def _write(path: Path, header: bytes, pieces: list[bytes]) -> None:
     file.finish()
     os.fsync(file.fd)
     file.close()
+    assert file.sha256 is not None
+    return file.sha256.hexdigest()
 
 
 @pytest.mark.parametrize("direct", ["1", "0"])
@@ -32,10 +36,12 @@ def test_shard_file_writes_exact_bytes(tmp_path, monkeypatch, direct, sizes):
     """Direct (staged, padded, truncated) and page-cache writes give the same exact file."""
     monkeypatch.setenv("PERTA_HUB_DIRECT_IO", direct)
     monkeypatch.setattr(shard_file, "STAGING_BYTES", 8192)  # several staging flushes per file
+    monkeypatch.setattr(shard_file, "HASH_BESIDE_BYTES", 4096)  # blocks hashed in the second thread and inline
     header = b"h" * 13
     pieces = [os.urandom(n) for n in sizes]
-    _write(tmp_path / "f", header, pieces)
+    digest = _write(tmp_path / "f", header, pieces)
     assert (tmp_path / "f").read_bytes() == header + b"".join(pieces)
+    assert digest == hashlib.sha256(header + b"".join(pieces)).hexdigest()  # hashed while written, in order
 
 
 def test_shard_file_on_tmpfs(tmp_path):

@@ -142,6 +142,7 @@ def test_stream_fits_a_disk_smaller_than_the_output(hub: HubServer, make_model: 
 
     from perta_hub.hub.publish import push_folder
     from perta_hub.hub.remote_apply import header_job
+    from perta_hub.merge.spec import MergeSpec
     from perta_hub.merge.task_vector import task_vector
 
     shape = dict(dtype="bfloat16", max_shard_size="40KB", hidden_size=64, intermediate_size=128, num_hidden_layers=8)
@@ -150,8 +151,8 @@ def test_stream_fits_a_disk_smaller_than_the_output(hub: HubServer, make_model: 
     push_folder(task_vector(target, tuned, tmp_path / "tv", dtype="bfloat16", max_shard_size="40KB", progress=False),
                 "user/big-tv")
     args = ["apply", "user/big", "--task-vector", "user/big-tv", "--alpha", "1", "--max-shard-size", "40KB"]
-    with header_job("user/big", "user/big-tv", weights=None, alphas=["1"], out_dir=tmp_path / "x", p=None, lam=None,
-                    eps=None, device="cpu", max_shard_size="40KB", allow_pickle=False) as (_, plan):
+    spec = MergeSpec("user/big", "user/big-tv", alphas=("1",), device="cpu", max_shard_size="40KB")
+    with header_job(spec, tmp_path / "x") as (_, plan):
         bound, output = plan.stream_disk_bound(), plan.output_bytes
     small = [v for r in ("user/big", "user/big-tv") for k, v in hub.files(r).items() if not k.endswith(".safetensors")]
     pages = sum(-(-len(v) // 4096) * 4096 for v in small) + 4096 * 16  # JSON and tokenizer files, folders

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from perta_hub.merge.apply import apply
+from perta_hub.merge.spec import MergeSpec
 from perta_hub.merge.task_vector import task_vector
 from perta_hub.tuning.in_place import InPlaceMerge, load_target, open_job
 from tests.helpers import load_state, make_weight_map
@@ -34,8 +35,7 @@ def test_in_place_equals_apply_bytes(tmp_path, make_model, dtype, tied, weights)
         wm = make_weight_map(tmp_path / "wm", base, names=["model.layers.1.mlp.up_proj.weight"], params="up_proj",
                              unrestricted="w=0")
     outs = apply(base, tv, alphas=ALPHAS, out_dir=tmp_path / "out", weights=wm, device="cpu", progress=False)
-    job = open_job(base, tv, weights=wm, p=None, lam=None, eps=None, device="cpu", out_dir=tmp_path / "unused",
-                   max_shard_size="5GB", allow_pickle=False)
+    job = open_job(MergeSpec(base, tv, weights=wm, device="cpu"), tmp_path / "unused")
     try:
         model = load_target(job)
         merge = InPlaceMerge(job, model)
