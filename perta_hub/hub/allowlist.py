@@ -123,6 +123,55 @@ def weight_files(folder: Path, kind: str | None) -> list[str]:
     return list(dict.fromkeys(files))
 
 
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether ``path`` (relative, ``/``-separated) matches the glob ``pattern``, the same on every Python.
+
+    The pattern is matched against the whole path, segment by segment: ``*`` is any run of characters within
+    one segment, ``?`` one character, ``[seq]`` / ``[!seq]`` one character of (not of) ``seq``; a segment that
+    is exactly ``**`` is zero or more whole segments (``logs/**``: every file under ``logs/``; ``**/*.txt``:
+    every ``.txt`` file, at the top or in any folder; ``a/*/b``: ``b`` exactly one folder below ``a``).
+    Matching is case-sensitive.
+    """
+    return _glob_regex(pattern).fullmatch(path) is not None
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    segments = pattern.split("/")
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "**":
+            parts.append(".+" if last else "(?:[^/]+/)*")
+            continue
+        parts.append(_segment_regex(segment) + ("" if last else "/"))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _segment_regex(segment: str) -> str:
+    out, i = [], 0
+    while i < len(segment):
+        char = segment[i]
+        i += 1
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = segment.find("]", i + 1 if segment[i:i + 1] in ("!", "]") else i)
+            if end < 0:
+                out.append(re.escape(char))
+                continue
+            body = segment[i:end]
+            i = end + 1
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            body = body.replace("\\", "\\\\").replace("^", "\\^")
+            out.append(f"[{'^/' if negate else ''}{body}]")
+        else:
+            out.append(re.escape(char))
+    return "".join(out)
+
+
 def plan_upload(folder: str | Path, kind: str | None, include: list[str] | tuple[str, ...] = ()) -> UploadPlan:
     """Sort ``folder``'s files into what a push of an artifact of ``kind`` uploads and what it leaves out.
 
@@ -142,7 +191,6 @@ def plan_upload(folder: str | Path, kind: str | None, include: list[str] | tuple
         pure = PurePosixPath(pattern)
         if not pattern or pure.is_absolute() or ".." in pure.parts or "\\" in pattern:
             raise InputError(f"--include {pattern!r} must be a glob pattern relative to {folder}")
-        matched = {p.relative_to(folder).as_posix() for p in folder.glob(pattern) if p.is_file()}
-        chosen.update(member(folder, p, f"--include {pattern!r}") for p in matched if p in present)
+        chosen.update(member(folder, p, f"--include {pattern!r}") for p in present if glob_match(pattern, p))
     upload = tuple(member(folder, p, str(folder)) for p in present if p in chosen)
     return UploadPlan(upload, tuple(p for p in present if p not in chosen))
