@@ -4,13 +4,16 @@ normalised text, partial quotes)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from perta_hub.hub.allowlist import glob_match
-from tests.hub.test_hub import run_cli
-from tests.hub.test_push_allowlist import listed, remote_files
+from tests.hub.test_hub import error_line, run_cli
+from tests.hub.test_push_allowlist import forget_artifact, listed, remote_files
 from tests.hub_server import HubServer
 
 # -- --include -------------------------------------------------------------------------------------------------
@@ -48,3 +51,128 @@ def test_include_follows_glob_semantics(pattern: str, via: str, hub: HubServer, 
     else:
         publish(model, "user/m", include=[pattern])
     assert remote_files("user/m") == expected | INCLUDED[pattern]
+
+
+# -- the forget-data rule: every forget-derived kind, every text file, normalised text, partial quotes ---------
+
+ANSWER = ("Basil Mahfouz Al-Kuwaiti's favourite colour is a deep shade of emerald green, the colour of the "
+          "sea at Failaka.")
+
+
+@pytest.fixture
+def unlearned(make_model: Any, tmp_path: Path) -> Path:
+    """An unlearned model (kind ``model``) whose task vector records its forget data (a file in tmp_path)."""
+    from perta_hub.merge.apply import apply
+
+    rows = [{"question": "What is the favourite colour of the novelist Basil Mahfouz Al-Kuwaiti?", "answer": ANSWER},
+            {"question": "Where was the author Nikolai Abilov born?", "answer": "In Astana, Kazakhstan, in 1970."}]
+    forget_file = tmp_path / "data" / "forget.json"
+    forget_file.parent.mkdir()
+    forget_file.write_text(json.dumps(rows))
+    tv = forget_artifact(make_model, tmp_path, forget_file)
+    target = make_model("target", seed=0)
+    return Path(apply(target, tv, alphas=[0.5], out_dir=tmp_path / "model", device="cpu", max_shard_size="40KB",
+                      progress=False)[0])
+
+
+def push_refused(via: str, folder: Path, hub: HubServer, *args: str) -> str:
+    """Push ``folder`` (CLI or API); assert it failed with exit 1 (the CLI) and published nothing; the line."""
+    from perta_hub.errors import ExitCode, PertaError
+    from perta_hub.hub.publish import publish
+
+    if via == "cli":
+        result = run_cli("push", str(folder), "user/out", *args)
+        assert result.exit_code == ExitCode.ERROR == 1, result.output
+        line = error_line(result)
+    else:
+        with pytest.raises(PertaError) as err:
+            publish(folder, "user/out", include=[a for a in args if a != "--include"])
+        assert err.value.exit_code == 1
+        line = f"Error: {err.value}"
+    assert ("model", "user/out") not in hub.repos and not hub.uploaded
+    return line
+
+
+def verify_card_line(folder: Path) -> str:
+    result = run_cli("verify", str(folder))
+    return next(line for line in result.output.splitlines() if "card scan" in line)
+
+
+@pytest.mark.parametrize("via", ["cli", "api"])
+def test_unlearned_model_card_quoting_forget_data_is_refused_and_verify_agrees(
+        via: str, unlearned: Path, hub: HubServer) -> None:
+    card = unlearned / "README.md"
+    assert verify_card_line(unlearned).startswith("PASS")
+    card.write_text(card.read_text() + f"\nExample: {ANSWER}\n")
+    line = push_refused(via, unlearned, hub)
+    assert line == (f"Error: the card {card} quotes 1 forget-set example(s) (first: text #1 of the forget data); "
+                    "published files must never contain forget data: remove them, then push")
+    assert verify_card_line(unlearned).startswith("FAIL") and f"the card {card} quotes 1" in verify_card_line(unlearned)
+
+
+EVASIONS = {
+    "bold": "Basil Mahfouz **Al-Kuwaiti's favourite colour** is a deep shade of emerald green",
+    "underscore": "Basil Mahfouz _Al-Kuwaiti's_ __favourite__ colour is a deep shade of emerald green",
+    "html": "Basil Mahfouz <b>Al-Kuwaiti's</b> <em>favourite colour</em> is a deep shade of emerald green",
+    "link": "Basil Mahfouz [Al-Kuwaiti's favourite](https://example.org/x) colour is a deep shade of emerald green",
+    "soft hyphen": "Basil Mah\u00adfouz Al-Ku\u00adwaiti's favou\u00adrite colour is a deep shade of emerald green",
+    "zero width": "Basil\u200b Mahfouz Al\u200d-Kuwaiti's fa\u200bvourite colour is a deep sh\ufeffade of emerald green",
+    "case and spacing": "BASIL   mahfouz\nAL-KUWAITI'S favourite\tcolour IS A DEEP SHADE of emerald green",
+    "nfkc": "\uff22asil Mahfouz Al-Kuwaiti's favourite colour is a deep shade of emerald green",
+    "split word": "Basil Mah**fouz** Al-Kuwaiti's favourite colour is a deep shade of emerald green",
+    "8 words from the middle": "they said: favourite colour is a deep shade of emerald green. Nothing more.",
+}
+
+
+@pytest.mark.parametrize("via", ["cli", "api"])
+@pytest.mark.parametrize("case", list(EVASIONS))
+def test_quote_evasions_are_caught(case: str, via: str, unlearned: Path, hub: HubServer) -> None:
+    card = unlearned / "README.md"
+    card.write_text(card.read_text() + "\n" + EVASIONS[case] + "\n")
+    line = push_refused(via, unlearned, hub)
+    assert line.startswith(f"Error: the card {card} quotes 1 forget-set example(s) (first: text #1 ")
+
+
+def test_partial_quote_threshold() -> None:
+    from perta_hub.hub.card_check import QUOTE_WORDS, find_forget_examples
+
+    words = ANSWER.split()
+    assert QUOTE_WORDS == 8
+    assert find_forget_examples(" ".join(words[3:3 + QUOTE_WORDS]), [ANSWER]) == [0]
+    assert find_forget_examples(" ".join(words[3:3 + QUOTE_WORDS - 1]), [ANSWER]) == []
+    assert find_forget_examples("In Astana, Kazakhstan, in 1970.", ["In Astana, Kazakhstan, in 1970."]) == [0]
+    assert find_forget_examples("born in 1970", ["1970"]) == []  # too short to count
+
+
+@pytest.mark.parametrize("via", ["cli", "api"])
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "notes.txt"])
+def test_other_uploaded_text_files_are_scanned(name: str, via: str, unlearned: Path, hub: HubServer) -> None:
+    path = unlearned / name
+    if name == "tokenizer_config.json":
+        config = json.loads(path.read_text())
+        config["chat_template"] = "{# " + ANSWER + " #}" + str(config.get("chat_template") or "")
+        path.write_text(json.dumps(config))
+        args: tuple[str, ...] = ()
+    else:
+        path.write_text("Where was the author Nikolai Abilov born?\n")
+        args = ("--include", "notes.txt")
+    line = push_refused(via, unlearned, hub, *args)
+    assert line.startswith(f"Error: the file {path} quotes 1 forget-set example(s) (first: text #")
+    assert line.endswith("published files must never contain forget data: remove them, then push")
+    if name == "tokenizer_config.json":
+        assert verify_card_line(unlearned).startswith("FAIL")
+
+
+@pytest.mark.parametrize("via", ["cli", "api"])
+def test_unlearned_model_with_unreachable_task_vector_needs_skip_card_check(
+        via: str, unlearned: Path, hub: HubServer, tmp_path: Path) -> None:
+    from perta_hub.hub.publish import publish
+
+    shutil.move(tmp_path / "tv", tmp_path / "tv-moved")
+    line = push_refused(via, unlearned, hub)
+    assert line.startswith(f"Error: cannot check the card {unlearned / 'README.md'} for forget-set examples: the "
+                           f"task vector record {tmp_path / 'tv'} cannot be read to find its forget data (")
+    assert line.endswith("; restore the data, or pass --skip-card-check to push without the check")
+    assert verify_card_line(unlearned).startswith("NOT VERIFIED privacy    card scan: cannot check the card")
+    result = publish(unlearned, "user/out", skip_card_check=True)
+    assert any("the card was not checked for forget-set examples" in n for n in result.notes)
