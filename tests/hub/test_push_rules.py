@@ -176,3 +176,91 @@ def test_unlearned_model_with_unreachable_task_vector_needs_skip_card_check(
     assert verify_card_line(unlearned).startswith("NOT VERIFIED privacy    card scan: cannot check the card")
     result = publish(unlearned, "user/out", skip_card_check=True)
     assert any("the card was not checked for forget-set examples" in n for n in result.notes)
+
+
+# -- links: judged by where they resolve ---------------------------------------------------------------------------
+
+
+def cache_snapshot(model: Path, root: Path, repo: str = "models--org--name") -> Path:
+    """``model``'s files laid out as a Hub cache snapshot: ``root/repo/snapshots/<sha>/f -> ../../blobs/<sha256>``."""
+    import hashlib
+
+    snapshot = root / repo / "snapshots" / ("a" * 40)
+    blobs = root / repo / "blobs"
+    blobs.mkdir(parents=True)
+    for path in sorted(model.rglob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        blob = blobs / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snapshot / path.relative_to(model)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("../" * (len(link.relative_to(snapshot).parts) + 1)) / "blobs" / blob.name)
+    return snapshot
+
+
+def test_real_cache_snapshot_is_pushed(hub: HubServer, make_model: Any, tmp_path: Path) -> None:
+    from perta_hub.hub.publish import publish
+
+    model = make_model("model")
+    snapshot = cache_snapshot(model, tmp_path / "cache")
+    publish(snapshot, "user/m")
+    assert remote_files("user/m") == listed(model)
+
+
+LINKS = {
+    # any .../snapshots/X with a blobs/ two levels up: not a cache repo (the folder names decided before)
+    "fake snapshot": lambda root, secret: (root / "x" / "snapshots" / "s", secret),
+    # a real cache layout, but the link leaves it for another file
+    "cache snapshot to a secret": lambda root, secret: (root / "models--org--name" / "snapshots" / ("a" * 40), secret),
+    # into the blob store of another cache repo
+    "another repo's blob": lambda root, secret: (root / "models--org--name" / "snapshots" / ("a" * 40),
+                                                 root / "models--other--repo" / "blobs" / ("b" * 64)),
+}
+
+
+@pytest.mark.parametrize("via", ["cli", "api"])
+@pytest.mark.parametrize("case", list(LINKS))
+def test_link_out_of_the_folder_is_refused(case: str, via: str, hub: HubServer, make_model: Any,
+                                           tmp_path: Path) -> None:
+    model = make_model("model")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the secret\n")
+    root = tmp_path / "cache"
+    folder, target = LINKS[case](root, secret)
+    if case == "another repo's blob":
+        folder = cache_snapshot(model, root)
+        target.parent.mkdir(parents=True)
+        target.write_text("the other repo's file\n")
+    else:
+        folder.parent.parent.joinpath("blobs").mkdir(parents=True)
+        shutil.copytree(model, folder)
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer.json").symlink_to(target)
+    line = push_refused(via, folder, hub)
+    assert line == (f"Error: {folder} names 'tokenizer.json', a link to a file outside {folder}; refusing to read "
+                    "or upload it")
+
+
+@pytest.mark.parametrize("via", ["cli", "api"])
+def test_hard_link_to_a_file_outside_is_refused(via: str, hub: HubServer, make_model: Any, tmp_path: Path) -> None:
+    import os
+
+    from perta_hub.hub.publish import publish
+
+    model = make_model("model")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the secret\n")
+    (model / "tokenizer.json").unlink()
+    os.link(secret, model / "tokenizer.json")
+    line = push_refused(via, model, hub)
+    assert line == (f"Error: {model / 'tokenizer.json'} is a hard link to a file outside {model} (2 links, 1 inside); "
+                    "refusing to upload it (copy the file into the folder if you trust it)")
+    # a file linked only within the folder is fine
+    (model / "tokenizer.json").unlink()
+    shutil.copy(secret, model / "tokenizer.json")
+    secret.unlink()
+    os.link(model / "tokenizer.json", model / "notes.txt")
+    publish(model, "user/out", include=["notes.txt"])
+    assert {"tokenizer.json", "notes.txt"} <= remote_files("user/out")
