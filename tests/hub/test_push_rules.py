@@ -264,3 +264,24 @@ def test_hard_link_to_a_file_outside_is_refused(via: str, hub: HubServer, make_m
     os.link(model / "tokenizer.json", model / "notes.txt")
     publish(model, "user/out", include=["notes.txt"])
     assert {"tokenizer.json", "notes.txt"} <= remote_files("user/out")
+
+
+@pytest.mark.parametrize("via", ["cli", "api"])
+def test_gradient_unlearned_model_card_is_checked(via: str, hub: HubServer, make_model: Any, tmp_path: Path) -> None:
+    """``perta-hub unlearn``'s output (kind ``unlearned_model``, trained on the forget data) is checked too."""
+    import hashlib
+
+    model = make_model("model")
+    data = tmp_path / "forget.json"
+    data.write_text(json.dumps([{"question": "Where was the author Nikolai Abilov born?", "answer": ANSWER}]))
+    forget = {"spec": str(data), "source": str(data), "question_field": "question", "answer_field": "answer",
+              "files": [{"path": str(data), "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}]}
+    (model / "perta_config.json").write_text(json.dumps({
+        "kind": "unlearned_model", "command": "perta-hub unlearn", "method": "npo",
+        "target": {"source": "target"}, "forget_data": forget}))
+    card = model / "README.md"
+    card.write_text("---\nlibrary_name: transformers\n---\n# unlearned\n\nIt forgot: where was the author "
+                    "Nikolai Abilov born?\n")
+    line = push_refused(via, model, hub)
+    assert line == (f"Error: the card {card} quotes 1 forget-set example(s) (first: text #0 of the forget data); "
+                    "published files must never contain forget data: remove them, then push")
