@@ -190,6 +190,7 @@ def rule_forget_texts(record: Record | None) -> ForgetTexts:
         return ForgetTexts([])
     texts: list[str] = []
     todo: list[tuple[Record, str]] = [(record, "")]
+    seen: set[str] = set()  # inputs already followed (a hand-made record may name itself)
     while todo:
         current, via = todo.pop(0)
         found = forget_texts(current)
@@ -199,8 +200,10 @@ def rule_forget_texts(record: Record | None) -> ForgetTexts:
         inputs = recorded_inputs(current)
         for role in type(current).forget_inputs:
             item = inputs.get(role)
-            if item is None:
+            key = f"{getattr(item, 'source', '')}@{getattr(item, 'revision', '')}"
+            if item is None or key in seen:
                 continue
+            seen.add(key)
             name = role.replace("_", " ")
             try:
                 sub = input_record(item)[1]

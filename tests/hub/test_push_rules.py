@@ -285,3 +285,13 @@ def test_gradient_unlearned_model_card_is_checked(via: str, hub: HubServer, make
     line = push_refused(via, model, hub)
     assert line == (f"Error: the card {card} quotes 1 forget-set example(s) (first: text #0 of the forget data); "
                     "published files must never contain forget data: remove them, then push")
+
+
+def test_a_record_naming_itself_as_its_task_vector_terminates(unlearned: Path) -> None:
+    from perta_hub.hub.card_check import rule_forget_texts
+    from perta_hub.records import read_record
+
+    config = json.loads((unlearned / "perta_config.json").read_text())
+    config["task_vector"]["source"] = str(unlearned)
+    (unlearned / "perta_config.json").write_text(json.dumps(config))
+    assert rule_forget_texts(read_record(unlearned)).texts == []
