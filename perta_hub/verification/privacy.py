@@ -105,10 +105,10 @@ def check_repos(result: VerifyResult, subject: Subject, derived: list[tuple[str,
 def check_card_scan(result: VerifyResult, subject: Subject) -> None:
     """The card is valid for the Hub, and neither it nor any other published text file quotes the forget data of
     the output or of its forget-derived inputs: the rule ``push`` applies
-    (:func:`perta_hub.hub.card_check.scan_folder`), over the files ``push`` would upload (a local folder) or the
-    downloaded files of the repo."""
+    (:func:`perta_hub.hub.card_check.scan_folder`), over the files ``push`` would upload (a local folder) or every
+    text file of the repo at the verified commit (downloaded)."""
     from perta_hub.cards.render import hub_metadata_problems
-    from perta_hub.hub.allowlist import folder_files, plan_upload
+    from perta_hub.hub.allowlist import plan_upload
     from perta_hub.hub.card_check import quote_message, scan_folder
 
     card = subject.folder / "README.md"
@@ -117,12 +117,17 @@ def check_card_scan(result: VerifyResult, subject: Subject) -> None:
         if problems:
             result.add(LEVEL, "card scan", "fail", f"the card is invalid for the Hub: {'; '.join(problems)}")
             return
+    folder = subject.folder
     try:
-        files = folder_files(subject.folder) if subject.is_hub else plan_upload(subject.folder, subject.record.kind).upload
+        if subject.is_hub:
+            folder, files = _published_text_files(subject)
+        else:
+            files = plan_upload(folder, subject.record.kind).upload
     except PertaError as err:
-        result.add(LEVEL, "card scan", "fail", f"cannot list the files push would publish ({reason(err)})")
+        result.add(LEVEL, "card scan", "unverified" if subject.is_hub else "fail",
+                   f"cannot {'download the published' if subject.is_hub else 'list the'} text files ({reason(err)})")
         return
-    scan = scan_folder(subject.folder, subject.record, files)
+    scan = scan_folder(folder, subject.record, files)
     if scan.missing:
         result.add(LEVEL, "card scan", "unverified", f"cannot check the card for forget-set examples: {scan.missing}")
     elif not scan.scanned:
@@ -138,6 +143,21 @@ def check_card_scan(result: VerifyResult, subject: Subject) -> None:
         tail = f" (nor do the {others} other published text file(s))" if "README.md" in scan.scanned else ""
         result.add(LEVEL, "card scan", "pass", f"{what} none of the {scan.texts} forget-set questions and answers"
                    + tail)
+
+
+def _published_text_files(subject: Subject) -> tuple[Any, list[str]]:
+    """Download every text file (not a weight file) of the Hub repo at the verified commit: (snapshot, names)."""
+    import glob
+
+    from perta_hub.hub.allowlist import folder_files
+    from perta_hub.hub.card_check import BINARY_SUFFIXES
+    from perta_hub.io import hub_source as hub
+
+    if subject.remote is None:
+        return subject.folder, folder_files(subject.folder)
+    names = sorted(n for n in subject.remote if n != ".gitattributes" and not n.lower().endswith(BINARY_SUFFIXES))
+    folder, _ = hub.download(f"{subject.repo_id}@{subject.revision}", [glob.escape(n) for n in names])
+    return folder, names
 
 
 def check_privacy(result: VerifyResult, subject: Subject) -> None:

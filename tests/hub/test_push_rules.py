@@ -295,3 +295,18 @@ def test_a_record_naming_itself_as_its_task_vector_terminates(unlearned: Path) -
     config["task_vector"]["source"] = str(unlearned)
     (unlearned / "perta_config.json").write_text(json.dumps(config))
     assert rule_forget_texts(read_record(unlearned)).texts == []
+
+
+def test_verify_of_a_hub_repo_scans_its_published_text_files(unlearned: Path, hub: HubServer) -> None:
+    from huggingface_hub import HfApi
+
+    from perta_hub.hub.publish import publish
+
+    publish(unlearned, "user/out")
+    assert verify_card_line(Path("user/out")).startswith("PASS         privacy    card scan: the card quotes none")
+    config = json.loads((unlearned / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{# " + ANSWER + " #}"
+    HfApi().upload_file(path_or_fileobj=json.dumps(config).encode(), path_in_repo="tokenizer_config.json",
+                        repo_id="user/out")
+    line = verify_card_line(Path("user/out"))
+    assert line.startswith("FAIL         privacy    card scan: the file ") and "tokenizer_config.json quotes 1" in line
