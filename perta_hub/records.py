@@ -433,6 +433,7 @@ class UnlearnedModelRecord(Record):
 
     kind: ClassVar[str] = "unlearned_model"
     required = ("method", "target")
+    forget_data_keys = ("forget_data",)  # trained on the forget data: push and verify scan its files for it
     inputs = ("target",)
 
     method: Literal["ga", "gd", "npo"]

@@ -291,28 +291,9 @@ def hub_metadata_problems(card: Any) -> list[str]:
     return problems
 
 
-def find_forget_examples(card: Any, texts: Iterable[str], min_chars: int = 32) -> list[int]:
-    """Indices of the forget-set texts (questions, answers) that a card quotes.
+def find_forget_examples(card: Any, texts: Iterable[str]) -> list[int]:
+    """Indices of the forget-set texts (questions, answers) that a card quotes: the rule ``push`` and ``verify``
+    share (:func:`perta_hub.hub.card_check.find_forget_examples`: normalised text, 8 consecutive words)."""
+    from perta_hub.hub import card_check
 
-    A text counts as quoted when it appears verbatim in the card (whitespace-normalised,
-    case-insensitive), or, for long texts, when any window of ``min_chars`` characters of it does.
-    Texts shorter than ``min_chars`` are only matched whole, and those under 12 characters not at all
-    (short answers such as "Yes" or a year would match unrelated text).
-    """
-    def norm(value: str) -> str:
-        return " ".join(value.split()).lower()
-
-    body = norm(card if isinstance(card, str) else str(card))
-    found = []
-    for i, text in enumerate(texts):
-        t = norm(text)
-        if not t:
-            continue
-        if len(t) < min_chars:
-            if re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", body) and len(t) >= 12:
-                found.append(i)
-            continue
-        step = max(1, min_chars // 2)
-        if any(t[j:j + min_chars] in body for j in range(0, len(t) - min_chars + 1, step)):
-            found.append(i)
-    return found
+    return card_check.find_forget_examples(card, texts)

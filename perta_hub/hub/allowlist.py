@@ -10,12 +10,13 @@ and never reported.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from perta_hub.errors import InputError
-from perta_hub.io.reader import index_files
+from perta_hub.io.reader import index_files, outside_link
 from perta_hub.records import CONFIG_NAME, RECORDS
 
 #: the model's side files: configuration, tokenizer and chat template
@@ -61,27 +62,49 @@ def summarise(left_out: tuple[str, ...], upload: tuple[str, ...]) -> list[str]:
 def member(folder: Path, name: object, where: str) -> str:
     """``name`` (read from ``where``) if it is a plain relative file name inside ``folder``, else refuse.
 
-    A name may not be absolute, hold ``..`` or a backslash; a local file it names may not resolve outside
-    the folder (a Hub snapshot's symlinks into the cache's blob store are judged by name only).
+    A name may not be absolute, hold ``..`` or a backslash; the file it names may not resolve outside the
+    folder (:func:`perta_hub.io.reader.outside_link`: judged by where its links lead; a Hub cache snapshot's
+    links into its own repo's blob store are inside).
     """
     if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
         raise InputError(f"{where} names {name!r}, which is not a file name; re-create {folder}")
     pure = PurePosixPath(name)
     if pure.is_absolute() or ".." in pure.parts or name.startswith("~"):
         raise InputError(f"{where} names {name!r}, which lies outside {folder}; refusing to read or upload it")
-    if not _in_hf_cache(folder):
-        try:
-            (folder / name).resolve().relative_to(folder.resolve())
-        except ValueError:
-            raise InputError(f"{where} names {name!r}, a link to a file outside {folder}; refusing to read or "
-                             "upload it") from None
+    if outside_link(folder, folder / name) is not None:
+        raise InputError(f"{where} names {name!r}, a link to a file outside {folder}; refusing to read or "
+                         "upload it")
     return pure.as_posix()
 
 
-def _in_hf_cache(folder: Path) -> bool:
-    """True for a snapshot folder of the HF cache (``.../snapshots/<sha>``, blobs in ``../../blobs``)."""
-    resolved = folder.resolve()
-    return resolved.parent.name == "snapshots" and (resolved.parent.parent / "blobs").is_dir()
+def check_hard_links(folder: Path, upload: tuple[str, ...]) -> None:
+    """Refuse an uploaded file that is a hard link to a file outside ``folder``: its link count is higher than the
+    number of its names inside the folder (a file linked only within the folder is fine).
+
+    Raises:
+        InputError: one line naming the file.
+    """
+    linked: dict[str, tuple[int, int, int]] = {}
+    for name in upload:
+        stat = (folder / name).stat()
+        if stat.st_nlink > 1:
+            linked[name] = (stat.st_dev, stat.st_ino, stat.st_nlink)
+    if not linked:
+        return
+    names: dict[tuple[int, int], set[Path]] = {}
+    for root, _dirs, files in os.walk(folder):
+        for file in files:
+            path = Path(root) / file
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            names.setdefault((stat.st_dev, stat.st_ino), set()).add(path.resolve())
+    for name, (dev, ino, count) in linked.items():
+        inside = len(names.get((dev, ino), ()))
+        if count > inside:
+            raise InputError(f"{folder / name} is a hard link to a file outside {folder} ({count} links, {inside} "
+                             "inside); refusing to upload it (copy the file into the folder if you trust it)")
 
 
 def folder_files(folder: Path) -> list[str]:
@@ -123,6 +146,55 @@ def weight_files(folder: Path, kind: str | None) -> list[str]:
     return list(dict.fromkeys(files))
 
 
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether ``path`` (relative, ``/``-separated) matches the glob ``pattern``, the same on every Python.
+
+    The pattern is matched against the whole path, segment by segment: ``*`` is any run of characters within
+    one segment, ``?`` one character, ``[seq]`` / ``[!seq]`` one character of (not of) ``seq``; a segment that
+    is exactly ``**`` is zero or more whole segments (``logs/**``: every file under ``logs/``; ``**/*.txt``:
+    every ``.txt`` file, at the top or in any folder; ``a/*/b``: ``b`` exactly one folder below ``a``).
+    Matching is case-sensitive.
+    """
+    return _glob_regex(pattern).fullmatch(path) is not None
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    segments = pattern.split("/")
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "**":
+            parts.append(".+" if last else "(?:[^/]+/)*")
+            continue
+        parts.append(_segment_regex(segment) + ("" if last else "/"))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _segment_regex(segment: str) -> str:
+    out, i = [], 0
+    while i < len(segment):
+        char = segment[i]
+        i += 1
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = segment.find("]", i + 1 if segment[i:i + 1] in ("!", "]") else i)
+            if end < 0:
+                out.append(re.escape(char))
+                continue
+            body = segment[i:end]
+            i = end + 1
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            body = body.replace("\\", "\\\\").replace("^", "\\^")
+            out.append(f"[{'^/' if negate else ''}{body}]")
+        else:
+            out.append(re.escape(char))
+    return "".join(out)
+
+
 def plan_upload(folder: str | Path, kind: str | None, include: list[str] | tuple[str, ...] = ()) -> UploadPlan:
     """Sort ``folder``'s files into what a push of an artifact of ``kind`` uploads and what it leaves out.
 
@@ -142,7 +214,7 @@ def plan_upload(folder: str | Path, kind: str | None, include: list[str] | tuple
         pure = PurePosixPath(pattern)
         if not pattern or pure.is_absolute() or ".." in pure.parts or "\\" in pattern:
             raise InputError(f"--include {pattern!r} must be a glob pattern relative to {folder}")
-        matched = {p.relative_to(folder).as_posix() for p in folder.glob(pattern) if p.is_file()}
-        chosen.update(member(folder, p, f"--include {pattern!r}") for p in matched if p in present)
+        chosen.update(member(folder, p, f"--include {pattern!r}") for p in present if glob_match(pattern, p))
     upload = tuple(member(folder, p, str(folder)) for p in present if p in chosen)
+    check_hard_links(folder, upload)
     return UploadPlan(upload, tuple(p for p in present if p not in chosen))

@@ -182,7 +182,7 @@ def publish(
     if not plan.upload:
         raise InputError(f"{folder} holds none of the files push uploads (weights, config, tokenizer, card); "
                          "add files with --include PATTERN")
-    card_note = check_card_before_push(folder, record, skip_card_check=skip_card_check)
+    card_note = check_card_before_push(folder, record, skip_card_check=skip_card_check, files=plan.upload)
     notes = tuple(n for n in (plan.left_out_line(), card_note) if n)
     repo_id, at_revision = split_repo_id(repo_id)
     if at_revision and revision and at_revision != revision:

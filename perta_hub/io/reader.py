@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 import weakref
 from collections.abc import Iterator
 from functools import cached_property
@@ -252,13 +253,47 @@ def check_file_name(folder: Path, name: str, named_in: Path, *, hub: bool = Fals
         raise CheckpointError(f"{named_in} names {name!r}, which is not a plain file name in {folder}; "
                               "refusing to read it (re-download or re-create the folder)")
     path = folder / name
-    if not hub and path.is_symlink():
-        resolved, inside = path.resolve(), folder.resolve()
-        blobs = inside.parent.parent / "blobs" if inside.parent.name == "snapshots" else None
-        if not (resolved.is_relative_to(inside) or (blobs is not None and resolved.is_relative_to(blobs))):
+    if not hub:
+        resolved = outside_link(folder, path)
+        if resolved is not None:
             raise CheckpointError(f"{named_in} names {name!r}, a link to {resolved} outside {folder}; refusing to "
                                   "read it (copy the file into the folder if you trust it)")
     return path
+
+
+_CACHE_REPO = re.compile(r"(?:models|datasets|spaces)--[^/]+")
+_BLOB_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def snapshot_blobs(folder: Path) -> Path | None:
+    """The blob store of the Hugging Face cache repo whose snapshot ``folder`` is, or None.
+
+    ``folder`` (resolved) must be ``<cache>/<models|datasets|spaces>--<org>--<name>/snapshots/<revision>`` and that
+    repo's ``blobs/`` a real folder (not a link) beside ``snapshots/``.
+    """
+    resolved = folder.resolve()
+    snapshots, repo = resolved.parent, resolved.parent.parent
+    if snapshots.name != "snapshots" or not _CACHE_REPO.fullmatch(repo.name):
+        return None
+    blobs = repo / "blobs"
+    return blobs if blobs.is_dir() and not blobs.is_symlink() else None
+
+
+def outside_link(folder: Path, path: Path) -> Path | None:
+    """Where ``path`` (a file of the local ``folder``) really is, when that is outside ``folder``; else None.
+
+    A path is judged by where it resolves (every link along it followed), never by folder names: inside
+    ``folder`` is fine, and so is a blob of the Hub cache repo ``folder`` is a snapshot of (a file directly in
+    that repo's own ``blobs/``, named by its sha1 or sha256, see :func:`snapshot_blobs`); anything else, a
+    blob of another cache repo included, is outside.
+    """
+    resolved, inside = path.resolve(), folder.resolve()
+    if resolved.is_relative_to(inside):
+        return None
+    blobs = snapshot_blobs(folder)
+    if blobs is not None and resolved.parent == blobs and _BLOB_NAME.fullmatch(resolved.name):
+        return None
+    return resolved
 
 
 def _no_weights_message(folder: Path) -> str:

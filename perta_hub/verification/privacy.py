@@ -102,45 +102,66 @@ def check_repos(result: VerifyResult, subject: Subject, derived: list[tuple[str,
             result.add(LEVEL, name, "pass", f"{repo_id} is {detail}")
 
 
-def check_card_scan(result: VerifyResult, subject: Subject, records: list[Record]) -> None:
-    """The card is valid for the Hub and quotes none of the forget data the output and its inputs record."""
-    from perta_hub.cards.render import find_forget_examples, hub_metadata_problems
-    from perta_hub.hub.card_check import forget_texts
+def check_card_scan(result: VerifyResult, subject: Subject) -> None:
+    """The card is valid for the Hub, and neither it nor any other published text file quotes the forget data of
+    the output or of its forget-derived inputs: the rule ``push`` applies
+    (:func:`perta_hub.hub.card_check.scan_folder`), over the files ``push`` would upload (a local folder) or every
+    text file of the repo at the verified commit (downloaded)."""
+    from perta_hub.cards.render import hub_metadata_problems
+    from perta_hub.hub.allowlist import plan_upload
+    from perta_hub.hub.card_check import quote_message, scan_folder
 
     card = subject.folder / "README.md"
-    if not card.is_file():
-        result.add(LEVEL, "card scan", "skipped", "the output has no card (README.md)")
-        return
-    text = card.read_text(encoding="utf-8")
-    problems = hub_metadata_problems(text)
-    if problems:
-        result.add(LEVEL, "card scan", "fail", f"the card is invalid for the Hub: {'; '.join(problems)}")
-        return
-    texts: list[str] = []
-    for record in records:
-        if not record.forget_data_keys:
-            continue
-        found = forget_texts(record)
-        if found.missing:
-            result.add(LEVEL, "card scan", "unverified", f"cannot check the card for forget-set examples: "
-                       f"{found.missing}")
+    if card.is_file():
+        problems = hub_metadata_problems(card.read_text(encoding="utf-8"))
+        if problems:
+            result.add(LEVEL, "card scan", "fail", f"the card is invalid for the Hub: {'; '.join(problems)}")
             return
-        texts += found.texts
-    if not texts:
+    folder = subject.folder
+    try:
+        if subject.is_hub:
+            folder, files = _published_text_files(subject)
+        else:
+            files = plan_upload(folder, subject.record.kind).upload
+    except PertaError as err:
+        result.add(LEVEL, "card scan", "unverified" if subject.is_hub else "fail",
+                   f"cannot {'download the published' if subject.is_hub else 'list the'} text files ({reason(err)})")
+        return
+    scan = scan_folder(folder, subject.record, files)
+    if scan.missing:
+        result.add(LEVEL, "card scan", "unverified", f"cannot check the card for forget-set examples: {scan.missing}")
+    elif not scan.scanned:
+        result.add(LEVEL, "card scan", "skipped", "the output has no card (README.md) or other text file")
+    elif not scan.texts:
         result.add(LEVEL, "card scan", "skipped", "no forget data is recorded by the output or its inputs, so the "
                    "card cannot be scanned for it")
-        return
-    quoted = find_forget_examples(text, texts)
-    if quoted:
-        result.add(LEVEL, "card scan", "fail", f"the card quotes {len(quoted)} forget-set example(s) (first: text "
-                   f"#{quoted[0]} of the forget data); remove them")
+    elif scan.quoted:
+        result.add(LEVEL, "card scan", "fail", f"{quote_message(subject.folder, scan)}; remove them")
     else:
-        result.add(LEVEL, "card scan", "pass", f"the card quotes none of the {len(texts)} forget-set questions and "
-                   "answers")
+        others = len(scan.scanned) - ("README.md" in scan.scanned)
+        what = "the card quotes" if "README.md" in scan.scanned else f"the {others} published text file(s) quote"
+        tail = f" (nor do the {others} other published text file(s))" if "README.md" in scan.scanned else ""
+        result.add(LEVEL, "card scan", "pass", f"{what} none of the {scan.texts} forget-set questions and answers"
+                   + tail)
+
+
+def _published_text_files(subject: Subject) -> tuple[Any, list[str]]:
+    """Download every text file (not a weight file) of the Hub repo at the verified commit: (snapshot, names)."""
+    import glob
+
+    from perta_hub.hub.allowlist import folder_files
+    from perta_hub.hub.card_check import BINARY_SUFFIXES
+    from perta_hub.io import hub_source as hub
+
+    if subject.remote is None:
+        return subject.folder, folder_files(subject.folder)
+    names = sorted(n for n in subject.remote if n != ".gitattributes" and not n.lower().endswith(BINARY_SUFFIXES))
+    folder, _ = hub.download(f"{subject.repo_id}@{subject.revision}", [glob.escape(n) for n in names])
+    return folder, names
 
 
 def check_privacy(result: VerifyResult, subject: Subject) -> None:
     """The privacy level."""
-    derived, records = _forget_derived(result, subject)
+    derived, _ = _forget_derived(result, subject)
     check_repos(result, subject, derived)
-    check_card_scan(result, subject, records)
+    check_card_scan(result, subject)
