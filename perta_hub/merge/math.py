@@ -170,7 +170,7 @@ def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tupl
     # one sum per chunk and alpha, in the result's dtype (fp16 in fp32, where a sum of finite values cannot
     # overflow); a sum that overflows anyway only sends the tensor to the element-wise look below
     sum_dtype = torch.float32 if flat.dtype == torch.float16 else flat.dtype
-    sums = torch.zeros((len(alphas), -(-flat.numel() // CHUNK_ELEMENTS)), dtype=sum_dtype)
+    sums = torch.empty((len(alphas), -(-flat.numel() // CHUNK_ELEMENTS)), dtype=sum_dtype)  # every entry set
     importances_ok = True
     for k, start in enumerate(range(0, flat.numel(), CHUNK_ELEMENTS)):
         stop = min(start + CHUNK_ELEMENTS, flat.numel())
