@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from perta_hub.data.encoding import IGNORE_INDEX
 from perta_hub.errors import DataError, InputError, NonFiniteError
 from perta_hub.runtime.distributed import gather_full, local_shard, lockstep_padding, reduce_sum, world_and_rank
 
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     import torch
 
 METHODS = ("grad", "fisher")
-IGNORE_INDEX = -100
 _BATCH_KEYS = ("input_ids", "attention_mask", "labels")
 
 
