@@ -26,10 +26,11 @@ from typing import Any
 from perta_hub.data.encoding import load_tokenizer
 from perta_hub.errors import DataError, OutputError
 from perta_hub.io.output_folder import refuse_unusable
+from perta_hub.options.training import TrainingOptions
 from perta_hub.records import FinetunedModelRecord, read_record
 from perta_hub.runtime.devices import resolve_device
 from perta_hub.runtime.distributed import SINGLE_CPU_PROCESS_NOTE, single_process_cpu_launch
-from perta_hub.training.options import TrainingOptions, plan_steps, resolve_options
+from perta_hub.training.run import plan_steps
 from perta_hub.training.saving import resolve_save_dtype, save_model
 
 KIND = "finetuned_model"
@@ -112,8 +113,7 @@ class Prepared:
 
 def prepare(model: str | Path, data: str, opts: TrainingOptions, *, max_shard_size: int | str = "5GB",
             allow_pickle: bool = False, echo: Callable[[str], None] | None = None) -> Prepared:
-    """Check the options, open the model and its tokenizer, encode the data and resolve the recipe."""
-    opts.check()
+    """Open the model and its tokenizer, encode the data and resolve the recipe (``opts`` is checked)."""
     from accelerate import PartialState
 
     state = PartialState(cpu=opts.device == "cpu")
@@ -208,7 +208,7 @@ def finetune(
     import torch
 
     start = time.perf_counter()
-    opts = resolve_options(options, overrides)
+    opts = TrainingOptions.resolve(options, overrides)
     out = Path(out_dir).expanduser()
     refuse_unusable(out)
     prep = prepare(model, data, opts, max_shard_size=max_shard_size, allow_pickle=allow_pickle, echo=echo)

@@ -20,10 +20,12 @@ from typing import Any
 
 from perta_hub.errors import DataError, OutputError
 from perta_hub.io.output_folder import refuse_unusable
+from perta_hub.options.training import TrainingOptions, UnlearnTrainingOptions
+from perta_hub.options.unlearn import UNLEARN, UnlearnOptions
 from perta_hub.records import UnlearnedModelRecord, read_record
-from perta_hub.training.options import TrainingOptions, plan_steps
+from perta_hub.training.run import plan_steps
 from perta_hub.training.saving import resolve_save_dtype, save_model
-from perta_hub.unlearning.options import METHOD_NAMES, check_method, resolve_unlearn_options
+from perta_hub.unlearning.methods import METHOD_NAMES, UNLEARN_METHODS
 
 KIND = "unlearned_model"
 
@@ -90,13 +92,13 @@ def unlearn(
     out_dir: str | Path,
     *,
     method: str,
-    retain: str | None = None,
-    gamma: float = 1.0,
-    beta: float = 0.1,
-    retain_weight: float | None = None,
+    retain: str | None = UNLEARN.retain,
+    gamma: float = UNLEARN.gamma,
+    beta: float = UNLEARN.beta,
+    retain_weight: float | None = UNLEARN.retain_weight,
     options: TrainingOptions | None = None,
-    max_shard_size: int | str = "5GB",
-    allow_pickle: bool = False,
+    max_shard_size: int | str = UNLEARN.max_shard_size,
+    allow_pickle: bool = UNLEARN.allow_pickle,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     replace_other_run: bool = False,
@@ -110,9 +112,10 @@ def unlearn(
             optional for ``npo`` (adds the retain NLL), refused for ``ga``.
         out_dir: folder to create (config, tokenizer, ``model-*.safetensors``, ``README.md``,
             ``perta_config.json``); a folder holding this exact run is returned as it is.
-        gamma: weight of the forget term (gd, npo); beta: NPO's beta; retain_weight: weight of the retain NLL
-            (default 1 when ``retain`` is given).
-        options, overrides: the recipe (:class:`~perta_hub.unlearning.options.UnlearnTrainingOptions`; defaults
+        method, gamma, beta, retain_weight: the method (:data:`perta_hub.unlearning.methods.UNLEARN_METHODS`),
+            the weight of its forget term (gd, npo), NPO's beta and the weight of the retain NLL (default 1 when
+            ``retain`` is given); checked as :class:`~perta_hub.options.unlearn.UnlearnOptions`.
+        options, overrides: the recipe (:class:`~perta_hub.options.training.UnlearnTrainingOptions`; defaults
             10 epochs, lr 1e-5, effective batch 32, weight decay 0.01, 1 warmup epoch).
         replace_other_run: delete ``out_dir`` when it holds an earlier perta-hub run with other inputs.
     Returns:
@@ -121,9 +124,10 @@ def unlearn(
     import torch
 
     start = time.perf_counter()
-    opts = resolve_unlearn_options(options, overrides)
-    opts.check()
-    weight = check_method(method, retain, gamma, beta, retain_weight)
+    opts = UnlearnTrainingOptions.resolve(options, overrides)
+    settings = UnlearnOptions.pick(locals())
+    spec = UNLEARN_METHODS[method]
+    weight = settings.retain_weight_in_effect
     out = Path(out_dir).expanduser()
     refuse_unusable(out)
 
@@ -150,9 +154,9 @@ def unlearn(
     train_dtype = opts.train_dtype if opts.train_dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
     save_dtype = resolve_save_dtype(opts.save_dtype, ckpt)
     bf16_autocast = device == "cuda"
-    hyper = {"method": method, "method_name": METHOD_NAMES[method], "gamma": gamma if method != "ga" else None,
-             "beta": beta if method == "npo" else None, "retain_weight": weight,
-             "reference": "the frozen target (MODEL)" if method == "npo" else None,
+    hyper = {"method": method, "method_name": spec.name, "gamma": gamma if "gamma" in spec.weights else None,
+             "beta": beta if "beta" in spec.weights else None, "retain_weight": weight,
+             "reference": "the frozen target (MODEL)" if spec.reference else None,
              "nll": "sum over answer tokens per sequence (NPO), mean over answer tokens (GA, retain)"}
     recipe = {
         "epochs": opts.epochs, "lr": opts.lr, "optimizer": opts.optim, "lr_scheduler": "linear",
@@ -180,7 +184,7 @@ def unlearn(
             shutil.rmtree(out)
     state.wait_for_everyone()
 
-    say(f"unlearn: {METHOD_NAMES[method]} on {model} ({device}, {train_dtype} weights): {plan['total_steps']} steps "
+    say(f"unlearn: {spec.name} on {model} ({device}, {train_dtype} weights): {plan['total_steps']} steps "
         f"of {plan['effective_batch']} forget examples ({opts.batch_size} x {plan['grad_accum']} accumulation x "
         f"{state.num_processes} processes)")
     from perta_hub.runtime.models import load_causal_lm
@@ -189,7 +193,7 @@ def unlearn(
     from perta_hub.unlearning.trainer import ForgetRetainExamples, PairCollator, UnlearnTrainer
 
     def make_trainer(**kwargs: Any) -> Any:
-        ref = load_causal_lm(ckpt.root, str(model), getattr(torch, train_dtype)) if method == "npo" else None
+        ref = load_causal_lm(ckpt.root, str(model), getattr(torch, train_dtype)) if spec.reference else None
         return UnlearnTrainer(method=method, gamma=gamma, beta=beta, retain_weight=weight, ref_model=ref, **kwargs)
 
     with ExitStack() as stack:
