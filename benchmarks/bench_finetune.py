@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def build(folder: Path, size: str) -> Path:
-    from perta_hub.tiny import build_tiny_llama, train_tokenizer
+    from perta_hub.demo.tiny import build_tiny_llama, train_tokenizer
 
     tofu = REPO / "perta_hub" / "resources" / "tofu"
     rows = [r for split in ("forget01", "real_authors", "world_facts") for r in json.loads((tofu / f"{split}.json").read_text())]

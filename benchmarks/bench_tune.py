@@ -67,7 +67,7 @@ def score_folder(a: argparse.Namespace, folder: str, probe: Any = None) -> tuple
     from perta_hub.data.encoding import load_tokenizer
     from perta_hub.evaluation.scoring import load_model
     from perta_hub.io.reader import open_checkpoint
-    from perta_hub.tune.signals import measure, prepare_probe
+    from perta_hub.tuning.signals import measure, prepare_probe
 
     if probe is None:
         probe = prepare_probe(load_tokenizer(open_checkpoint(a.model).root, a.model), a.forget, a.retain,
@@ -81,7 +81,7 @@ def side_naive(a: argparse.Namespace, out: Path, alphas: list[float]) -> dict:
     from perta_hub.data.encoding import load_tokenizer
     from perta_hub.io.reader import open_checkpoint
     from perta_hub.merge.apply import apply
-    from perta_hub.tune.signals import prepare_probe
+    from perta_hub.tuning.signals import prepare_probe
 
     t = time.perf_counter()
     probe = prepare_probe(load_tokenizer(open_checkpoint(a.model).root, a.model), a.forget, a.retain,
@@ -118,7 +118,7 @@ def run_scorer(a: argparse.Namespace, folder: str) -> tuple[float, float]:
 
 def choose(a: argparse.Namespace, scores: dict[float, tuple[float, float]], reference_utility: float) -> float:
     """tune's rule on the naive loop's scores (the alphas in the order the search asked for them)."""
-    from perta_hub.tune.search import search_alpha
+    from perta_hub.tuning.search import search_alpha
 
     result = search_alpha(lambda x: scores[x], grid=sorted(scores), budget=a.budget,
                           reference_utility=reference_utility, max_evals=len(scores))
@@ -170,8 +170,8 @@ def sizes_mb(a: argparse.Namespace) -> dict:
 
 
 def make_tiny(tmp: Path) -> tuple[str, str]:
+    from perta_hub.demo.tiny import build_tiny_llama, train_tokenizer
     from perta_hub.merge.task_vector import task_vector
-    from perta_hub.tiny import build_tiny_llama, train_tokenizer
     from tests.conftest import tofu_rows
 
     rows = tofu_rows("forget01") + tofu_rows("real_authors") + tofu_rows("world_facts")

@@ -36,7 +36,7 @@ SOURCE = Path(__file__).resolve().parents[1]  # the tree measured: this script's
 def run(work: Path, *args: str) -> None:
     """Run ``perta-hub ARGS`` in ``work`` (fixed cwd, so the recorded command and paths are stable)."""
     proc = subprocess.run([sys.executable, "-m", "perta_hub", *args], cwd=work, capture_output=True, text=True,
-                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(SOURCE)})
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(SOURCE), "PYTHONHASHSEED": "0"})
     if proc.returncode != 0:
         sys.exit(f"perta-hub {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
 
@@ -44,6 +44,7 @@ def run(work: Path, *args: str) -> None:
 #: what differs between two runs of the same command: run ids (they hash the inputs' mtimes), content hashes
 #: of folders that hold a run id, and measured times and memory
 VOLATILE = [
+    (re.compile(re.escape(str(SOURCE).encode())), b"<source>"),  # the bundled data's path is the checkout's
     (re.compile(rb'"(\w*run_id)": "[0-9a-f]+"'), rb'"\1": "<run id>"'),
     (re.compile(rb"sha256:[0-9a-f]{64}"), b"sha256:<hash>"),
     (re.compile(rb'"(train_seconds|tokens_per_second|peak_memory_bytes|seconds)": [0-9.e+-]+'), rb'"\1": <measured>'),
@@ -73,7 +74,7 @@ def main() -> None:
     shutil.rmtree(os.environ["PERTA_HUB_CACHE"], ignore_errors=True)
     work.mkdir(parents=True)
 
-    from perta_hub.tiny import build_tiny_llama, train_tokenizer
+    from perta_hub.demo.tiny import build_tiny_llama, train_tokenizer
 
     tofu = Path(__file__).resolve().parents[1] / "perta_hub" / "resources" / "tofu"
     rows = json.loads((tofu / "forget01.json").read_text())

@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.data.loading import BUNDLED_TOFU
-from perta_hub.demo_model import MODEL_DEFAULT, QUESTIONS_PER_AUTHOR, evaluate_cached
-from perta_hub.demo_report import Steps, plot_methods, results_markdown, summarise
+from perta_hub.demo.model import MODEL_DEFAULT, QUESTIONS_PER_AUTHOR, evaluate_cached
+from perta_hub.demo.steps import Steps
+from perta_hub.evaluation.plot import plot_methods
+from perta_hub.evaluation.report import results_markdown, summarise
 from perta_hub.importance.summary import summarise_folder
 from perta_hub.importance.weight_map import compute_weights
 from perta_hub.merge.apply import apply

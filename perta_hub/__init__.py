@@ -51,10 +51,10 @@ _EXPORTS = {
     "save_artifact": "perta_hub.jobs.artifact",
     "task_vector": "perta_hub.merge.task_vector",
     "task_vector_from_data": "perta_hub.training.from_data",
-    "tune": "perta_hub.tune",
+    "tune": "perta_hub.tuning.command",
     "unlearn": "perta_hub.unlearning.command",
     "UnlearnTrainingOptions": "perta_hub.options.training",
-    "verify": "perta_hub.verify",
+    "verify": "perta_hub.verification.api",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

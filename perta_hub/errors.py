@@ -1,20 +1,37 @@
-"""The package's own exception types.
+"""The package's own exception types and the CLI's exit codes (the one definition; docs/index.md#exit-codes).
 
-Every message says what is wrong and what to do; the CLI prints it as one line
-and exits with a non-zero status, never a traceback.
+Every message says what is wrong and what to do; the CLI prints it as one line and exits with
+:attr:`ExitCode.ERROR`, never a traceback.
 """
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit status of every ``perta-hub`` command."""
+
+    #: the command did what it was asked (``verify``: every requested check passed)
+    OK = 0
+    #: an input that cannot be used (a value, path, repo id, data, checkpoint, option combination) or a run that
+    #: failed (Hub, disk full, NaN): one ``Error:`` line. ``verify``: a check FAILED or could not be made
+    ERROR = 1
+    #: the command line could not be parsed (click: unknown command or option, missing argument, a value of the
+    #: wrong type, out of range or not one of the choices); nothing ran
+    USAGE = 2
+    #: reserved for ``verify``: a requested check could not be made (NOT VERIFIED); today that exits 1
+    NOT_VERIFIED = 3
+    #: interrupted (Ctrl-C, SIGINT: 128 + 2); re-running the same command resumes
+    INTERRUPTED = 130
 
 
 class PertaError(Exception):
     """Base class of every error perta-hub raises on purpose."""
 
-    exit_code = 1
+    exit_code = ExitCode.ERROR
 
 
 class InputError(PertaError):
     """A command-line value, a path or a repo id that cannot be used as given."""
-
-    exit_code = 2
 
 
 class CheckpointError(PertaError):

@@ -30,7 +30,7 @@ def tofu_dir() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer() -> Any:
     """A 384-token byte-level BPE tokenizer with a chat template, trained on TOFU forget01."""
-    from perta_hub.tiny import train_tokenizer
+    from perta_hub.demo.tiny import train_tokenizer
 
     rows = tofu_rows("forget01") + tofu_rows("real_authors") + tofu_rows("world_facts")
     return train_tokenizer([r["question"] + " " + r["answer"] for r in rows], vocab_size=384)
@@ -39,7 +39,7 @@ def tokenizer() -> Any:
 @pytest.fixture(scope="session")
 def plain_tokenizer() -> Any:
     """The same kind of tokenizer without a chat template (plain Question/Answer format)."""
-    from perta_hub.tiny import train_tokenizer
+    from perta_hub.demo.tiny import train_tokenizer
 
     rows = tofu_rows("forget01")
     return train_tokenizer([r["question"] + " " + r["answer"] for r in rows], vocab_size=384, chat_template=False)
@@ -51,7 +51,7 @@ def make_model(tmp_path: Path, tokenizer: Any) -> Callable[..., Path]:
 
     Writes a tiny Llama (hidden 32, 2 layers, vocab 384) under tmp_path/name with several shards.
     """
-    from perta_hub.tiny import build_tiny_llama
+    from perta_hub.demo.tiny import build_tiny_llama
 
     def factory(name: str, *, seed: int = 0, dtype: str = "float32", max_shard_size: str | int = "40KB",
                 **overrides: Any) -> Path:

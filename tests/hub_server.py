@@ -13,6 +13,8 @@ what the client's upload, download and info calls need:
 - ``POST /api/{type}s/{repo}/preupload/{rev}`` (``lfs`` for weight-like or binary files, with the remote ``oid``)
 - ``POST /{repo}.git/info/lfs/objects/batch`` (+ ``PUT`` upload URL and ``verify``); objects already stored
   get no upload action, which is what makes an interrupted push resumable
+- ``GET  /api/{type}s/{repo}/lfs-files`` (``list_lfs_files``: every LFS object stored for the repo, committed or
+  only uploaded; one page)
 - ``POST /api/{type}s/{repo}/commit/{rev}`` (NDJSON: header, ``file`` base64, ``lfsFile``, ``deletedFile``,
   ``deletedFolder``; ``create_pr=1`` makes ``refs/pr/N``)
 - ``GET/HEAD /[datasets/]{repo}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag``, ``Content-Length``
@@ -527,6 +529,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._commits(repo_type, repo_id, args[0])
         if method == "POST" and action == "branch" and args:
             return self._create_branch(repo_type, repo_id, "/".join(args), json.loads(body or b"{}"))
+        if method == "GET" and action == "lfs-files" and not args:
+            return self._lfs_files(repo_type, repo_id)
         if method == "POST" and action == "preupload" and len(args) == 1:
             return self._preupload(repo_type, repo_id, args[0], json.loads(body))
         if method == "POST" and action == "commit" and len(args) == 1:
@@ -666,6 +670,18 @@ class _Handler(BaseHTTPRequestHandler):
             objects.append(item)
         return self._json({"transfer": "basic", "objects": objects}, headers={
             "Content-Type": "application/vnd.git-lfs+json"})
+
+    def _lfs_files(self, repo_type: str, repo_id: str) -> int:
+        repo = self._repo(repo_type, repo_id, write=True)
+        with self.hub.lock:
+            named = {e.sha256: p for c in repo.commits.values() for p, e in c.tree.items() if e.lfs}
+            oids = sorted(repo.lfs_objects)
+        items = []
+        for oid in oids:
+            size = self.hub.blob_path(oid).stat().st_size
+            items.append({"fileOid": oid, "oid": git_blob_oid(lfs_pointer(oid, size)), "size": size,
+                          "filename": named.get(oid), "pushedAt": "2025-01-01T00:00:00.000Z", "ref": None})
+        return self._json(items)
 
     def _lfs_put(self, ticket: str, body: bytes) -> int:
         with self.hub.lock:

@@ -12,7 +12,7 @@ from perta_hub.cli import main
 
 @pytest.mark.slow
 def test_demo_with_a_given_model_runs_every_method(tmp_path, make_model, monkeypatch):
-    from perta_hub import demo_model
+    from perta_hub.demo import model as demo_model
 
     tiny = demo_model.ModelDemoConfig(
         retain_authors=1, forget_split="forget01", memorise_epochs=1, memorise_lr=3e-3, forget_epochs=1,

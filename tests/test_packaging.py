@@ -40,3 +40,14 @@ def test_resources_and_metadata_are_declared() -> None:
     assert "LICENSE" in meta["license_files"] and (REPO / "LICENSE").is_file()
     assert config["options"]["python_requires"]
     assert "perta-hub = perta_hub.cli:main" in config["options"]["entry_points"]["console_scripts"]
+
+
+def test_no_public_function_shares_a_name_with_a_subpackage() -> None:
+    """``perta_hub.tune(...)`` and ``perta_hub.verify(...)`` stay functions whatever was imported before: no
+    exported name is also a module of the package (importing ``perta_hub.X.sub`` would rebind ``perta_hub.X``)."""
+    import pkgutil
+
+    import perta_hub
+
+    modules = {m.name for m in pkgutil.iter_modules(perta_hub.__path__)}
+    assert not modules & set(perta_hub._EXPORTS), sorted(modules & set(perta_hub._EXPORTS))

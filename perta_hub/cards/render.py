@@ -4,7 +4,7 @@ Cards state provenance and usage only; they never contain forget-set examples (`
 checks a card against the forget data). The license of the base model is inherited when its card can
 be read locally (a local folder, or the HF cache of a Hub model); unlearned models declare
 ``base_model_relation: merge`` (their weights are arithmetic on the target's, no training).
-``check_card`` applies the Hub's metadata rules offline.
+``hub_metadata_problems`` applies the Hub's metadata rules offline.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def inherited_license(source: dict[str, Any] | None) -> dict[str, str]:
         card_path = Path(cached) if isinstance(cached, str) else None
     if card_path is None or not card_path.is_file():
         return {}
-    from huggingface_hub.repocard import metadata_load
+    from huggingface_hub import metadata_load
 
     try:
         meta = metadata_load(card_path) or {}
@@ -72,9 +72,9 @@ def _datasets(config: dict[str, Any]) -> list[str] | None:
 
 
 def preload() -> None:
-    """Import the card renderer (``huggingface_hub.repocard``, about 0.3 s) ahead of use, e.g. in a
+    """Import the card renderer (``huggingface_hub.ModelCard``, about 0.3 s) ahead of use, e.g. in a
     thread while a merge streams."""
-    import huggingface_hub.repocard  # noqa: F401
+    from huggingface_hub import ModelCard  # noqa: F401
 
 
 def _render(card_data: Any, body: str) -> Any:
@@ -239,7 +239,7 @@ def tune_section(tune: dict[str, Any] | None) -> str:
 HUB_RELATIONS = ("adapter", "merge", "quantized", "finetune")
 
 
-def check_card(card: Any) -> list[str]:
+def hub_metadata_problems(card: Any) -> list[str]:
     """Problems the Hub's card validation would report, checked offline (empty list: valid).
 
     ``card``: a ``ModelCard`` or the text of a ``README.md``. Checks that the YAML header parses,
@@ -248,7 +248,7 @@ def check_card(card: Any) -> list[str]:
     ``library_name``, ``tags`` and ``datasets`` have the types the Hub expects.
     """
     import yaml
-    from huggingface_hub.repocard_data import model_index_to_eval_results
+    from huggingface_hub import ModelCardData
 
     text = card if isinstance(card, str) else str(card)
     match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.DOTALL)
@@ -283,9 +283,10 @@ def check_card(card: Any) -> list[str]:
         problems.append("license: other needs license_name")
     if "model-index" in meta:
         try:
-            model_index_to_eval_results(meta["model-index"])
+            ModelCardData(**{"model-index": meta["model-index"]})
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            problems.append(f"model-index does not parse ({type(err).__name__}: {err})")
+            cause = err.__context__ if isinstance(err, ValueError) and err.__context__ is not None else err
+            problems.append(f"model-index does not parse ({type(cause).__name__}: {cause})")
     return problems
 
 

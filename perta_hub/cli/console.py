@@ -1,8 +1,10 @@
 """What a command prints, and the process-wide settings the CLI (never a library call) turns on.
 
-``-q/--quiet``: no progress bars and no status lines; only the final result lines, warnings and errors.
-``-v/--verbose``: debug logging on the ``perta_hub`` logger, transformers and huggingface_hub at info level.
-Progress bars are drawn only on a terminal (tqdm's ``disable=None``), so a log file holds no bar frames.
+By default: one perta-hub bar per phase on a terminal, and off a terminal progress lines instead (no bar
+frames in a log file; :mod:`perta_hub.runtime.progress`); the libraries' own bars are off.
+``-q/--quiet``: no progress and no status lines; only the final result lines, warnings and errors.
+``-v/--verbose``: debug logging on the ``perta_hub`` logger (devices, dtypes, shard plans, files, timings),
+transformers and huggingface_hub at info level, and the libraries' own progress bars.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Console:
 
     @property
     def progress(self) -> bool:
-        """Progress bars allowed (the library still draws them only on a terminal)."""
+        """Progress reported (a bar on a terminal, lines elsewhere: :mod:`perta_hub.runtime.progress`)."""
         return self.options.progress
 
     def result(self, line: str) -> None:
@@ -51,50 +53,44 @@ class Console:
 
 
 @contextmanager
-def _logger_level(logger: logging.Logger, level: int, handler: logging.Handler | None) -> Iterator[None]:
-    before = logger.level
+def _logger_level(logger: logging.Logger, level: int, handler: logging.Handler) -> Iterator[None]:
+    """``logger`` at ``level`` into ``handler`` only (not propagated: a root handler another library adds, such
+    as a ``basicConfig`` at import, would print every line twice)."""
+    before = logger.level, logger.propagate
     logger.setLevel(level)
-    if handler is not None:
-        logger.addHandler(handler)
+    logger.propagate = False
+    logger.addHandler(handler)
     try:
         yield
     finally:
-        logger.setLevel(before)
-        if handler is not None:
-            logger.removeHandler(handler)
+        logger.setLevel(before[0])
+        logger.propagate = before[1]
+        logger.removeHandler(handler)
 
 
 @contextmanager
-def _hub_verbosity(level: int, bars: bool) -> Iterator[None]:
-    """huggingface_hub's log level and progress bars (also read by transformers and datasets at import)."""
-    import huggingface_hub.utils as hub_utils
-    from huggingface_hub.utils import logging as hub_logging
+def _hub_verbosity(level: int) -> Iterator[None]:
+    """huggingface_hub's log level (also read by transformers and datasets at import)."""
+    from huggingface_hub import logging as hub_logging
 
-    verbosity, disabled = hub_logging.get_verbosity(), hub_utils.are_progress_bars_disabled()
+    verbosity = hub_logging.get_verbosity()
     hub_logging.set_verbosity(level)
-    if not bars:
-        hub_utils.disable_progress_bars()
     try:
         yield
     finally:
         hub_logging.set_verbosity(verbosity)
-        if not bars and not disabled:
-            hub_utils.enable_progress_bars()
 
 
 @contextmanager
-def _transformers_verbosity(level: int, bars: bool) -> Iterator[None]:
-    """transformers' log level and progress bars, without importing it (0.5 s) if the command does not."""
+def _transformers_verbosity(level: int) -> Iterator[None]:
+    """transformers' log level, without importing it (0.5 s) if the command does not."""
     name = logging.getLevelName(level).lower()
-    imported = "transformers" in sys.modules
     saved = None
-    if imported:
+    if "transformers" in sys.modules:
         from transformers.utils import logging as tf_logging
 
-        saved = tf_logging.get_verbosity(), tf_logging.is_progress_bar_enabled()
+        saved = tf_logging.get_verbosity()
         tf_logging.set_verbosity(level)
-        if not bars:
-            tf_logging.disable_progress_bar()
     env_before = os.environ.get("TRANSFORMERS_VERBOSITY")
     os.environ["TRANSFORMERS_VERBOSITY"] = name  # read when transformers configures its logger
     try:
@@ -107,29 +103,33 @@ def _transformers_verbosity(level: int, bars: bool) -> Iterator[None]:
         if "transformers" in sys.modules:
             from transformers.utils import logging as tf_logging
 
-            verbosity, enabled = saved or (logging.WARNING, True)
-            tf_logging.set_verbosity(verbosity)
-            if enabled:
-                tf_logging.enable_progress_bar()
+            tf_logging.set_verbosity(logging.WARNING if saved is None else saved)
 
 
 @contextmanager
 def configured(options: OutputOptions) -> Iterator[Console]:
-    """Apply ``-q``/``-v`` for the length of one command and restore the libraries' settings after."""
+    """Apply ``-q``/``-v`` for the length of one command and restore the libraries' settings after.
+
+    The ``perta_hub`` logger goes to stderr: INFO (the progress lines off a terminal) by default, DEBUG with
+    ``-v``, warnings only with ``-q``. The libraries' own progress bars are off unless ``-v``.
+    """
     from perta_hub.runtime.buffers import tune_allocator
+    from perta_hub.runtime.progress import library_bars
 
     tune_allocator()  # process-wide, once: the CLI owns its process (a library call leaves it alone)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if options.verbose
+                                           else "%(message)s"))
+    level = logging.DEBUG if options.verbose else logging.WARNING if options.quiet else logging.INFO
     with ExitStack() as stack:
+        stack.enter_context(_logger_level(log, level, handler))
+        stack.enter_context(library_bars(options.verbose))
         if options.verbose:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-            stack.enter_context(_logger_level(log, logging.DEBUG, handler))
-            stack.enter_context(_hub_verbosity(logging.INFO, bars=True))
-            stack.enter_context(_transformers_verbosity(logging.INFO, bars=True))
+            stack.enter_context(_hub_verbosity(logging.INFO))
+            stack.enter_context(_transformers_verbosity(logging.INFO))
         elif options.quiet:
-            stack.enter_context(_logger_level(log, logging.WARNING, None))
-            stack.enter_context(_hub_verbosity(logging.ERROR, bars=False))
-            stack.enter_context(_transformers_verbosity(logging.ERROR, bars=False))
+            stack.enter_context(_hub_verbosity(logging.ERROR))
+            stack.enter_context(_transformers_verbosity(logging.ERROR))
         from perta_hub.runtime.invocation import current_command
 
         log.debug("running %s", current_command())

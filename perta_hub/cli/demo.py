@@ -19,7 +19,7 @@ def demo_command(options: DemoOptions, console: Console) -> None:
     PerTA with GradAscent, GradDiff and NPO in one table and plot (docs/results.md).
     """
     from perta_hub.demo import run_demo
-    from perta_hub.demo_report import results_markdown
+    from perta_hub.evaluation.report import results_markdown
 
     if console.options.quiet:  # only the final table
         summary = run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model,

@@ -17,13 +17,14 @@ import click
 from perta_hub._version import __version__
 from perta_hub.cli.bind import option_kwargs
 from perta_hub.cli.console import configured
-from perta_hub.errors import PertaError
+from perta_hub.errors import ExitCode, PertaError
 from perta_hub.options.common import OutputOptions
 from perta_hub.runtime.invocation import invoked_as
 
 
 class _Group(click.Group):
-    """A click group that records its command line and turns known failures into one line and an exit status."""
+    """A click group that records its command line and turns known failures into one line and an exit status
+    (:class:`perta_hub.errors.ExitCode`; click's own usage errors exit with ``ExitCode.USAGE``)."""
 
     def main(self, args: Sequence[str] | None = None, *pos: Any, **kwargs: Any) -> Any:
         args = list(sys.argv[1:] if args is None else args)
@@ -38,7 +39,7 @@ class _Group(click.Group):
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted: re-run the same command to resume; complete shards are kept.", err=True)
-            sys.exit(130)
+            sys.exit(ExitCode.INTERRUPTED)
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 click.echo(
@@ -46,7 +47,7 @@ class _Group(click.Group):
                     "the same command: complete shards are kept, partial ones are discarded.",
                     err=True,
                 )
-                sys.exit(1)
+                sys.exit(ExitCode.ERROR)
             raise
 
 

@@ -25,8 +25,8 @@ def tune_command(model: str, options: TuneOptions, push_options: PushOptions, co
     model is written, byte-identical to `apply` with that alpha, with the search in perta_config.json (tune)
     and in the card (table and tune.png).
     """
-    from perta_hub.tune import tune
-    from perta_hub.tune.report import PLOT_NAME
+    from perta_hub.tuning.command import tune
+    from perta_hub.tuning.report import PLOT_NAME
 
     o = options
     push_options.check_outputs(max(1, len(o.weights)))

@@ -9,6 +9,7 @@ import click
 from perta_hub.cli.bind import bind
 from perta_hub.cli.console import Console
 from perta_hub.cli.main import command
+from perta_hub.errors import ExitCode
 from perta_hub.options.verify import VerifyOptions
 
 
@@ -21,7 +22,7 @@ def verify_command(model: str, options: VerifyOptions, console: Console) -> None
     Prints one line per check (PASS, FAIL, NOT CHECKED with the reason, NOT VERIFIED when a requested check
     could not be made) and exits 0 only when every requested check passed.
     """
-    from perta_hub.verify import verify
+    from perta_hub.verification import verify
 
     o = options
     result = verify(model, recompute=o.recompute, sample=o.sample, seed=o.seed, privacy_level=o.privacy,
@@ -31,4 +32,4 @@ def verify_command(model: str, options: VerifyOptions, console: Console) -> None
     if o.report:
         console.status(f"audit record written to {o.report}")
     if not result.ok:
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)  # a FAIL or a NOT VERIFIED (ExitCode.NOT_VERIFIED is reserved for the latter)

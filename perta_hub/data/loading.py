@@ -75,8 +75,18 @@ def _find_config_file(folder: Path, config: str, spec: str) -> Path:
     )
 
 
-def _load_local(path: Path, split: str | None) -> Any:
+def _datasets() -> Any:
+    """The ``datasets`` module, its progress bars set as the running command chose (off unless ``-v``)."""
     import datasets
+
+    from perta_hub.runtime.progress import sync_datasets_bars
+
+    sync_datasets_bars()
+    return datasets
+
+
+def _load_local(path: Path, split: str | None) -> Any:
+    datasets = _datasets()
 
     if not path.is_file():
         raise DataError(f"data file {path} does not exist; check the path")
@@ -93,7 +103,7 @@ def _load_local(path: Path, split: str | None) -> Any:
 
 
 def _load_hub(repo: str, config: str | None, split: str | None, spec: str) -> Any:
-    import datasets
+    datasets = _datasets()
 
     repo_id, _, revision = repo.partition("@")
     try:

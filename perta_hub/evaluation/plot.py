@@ -1,4 +1,5 @@
-"""The sweep plot: forget quality (log scale) against model utility, one line per method, labels placed apart."""
+"""The sweep plots: forget quality (log scale) against model utility, one line per method, labels placed apart
+(:func:`plot_sweep` from evaluation results, :func:`plot_methods` from a demo's summary rows)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,63 @@ def plot_sweep(results: Sequence[dict[str, Any]], path: str | Path, *, title: st
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, buf.getvalue())
     return out
+
+
+def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: forgetting vs utility") -> Path:
+    """Forget quality (log) against model utility: one curve per method (ordered by alpha, or by setting for
+    the gradient methods), the target as a star, the retain model (the forget-quality reference, so it has
+    none) as a vertical line at its utility. Point labels (alpha or setting) are placed so that none overlaps
+    another label or a point (:func:`perta_hub.evaluation.plot.place_labels`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.2, 5.4), dpi=120)
+    floor = 1e-300
+    markers = {"tv": "o", "perta-grad": "s", "perta-fisher": "^", "perta-fisher-p2": "<", "ga": "v", "gd": "D",
+               "npo": "P"}
+    others = sorted({str(r["method"]) for r in summary["rows"]} - set(markers) - {"target", "retain"}
+                    - {m for m in (str(r["method"]) for r in summary["rows"]) if m.startswith("tune")})
+    markers.update({m: ">hp*d"[i % 5] for i, m in enumerate(others)})  # e.g. the follow-ups' variants
+    labels: list[tuple[float, float, str]] = []
+    methods = [m for m in markers if any(r["method"] == m for r in summary["rows"])]
+    for method in methods:
+        mine = sorted((r for r in summary["rows"] if r["method"] == method), key=_order)
+        xs = [r["model_utility"] for r in mine]
+        ys = [max(r["forget_quality"] or floor, floor) for r in mine]
+        ax.plot(xs, ys, marker=markers[method], label=method)
+        labels += [(x, y, f"{r['alpha']:g}" if r.get("alpha") is not None
+                    else str(r.get("setting") or "").replace("lr=", "").replace(",ep=", "/"))
+                   for r, x, y in zip(mine, xs, ys, strict=True)]
+    for r in (r for r in summary["rows"] if str(r["method"]).startswith("tune")):  # alphas chosen by tune
+        ax.scatter([r["model_utility"]], [max(r["forget_quality"] or floor, floor)], marker="X", s=80, zorder=3,
+                   label=f"{r['method']} (chosen alpha {r['alpha']:g})")
+    for r in (r for r in summary["rows"] if r["method"] == "target"):
+        ax.scatter([r["model_utility"]], [max(r["forget_quality"] or floor, floor)], marker="*", s=110,
+                   color="black", label="target", zorder=3)
+    if summary.get("target_model_utility"):
+        ax.axvline(0.95 * summary["target_model_utility"], color="black", linestyle=":", linewidth=1,
+                   label="0.95 x target's utility")
+    for r in (r for r in summary["rows"] if r["method"] == "retain"):  # the reference: no forget quality
+        ax.axvline(r["model_utility"], color="gray", linestyle="--", linewidth=1, label="retain model's utility")
+    ax.set_yscale("log")
+    ax.set_xlabel("model utility")
+    ax.set_ylabel("forget quality (KS p-value, log)")
+    ax.set_title(title + (" (labels: alpha; lr/epochs)" if any(r.get("setting") for r in summary["rows"])
+                          else " (labels: alpha)"))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    place_labels(ax, labels, fontsize=7)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _order(row: dict[str, Any]) -> tuple[float, str]:
+    """A summary row's place on its curve: by alpha, or by the ``lr=..,ep=..`` setting."""
+    return (row["alpha"] if row.get("alpha") is not None else 0.0, str(row.get("setting") or ""))
 
 
 def place_labels(ax: Any, labels: Sequence[tuple[float, float, str]], *, fontsize: float = 7) -> list[Any]:

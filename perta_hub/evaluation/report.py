@@ -1,8 +1,10 @@
-"""Presenting TOFU results: the terminal table and model-card ``model-index`` entries."""
+"""Presenting TOFU results: the terminal table, model-card ``model-index`` entries, and a sweep's summary (rows
+per model, the best settings within the utility budget) as markdown (``perta-hub demo``'s ``results.md``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +44,12 @@ CARD_METRICS = (
 )
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, digits: int = 4, small: int = 4) -> str:
+    """A table cell: None as n/a, a float with ``digits`` decimals (``small`` significant digits below 1e-3)."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+        return f"{value:.{small}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
     return str(value)
 
 
@@ -78,6 +81,78 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
                            for label, part in zip(labels, parts, strict=True)])
     notes = {res["forget_quality"].get("message") for res in results if res["forget_quality"].get("message")}
     return "\n".join(lines + sorted(notes))
+
+
+def _summary_row(result: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    meta = result["meta"]
+    method = names.get(str(meta["model"])) or meta.get("method") or Path(meta["model"]).name
+    fq = result["forget_quality"]
+    return {
+        "model": meta["model"], "method": method, "alpha": meta.get("alpha"), "setting": meta.get("setting"),
+        "step_norm": meta.get("step_norm"),
+        "forget_quality": fq["agg_value"], "log10_forget_quality": fq.get("log10"),
+        "model_utility": result["model_utility"]["agg_value"],
+        "forget_extraction_strength": result["extraction_strength"]["agg_value"],
+        "retain_extraction_strength": result["retain_extraction_strength"]["agg_value"],
+        "forget_rouge": result["forget_Q_A_ROUGE"]["agg_value"],
+        "retain_rouge": result["retain_Q_A_ROUGE"]["agg_value"],
+    }
+
+
+def summarise(results: list[dict[str, Any]], cfg: Any, names: dict[str, str],
+              methods: tuple[str, ...] = ("tv", "perta-grad", "perta-fisher")) -> dict[str, Any]:
+    """Rows per model, and per method the best setting by forget quality and at utility >= 0.95 x target's.
+
+    ``names`` maps a model path to its row name (``target``, ``retain``); others are named by method.
+    """
+    rows = [_summary_row(r, names) for r in results]
+    target_mu = next(r["model_utility"] for r in rows if r["method"] == "target")
+    best: dict[str, Any] = {}
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        by_fq = max(mine, key=lambda r: r["forget_quality"] or 0.0)
+        kept = [r for r in mine if r["model_utility"] >= 0.95 * target_mu]
+        by_fq_kept = max(kept, key=lambda r: r["forget_quality"] or 0.0) if kept else None
+        best[method] = {"best_forget_quality": by_fq,
+                        "best_forget_quality_at_utility_95pct": by_fq_kept}
+    return {"config": asdict(cfg), "rows": rows, "best": best, "target_model_utility": target_mu}
+
+
+def _md(value: Any, digits: int = 4) -> str:
+    """A cell of :func:`results_markdown`: as :func:`_fmt`, 3 significant digits below 1e-3."""
+    return _fmt(value, digits, small=3)
+
+
+def results_markdown(summary: dict[str, Any]) -> str:
+    """The results table (markdown) and the best alphas."""
+    steps = any(r.get("step_norm") is not None for r in summary["rows"])
+    head = ("| method | alpha / setting | " + ("step ‖αw⊙τ‖/‖τ‖ | " if steps else "")
+            + "forget quality | log10 FQ | model utility | ES forget | ES retain | ROUGE forget | ROUGE retain |\n"
+            + "|---" * (10 if steps else 9) + "|\n")
+    body = "".join(
+        f"| {r['method']} | {_setting(r)} | " + (f"{_md(r.get('step_norm'), 2)} | " if steps else "")
+        + f"{_md(r['forget_quality'])} | {_md(r['log10_forget_quality'], 2)} "
+        f"| {_md(r['model_utility'])} | {_md(r['forget_extraction_strength'])} "
+        f"| {_md(r['retain_extraction_strength'])} | {_md(r['forget_rouge'])} | {_md(r['retain_rouge'])} |\n"
+        for r in summary["rows"])
+    lines = ["", f"Target model utility: {_md(summary['target_model_utility'])}", ""]
+    for method, best in summary["best"].items():
+        a = best["best_forget_quality"]
+        b = best["best_forget_quality_at_utility_95pct"]
+        lines.append(f"- {method}: best forget quality at {_setting(a, True)} (FQ {_md(a['forget_quality'])}, "
+                     f"MU {_md(a['model_utility'])}); at MU >= 0.95 x target: "
+                     + (f"{_setting(b, True)} (FQ {_md(b['forget_quality'])}, MU {_md(b['model_utility'])})"
+                        if b else "no setting keeps that much utility"))
+    return head + body + "\n".join(lines) + "\n"
+
+
+def _setting(row: dict[str, Any], named: bool = False) -> str:
+    """``alpha`` of a task-arithmetic row, the ``lr=..,ep=..`` setting of a gradient one, else n/a."""
+    if row.get("alpha") is not None:
+        return f"alpha {_md(row['alpha'])}" if named else _md(row["alpha"])
+    return str(row.get("setting") or "n/a")
 
 
 def eval_results(results: dict[str, Any]) -> list[Any]:

@@ -123,33 +123,41 @@ def score(
         one :class:`Scored` per example, in order. Cross-entropy is computed in float32 from the
         logits of the labelled positions only.
     """
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
+    from perta_hub.runtime.progress import Progress
 
     results: list[Scored] = []
-    for start, stop in tqdm(_batches(len(examples), batch_size, groups), desc=desc, disable=None if progress else True,
-                            leave=False):
-        chunk = list(examples[start:stop])
-        batch = collate(chunk, lm.pad_token_id, padding_side="right")
-        with torch.inference_mode():
-            logits = lm.model(
-                input_ids=batch["input_ids"].to(lm.device), attention_mask=batch["attention_mask"].to(lm.device)
-            ).logits
-        labels = batch["labels"].to(lm.device)
-        for b in range(len(chunk)):
-            target = labels[b, 1:]
-            positions = (target != IGNORE_INDEX).nonzero(as_tuple=True)[0]
-            n = int(positions.numel())
-            if n == 0:
-                raise InputError(f"example {start + b} has no answer tokens to score")
-            row_logits = logits[b, positions].float()  # [n, vocab]: logits predicting the labels
-            gold = target[positions]
-            nll = F.cross_entropy(row_logits, gold, reduction="sum").item() / n
-            preds = row_logits.argmax(dim=-1)[:-1].tolist()  # without the final (EOS) label
-            es = extraction_strength(preds, gold[:-1].tolist())
-            results.append(Scored(avg_nll=nll, num_tokens=n, extraction_strength=es))
-        del logits
+    with Progress(desc, len(examples), unit="ex", enabled=progress, leave=False) as bar:
+        for start, stop in _batches(len(examples), batch_size, groups):
+            results.extend(_score_batch(lm, examples, start, stop))
+            bar.update(stop - start)
+    return results
+
+
+def _score_batch(lm: LoadedModel, examples: Sequence[EncodedQA], start: int, stop: int) -> list[Scored]:
+    """The :class:`Scored` of ``examples[start:stop]``, one forward pass."""
+    import torch
+    import torch.nn.functional as F
+
+    results: list[Scored] = []
+    chunk = list(examples[start:stop])
+    batch = collate(chunk, lm.pad_token_id, padding_side="right")
+    with torch.inference_mode():
+        logits = lm.model(
+            input_ids=batch["input_ids"].to(lm.device), attention_mask=batch["attention_mask"].to(lm.device)
+        ).logits
+    labels = batch["labels"].to(lm.device)
+    for b in range(len(chunk)):
+        target = labels[b, 1:]
+        positions = (target != IGNORE_INDEX).nonzero(as_tuple=True)[0]
+        n = int(positions.numel())
+        if n == 0:
+            raise InputError(f"example {start + b} has no answer tokens to score")
+        row_logits = logits[b, positions].float()  # [n, vocab]: logits predicting the labels
+        gold = target[positions]
+        nll = F.cross_entropy(row_logits, gold, reduction="sum").item() / n
+        preds = row_logits.argmax(dim=-1)[:-1].tolist()  # without the final (EOS) label
+        es = extraction_strength(preds, gold[:-1].tolist())
+        results.append(Scored(avg_nll=nll, num_tokens=n, extraction_strength=es))
     return results
 
 
@@ -186,8 +194,9 @@ def generate(
         ``skip_special_tokens=True`` and stripped.
     """
     import torch
-    from tqdm.auto import tqdm
     from transformers import GenerationConfig
+
+    from perta_hub.runtime.progress import Progress
 
     stop = lm.stop_token_ids
     config = GenerationConfig(
@@ -195,18 +204,20 @@ def generate(
         pad_token_id=lm.pad_token_id, eos_token_id=stop or None,
     )
     texts: list[str] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=None if progress else True, leave=False):
-        chunk = [list(p) for p in prompts[start:start + batch_size]]
-        batch = collate(chunk, lm.pad_token_id, padding_side="left")
-        with torch.inference_mode():
-            out = lm.model.generate(
-                input_ids=batch["input_ids"].to(lm.device),
-                attention_mask=batch["attention_mask"].to(lm.device),
-                generation_config=config,
-            )
-        new = out[:, batch["input_ids"].shape[1]:].tolist()
-        for ids in new:
-            cut = next((i for i, t in enumerate(ids) if t in stop), len(ids))
-            text = lm.tokenizer.decode(ids[:cut], skip_special_tokens=True)
-            texts.append(text.strip())
+    with Progress(desc, len(prompts), unit="ex", enabled=progress, leave=False) as bar:
+        for start in range(0, len(prompts), batch_size):
+            chunk = [list(p) for p in prompts[start:start + batch_size]]
+            batch = collate(chunk, lm.pad_token_id, padding_side="left")
+            with torch.inference_mode():
+                out = lm.model.generate(
+                    input_ids=batch["input_ids"].to(lm.device),
+                    attention_mask=batch["attention_mask"].to(lm.device),
+                    generation_config=config,
+                )
+            new = out[:, batch["input_ids"].shape[1]:].tolist()
+            for ids in new:
+                cut = next((i for i, t in enumerate(ids) if t in stop), len(ids))
+                text = lm.tokenizer.decode(ids[:cut], skip_special_tokens=True)
+                texts.append(text.strip())
+            bar.update(len(chunk))
     return texts

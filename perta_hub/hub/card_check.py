@@ -32,7 +32,7 @@ class ForgetTexts:
     missing: str | None = None
 
 
-def check_card(folder: Path, kind: str | None, *, skip_card_check: bool = False) -> str | None:
+def check_card_before_push(folder: Path, kind: str | None, *, skip_card_check: bool = False) -> str | None:
     """Refuse a card the Hub would reject, or one that quotes forget-set examples.
 
     Returns:
@@ -41,14 +41,13 @@ def check_card(folder: Path, kind: str | None, *, skip_card_check: bool = False)
         InputError: an invalid card; a card quoting the forget data; the forget data of a forget-derived
             artifact unreadable (moved, changed, not offline) and ``skip_card_check`` not given.
     """
-    from perta_hub.cards.render import check_card as card_problems
-    from perta_hub.cards.render import find_forget_examples
+    from perta_hub.cards.render import find_forget_examples, hub_metadata_problems
 
     card = folder / "README.md"
     if not card.is_file():
         return None
     text = card.read_text(encoding="utf-8")
-    problems = card_problems(text)
+    problems = hub_metadata_problems(text)
     if problems:
         raise InputError(f"the card {card} is invalid: {'; '.join(problems)}; fix it, then push")
     forget = forget_texts(folder, kind)

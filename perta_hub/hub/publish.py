@@ -18,10 +18,11 @@ from typing import Any
 
 from perta_hub.errors import HubError, InputError
 from perta_hub.hub.allowlist import plan_upload
-from perta_hub.hub.card_check import check_card
+from perta_hub.hub.card_check import check_card_before_push
 from perta_hub.io.hub_source import _hub_errors, split_repo_id
 from perta_hub.io.reader import index_files
 from perta_hub.options.push import PUBLISH
+from perta_hub.runtime.progress import phase
 
 CONFIG_NAME = "perta_config.json"
 #: kinds in ``perta_config.json`` derived from the forget data: their repos are private unless ``--public``
@@ -174,8 +175,7 @@ def publish(
             without ``skip_card_check``.
         HubError: no or rejected token, no write access, missing repo or revision, network down, Hub errors.
     """
-    from huggingface_hub import HfApi
-    from huggingface_hub.utils import get_token
+    from huggingface_hub import HfApi, get_token
 
     folder = Path(folder).expanduser()
     _check_folder(folder)
@@ -184,7 +184,7 @@ def publish(
     if not plan.upload:
         raise InputError(f"{folder} holds none of the files push uploads (weights, config, tokenizer, card); "
                          "add files with --include PATTERN")
-    card_note = check_card(folder, kind, skip_card_check=skip_card_check)
+    card_note = check_card_before_push(folder, kind, skip_card_check=skip_card_check)
     notes = tuple(n for n in (plan.left_out_line(), card_note) if n)
     repo_id, at_revision = split_repo_id(repo_id)
     if at_revision and revision and at_revision != revision:
@@ -213,12 +213,14 @@ def publish(
         if branch != "main" and not branch.startswith("refs/pr/"):
             api.create_branch(repo_id, branch=branch, exist_ok=True)
         head_before = api.repo_info(repo_id, revision=branch).sha
-        commit = api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), commit_message=message,
-            commit_description=_command_of(folder), revision=None if create_pr else branch, create_pr=create_pr,
-            allow_patterns=[glob.escape(name) for name in plan.upload], ignore_patterns=IGNORE_PATTERNS,
-            delete_patterns=STALE_PATTERNS,
-        )
+        size = sum((folder / name).stat().st_size for name in plan.upload)
+        with phase(f"upload to {repo_id} ({len(plan.upload)} files, {size:,} bytes)"):
+            commit = api.upload_folder(
+                repo_id=repo_id, folder_path=str(folder), commit_message=message,
+                commit_description=_command_of(folder), revision=None if create_pr else branch, create_pr=create_pr,
+                allow_patterns=[glob.escape(name) for name in plan.upload], ignore_patterns=IGNORE_PATTERNS,
+                delete_patterns=STALE_PATTERNS,
+            )
         pr_url = getattr(commit, "pr_url", None)
         target = getattr(commit, "pr_revision", None) or branch
         changed = commit.oid != head_before or bool(pr_url)

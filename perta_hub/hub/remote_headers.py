@@ -73,8 +73,8 @@ def fetch_small(repo: RemoteRepo, patterns: list[str], dest: Path) -> Path:
 
 def read_range(repo: RemoteRepo, filename: str, start: int, end: int) -> bytes:
     """Bytes ``[start, end)`` of a file of ``repo`` (one HTTP range request)."""
-    from huggingface_hub import get_session
-    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+    from huggingface_hub import get_session, hf_raise_for_status
+    from huggingface_hub.utils import build_hf_headers
 
     headers = {**build_hf_headers(), "Range": f"bytes={start}-{end - 1}"}
     with _hub_errors(repo.repo_id, repo.revision, "reading"):

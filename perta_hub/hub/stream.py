@@ -17,15 +17,18 @@
    second small commit records that commit's sha in ``perta_config.json`` and the card.
 
 Resume: ``.perta-stream.json`` in the staging folder (beside the output, kept until the commit) lists the shards whose upload the server confirmed; a
-re-run asks the server (LFS batch) whether it still holds them and neither recomputes nor uploads those.
+re-run asks the server (``list_lfs_files``) whether it still holds them, neither recomputes nor uploads those, and
+commits them by sha256 (:func:`uploaded_op`).
 Nothing is committed before every shard is uploaded, so the repo never holds a partial output.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import fnmatch
+import io
 import json
 import queue
 import shutil
@@ -118,6 +121,7 @@ class _Pipeline:
         self.finished_count = 0  # output shards written (their inputs deleted)
         self.slots = threading.Semaphore(OUTPUT_SLOTS)
         self.uploads: queue.Queue = queue.Queue()
+        self.ops: dict[str, Any] = {}  # shard name -> its pre-uploaded CommitOperationAdd (file deleted)
         self.error: BaseException | None = None
         self.stop = threading.Event()
         self.stats = {"download_bytes": 0, "download_s": 0.0, "upload_bytes": 0, "upload_s": 0.0}
@@ -200,8 +204,8 @@ class _Pipeline:
         self.uploads.put((path, digest))
 
     def _upload(self) -> None:
+        """Pre-upload each finished shard (``preupload_lfs_files``), keep its operation for the commit, delete it."""
         from huggingface_hub import CommitOperationAdd
-        from huggingface_hub.lfs import UploadInfo
 
         for _ in self.todo:
             while True:
@@ -213,15 +217,19 @@ class _Pipeline:
             size = path.stat().st_size
             with path.open("rb") as fh:
                 sample = fh.read(512)
-            op = CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=b"")
-            op.path_or_fileobj = str(path)
-            op.upload_info = UploadInfo(size=size, sample=sample, sha256=bytes.fromhex(digest))
+            op = CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path))
+            op.upload_info.sha256 = bytes.fromhex(digest)  # hashed while written: not read again for it
             start = time.perf_counter()
             with _hub_errors(self.repo_id, self.branch, "pushing to"):
                 self.api.preupload_lfs_files(self.repo_id, [op], revision=self.branch)
+            if op.path_or_fileobj != b"":  # the client frees the operations it uploaded, and only those
+                raise HubError(f"{self.repo_id} does not store {path.name} in LFS (see its .gitattributes), which "
+                               "--stream needs; run apply, then push")
             self.stats["upload_s"] += time.perf_counter() - start
             self.stats["upload_bytes"] += size
-            self.state["uploaded"][path.name] = {"sha256": digest, "size": size}
+            self.ops[path.name] = op
+            self.state["uploaded"][path.name] = {"sha256": digest, "size": size,
+                                                 "sample": base64.b64encode(sample).decode()}
             write_atomic(self.state_path, json.dumps(self.state, indent=2) + "\n")
             path.unlink()
             self.slots.release()
@@ -268,16 +276,64 @@ class _Digests(dict):
 
 
 def _confirmed(api: Any, repo_id: str, uploaded: dict[str, dict[str, Any]]) -> set[str]:
-    """The shards of ``uploaded`` whose content the server holds (LFS batch: no upload action needed)."""
-    from huggingface_hub.lfs import UploadInfo, post_lfs_batch_info
-
+    """The shards of ``uploaded`` whose content the server holds (``list_lfs_files``: sha256 and size)."""
     if not uploaded:
         return set()
-    infos = [UploadInfo(size=int(v["size"]), sample=b"", sha256=bytes.fromhex(v["sha256"])) for v in uploaded.values()]
-    actions, errors, _ = post_lfs_batch_info(infos, api.token, "model", repo_id, endpoint=api.endpoint,
-                                             headers=api._build_hf_headers())
-    missing = {a["oid"] for a in actions if a.get("actions")} | {e["oid"] for e in errors}
-    return {name for name, v in uploaded.items() if v["sha256"] not in missing}
+    held = {(f.file_oid, int(f.size)) for f in api.list_lfs_files(repo_id)}
+    return {name for name, v in uploaded.items() if (v["sha256"], int(v["size"])) in held}
+
+
+class ShardGone(HubError):
+    """A shard an interrupted run uploaded is not on the Hub any more (its bytes were asked for)."""
+
+
+class _Withheld(io.BufferedIOBase):
+    """Stands in for a shard uploaded by an interrupted run, deleted since: its first bytes, for
+    ``CommitOperationAdd`` to read once; sealed, any read raises :class:`ShardGone`, so a commit can never send
+    these bytes in place of the shard."""
+
+    def __init__(self, name: str, sample: bytes) -> None:
+        super().__init__()
+        self.name, self.sample, self.pos, self.sealed = name, sample, 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.pos = max(0, offset + (0, self.pos, len(self.sample))[whence])
+        return self.pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.sealed:
+            raise ShardGone(f"{self.name}, uploaded by an interrupted run, is no longer on the Hub; delete the output "
+                            "folder and its staging folder (.<name>.perta-inputs beside it), then re-run the same "
+                            "command")
+        end = len(self.sample) if size is None or size < 0 else self.pos + size
+        data = self.sample[self.pos:end]
+        self.pos += len(data)
+        return data
+
+    read1 = read
+
+
+def uploaded_op(name: str, info: dict[str, Any]) -> Any:
+    """A ``CommitOperationAdd`` of a shard an earlier run pre-uploaded (``info``: its sha256, size and first
+    bytes), whose file is gone. The public API cannot add a file by sha256 alone: the operation is made from a
+    :class:`_Withheld` stand-in and its ``upload_info`` given the shard's size and sha256 (docs/hub.md)."""
+    from huggingface_hub import CommitOperationAdd
+
+    stand_in = _Withheld(name, base64.b64decode(info.get("sample", "")))
+    op = CommitOperationAdd(path_in_repo=name, path_or_fileobj=stand_in)
+    op.upload_info.size = int(info["size"])
+    op.upload_info.sha256 = bytes.fromhex(info["sha256"])
+    stand_in.sealed = True
+    return op
 
 
 def stream_apply(job: RemoteMergeJob, plan: MergePlan, repo: str, *, private: bool | None, revision: str | None,
@@ -287,8 +343,7 @@ def stream_apply(job: RemoteMergeJob, plan: MergePlan, repo: str, *, private: bo
     Returns:
         the :class:`~perta_hub.hub.publish.PushResult` of the commit.
     """
-    from huggingface_hub import HfApi
-    from huggingface_hub.utils import get_token
+    from huggingface_hub import HfApi, get_token
 
     from perta_hub.hub.publish import resolve_private
 
@@ -321,9 +376,8 @@ def stream_apply(job: RemoteMergeJob, plan: MergePlan, repo: str, *, private: bo
             return _already_pushed(api, out.path, repo_id, branch, url)
         done = _confirmed(api, repo_id, state["uploaded"])
         state["uploaded"] = {k: v for k, v in state["uploaded"].items() if k in done}
-        if pending:
-            _merge_and_upload(job, plan, api, repo_id, branch, out, state, done, progress)
-    result = _commit(plan, api, repo_id, branch, out.path, state, commit_message, url)
+        ops = _merge_and_upload(job, plan, api, repo_id, branch, out, state, done, progress) if pending else {}
+    result = _commit(plan, api, repo_id, branch, out.path, state, ops, commit_message, url)
     shutil.rmtree(job.staging, ignore_errors=True)
     return result
 
@@ -341,7 +395,8 @@ def _already_pushed(api: Any, folder: Path, repo_id: str, branch: str, url: str)
 
 
 def _merge_and_upload(job: RemoteMergeJob, plan: MergePlan, api: Any, repo_id: str, branch: str, out: OutputFolder,
-                      state: dict[str, Any], done: set[str], progress: bool) -> None:
+                      state: dict[str, Any], done: set[str], progress: bool) -> dict[str, Any]:
+    """Merge and pre-upload the shards not in ``done``; returns their pre-uploaded operations by name."""
     folder = out.path
     job.staging.mkdir(parents=True, exist_ok=True)
     write_atomic(job.staging / STATE, json.dumps(state, indent=2) + "\n")
@@ -373,13 +428,14 @@ def _merge_and_upload(job: RemoteMergeJob, plan: MergePlan, api: Any, repo_id: s
     out.finish(record, card)  # hashes the files on disk; the uploaded shards are no longer there:
     write_atomic(folder / CONFIG_NAME, record.to_json())  # the record lists them too (hashed while written)
     job.close()
+    return pipeline.ops
 
 
 def _commit(plan: MergePlan, api: Any, repo_id: str, branch: str, folder: Path, state: dict[str, Any],
-            commit_message: str | None, url: str) -> Any:
-    """One commit of every shard (pre-uploaded), the index, side files, card and record; then the record commit."""
+            ops_by_name: dict[str, Any], commit_message: str | None, url: str) -> Any:
+    """One commit of every shard (pre-uploaded: ``ops_by_name`` by this run, :func:`uploaded_op` by an earlier
+    one), the index, side files, card and record; then the record commit."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-    from huggingface_hub.lfs import UploadInfo
 
     from perta_hub.hub.allowlist import plan_upload
     from perta_hub.hub.publish import (
@@ -399,12 +455,10 @@ def _commit(plan: MergePlan, api: Any, repo_id: str, branch: str, folder: Path, 
     upload = tuple(sorted(set(plan_upload(folder, folder_kind(folder)).upload) | set(shard_names)))
     ops: list[Any] = []
     for name in upload:
-        if name in state["uploaded"]:
-            info = state["uploaded"][name]
-            op = CommitOperationAdd(path_in_repo=name, path_or_fileobj=b"")
-            op.upload_info = UploadInfo(size=int(info["size"]), sample=b"", sha256=bytes.fromhex(info["sha256"]))
-            op._upload_mode, op._is_uploaded = "lfs", True
-            ops.append(op)
+        if name in ops_by_name:
+            ops.append(ops_by_name[name])
+        elif name in state["uploaded"]:
+            ops.append(uploaded_op(name, state["uploaded"][name]))
         else:
             ops.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)))
     with _hub_errors(repo_id, branch, "pushing to"):

@@ -117,10 +117,13 @@ def _size(ckpt: Checkpoint, path: Path) -> int:
 
 
 def rates_path() -> Path:
-    """Where measured transfer and merge rates are kept (``$HF_HOME/perta-hub/rates.json``)."""
-    from huggingface_hub import constants
+    """Where measured transfer and merge rates are kept (``$HF_HOME/perta-hub/rates.json``; ``HF_HOME`` defaults,
+    as in huggingface_hub, to ``$XDG_CACHE_HOME/huggingface`` or ``~/.cache/huggingface``)."""
+    import os
 
-    return Path(constants.HF_HOME) / "perta-hub" / "rates.json"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
+    return Path(home).expanduser() / "perta-hub" / "rates.json"
 
 
 def load_rates() -> dict[str, float]:

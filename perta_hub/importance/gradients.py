@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import inspect
 import re
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from perta_hub.data.encoding import IGNORE_INDEX
 from perta_hub.errors import DataError, InputError, NonFiniteError
 from perta_hub.importance.methods import ImportanceMethod, method_named
 from perta_hub.runtime.distributed import gather_full, local_shard, lockstep_padding, reduce_sum, world_and_rank
+from perta_hub.runtime.progress import Progress
 
 if TYPE_CHECKING:
     import torch
@@ -213,9 +213,10 @@ def accumulate_importance(
         params: regex selecting parameter names (``re.search``); None = every parameter.
         device: where batches are moved (default: the device of the first parameter).
         autocast_dtype: e.g. ``torch.bfloat16`` on GPU; None = no autocast.
-        total_examples: this process's number of examples (progress bar total), if known.
-        desc: progress bar label.
-        progress: show a tqdm bar (examples/s, tokens/s) on the main process.
+        total_examples: this process's number of examples (the progress total), if known.
+        desc: the phase's label.
+        progress: report progress (examples, input tokens/s) on the main process: a bar on a terminal, lines
+            elsewhere (:mod:`perta_hub.runtime.progress`).
         fsdp: the model is sharded with FSDP2 and every process runs in lockstep. The hooks then
             see reduce-scattered gradient shards (averaged over processes); a whole-batch method (``grad``)
             takes the mean over processes back to a sum, a per-example one (``fisher``) requires every
@@ -241,7 +242,7 @@ def accumulate_importance(
     device = torch.device(device)
     acc = _Accumulators(selected, spec)
     world, rank = world_and_rank()
-    bar = _progress(total_examples, desc, enabled=progress and rank == 0)
+    bar = Progress(desc, total_examples, unit="ex", enabled=progress and rank == 0)
     n_examples = n_tokens = n_inputs = 0
     start = time.perf_counter()
     real_steps: int | None = None  # under FSDP grad, steps past this are lockstep fillers
@@ -263,17 +264,18 @@ def accumulate_importance(
                 n_examples += n
                 n_tokens += t
                 n_inputs += int(piece["attention_mask"].sum())
-                if bar is not None:
-                    bar.update(n)
-                    _postfix(bar, n_inputs, start)
+                bar.set_postfix(_throughput(n_inputs, start))
+                bar.update(n)
+    except BaseException:
+        bar.close(failed=True)
+        raise
     finally:
         acc.remove()
         for name, p in model.named_parameters():
             p.requires_grad_(flags[name])
             p.grad = None
         model.train(was_training)
-        if bar is not None:
-            bar.close()
+    bar.close()
     sums = acc.sums
     counts = torch.tensor([n_examples, n_tokens], dtype=torch.float64, device=device)
     if world > 1 and not (fsdp and spec.per_example):
@@ -325,18 +327,9 @@ def eval_mode(model: torch.nn.Module) -> None:
             module.training = True
 
 
-def _progress(total: int | None, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True, file=sys.stderr,
-                disable=None)  # drawn only on a terminal: no bar frames in a redirected log
-
-
-def _postfix(bar: Any, tokens: int, start: float) -> None:
+def _throughput(tokens: int, start: float) -> str:
     elapsed = max(time.perf_counter() - start, 1e-9)
-    bar.set_postfix_str(f"{tokens / elapsed:,.0f} tok/s (input tokens)", refresh=False)
+    return f"{tokens / elapsed:,.0f} tok/s (input tokens)"
 
 
 def cast_importance(

@@ -124,7 +124,7 @@ def compute_weights(
         max_shard_size: shard limit of the artifact (``5GB``, ``500MB`` or bytes).
         gradients_at: ``target`` or ``anchor``: which role ``model`` plays in the task arithmetic.
         allow_pickle: accept a pickle (.bin) model checkpoint.
-        progress: tqdm bars (main process).
+        progress: report progress (main process): a bar per pass on a terminal, lines elsewhere.
         echo: where status lines go (default: stderr on the main process).
     Returns:
         :class:`WeightsSummary`.

@@ -96,6 +96,8 @@ def _classify(err: Exception, repo_id: str, revision: str | None, action: str) -
     resume = " Re-run the same command: files already uploaded are not sent again."
     for item in _chain(err):
         name = type(item).__name__
+        if isinstance(item, HubError):  # raised by our code inside a client call (e.g. a file object it reads)
+            return str(item)
         if name == "OfflineModeIsEnabled":
             return f"{action} {repo_id} needs the network, but HF_HUB_OFFLINE is set; unset it and retry"
         if name == "LocalTokenNotFoundError":
@@ -133,8 +135,8 @@ def _classify(err: Exception, repo_id: str, revision: str | None, action: str) -
 
 
 def _endpoint() -> str:
-    from huggingface_hub import constants
+    from huggingface_hub import HfApi
 
-    return constants.ENDPOINT
+    return str(HfApi().endpoint)
 
 

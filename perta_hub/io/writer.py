@@ -10,6 +10,7 @@ id) and size.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -24,6 +25,8 @@ from perta_hub.io.fingerprint import remember_sha256
 from perta_hub.io.shard_file import ShardFile
 from perta_hub.io.sharding import PlannedShard, TensorSpec, index_json
 from perta_hub.runtime.buffers import gc_paused
+
+log = logging.getLogger("perta_hub.io")
 
 _END = object()
 
@@ -155,7 +158,7 @@ def stream_shards(
     Returns:
         the number of data bytes written (0 when everything was already complete).
     """
-    from tqdm.auto import tqdm
+    from perta_hub.runtime.progress import Progress
 
     for out in outputs:
         out.folder.mkdir(parents=True, exist_ok=True)
@@ -174,8 +177,7 @@ def stream_shards(
     to_combine, to_write = _Pipe(prefetch, stop), _Pipe(prefetch, stop)
     budget = _Budget(in_flight_bytes, stop)
     held = held_bytes or (lambda spec: spec.nbytes * (len(outputs) + 1))
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc,
-               disable=None if progress and total else True)  # None: only on a terminal
+    bar = Progress(desc, total, unit="B", unit_scale=True, enabled=progress and total > 0)
 
     def guarded(fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -247,6 +249,7 @@ def stream_shards(
                     file.close()
                     folder = outputs[i].folder
                     os.replace(partial_name(folder, shard.filename), folder / shard.filename)
+                    log.debug("wrote %s (%s bytes)", folder / shard.filename, f"{shard.data_size:,}")
                     with lock:
                         in_flight.discard(partial_name(folder, shard.filename))
                     _fsync_dir(folder)
@@ -288,7 +291,7 @@ def stream_shards(
             stop.set()
         for thread in threads:
             thread.join()
-        bar.close()
+        bar.close(failed=bool(errors) or stop.is_set())
         if errors or stop.is_set():
             for path in in_flight:  # never leave a partial file behind
                 path.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ finishes each folder; a folder that already holds the same run is left untouched
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from perta_hub.io.output_folder import OutputFolder, claimed
 from perta_hub.io.sharding import SHARD_METADATA, TensorSpec, plan_shards
 from perta_hub.io.writer import IN_FLIGHT_BYTES, Output, stream_shards
 from perta_hub.records import Record
+
+log = logging.getLogger("perta_hub.jobs")
 
 
 @dataclass
@@ -86,8 +89,13 @@ def run_job(job: Job, *, max_shard_size: int | str, progress: bool = True,
     try:
         folders = [OutputFolder(path, run_id, job.local_inputs()) for path, run_id in job.outputs()]
         plans = [(stream, plan_shards(stream.specs, max_shard_size, stream.prefix)) for stream in job.streams()]
+        for stream, shards in plans:
+            log.debug("shard plan %s: %d tensors in %d shard(s) of at most %s, %s bytes per folder", stream.prefix,
+                      len(stream.specs), len(shards), max_shard_size, f"{sum(s.data_size for s in shards):,}")
         needed = sum(shard.data_size for _, shards in plans for shard in shards) * len(folders)
         with claimed(folders, needed) as pending:
+            for folder in folders:
+                log.debug("%s: %s", folder.path, "to write" if folder in pending else "already complete, left as is")
             if pending:
                 _write(job, folders, pending, plans, progress, in_flight_bytes)
         return [folder.path for folder in folders]

@@ -65,6 +65,8 @@ def read_adapter(folder: str | Path) -> LoraDelta:
         raise CheckpointError(f"{folder} is not a LoRA adapter folder ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} "
                               "are needed); fine-tune with --lora-rank to make one")
     config = json.loads(config_path.read_text())
+    if isinstance(config.get("target_modules"), list):  # peft writes a set in hash order: record it sorted
+        config["target_modules"] = sorted(config["target_modules"])
     if config.get("peft_type") != "LORA":
         raise CheckpointError(f"{folder} holds a {config.get('peft_type')} adapter; only LoRA adapters are supported")
     if config.get("use_dora") or config.get("rank_pattern") or config.get("alpha_pattern"):

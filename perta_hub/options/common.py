@@ -48,10 +48,11 @@ class OutputOptions(Options):
     """``-q/--quiet`` and ``-v/--verbose``, on every command."""
 
     quiet: bool = option("-q", "--quiet", is_flag=True, default=False,
-                         help="No progress bars or status lines: only the final result lines, warnings and errors.")
+                         help="No progress (bars or lines) and no status lines: only the final result lines, "
+                              "warnings and errors.")
     verbose: bool = option("-v", "--verbose", is_flag=True, default=False,
-                           help="Debug logging (the perta_hub logger; transformers and huggingface_hub at info "
-                                "level).")
+                           help="Debug logging (devices, dtypes, shard plans, files, timings), transformers and "
+                                "huggingface_hub at info level, and their own progress bars.")
 
     def check(self) -> None:
         if self.quiet and self.verbose:
@@ -59,7 +60,7 @@ class OutputOptions(Options):
 
     @property
     def progress(self) -> bool:
-        """Whether progress bars may be shown (they also need a terminal: tqdm's ``disable=None``)."""
+        """Whether progress is reported: a bar on a terminal, lines elsewhere (:mod:`perta_hub.runtime.progress`)."""
         return not self.quiet
 
 

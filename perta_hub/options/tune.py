@@ -1,4 +1,4 @@
-"""Options of ``perta-hub tune`` and the defaults of :func:`perta_hub.tune.tune`."""
+"""Options of ``perta-hub tune`` and the defaults of :func:`perta_hub.tuning.command.tune`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Options of ``perta-hub verify`` and the defaults of :func:`perta_hub.verify.verify`."""
+"""Options of ``perta-hub verify`` and the defaults of :func:`perta_hub.verification.verify`."""
 
 from __future__ import annotations
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import CheckpointError
+from perta_hub.runtime.progress import phase
+
+log = logging.getLogger("perta_hub.runtime")
 
 
 def load_causal_lm(root: str | Path, source: str, dtype: Any = "auto", device: Any = None, *,
@@ -23,14 +27,17 @@ def load_causal_lm(root: str | Path, source: str, dtype: Any = "auto", device: A
     """
     from transformers import AutoModelForCausalLM
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(root, dtype=dtype if dtype is not None else "auto")
-    except (OSError, ValueError) as err:
-        text = str(err).strip()
-        first = text.splitlines()[0] if text else type(err).__name__
-        raise CheckpointError(f"cannot load {source} as a causal LM with transformers: {first}") from err
-    if device is not None:
-        model.to(device)
+    with phase(f"loading {source}"):
+        try:
+            model = AutoModelForCausalLM.from_pretrained(root, dtype=dtype if dtype is not None else "auto")
+        except (OSError, ValueError) as err:
+            text = str(err).strip()
+            first = text.splitlines()[0] if text else type(err).__name__
+            raise CheckpointError(f"cannot load {source} as a causal LM with transformers: {first}") from err
+        if device is not None:
+            model.to(device)
+    log.debug("%s: %s from %s, %s parameters, dtype %s, on %s", source, type(model).__name__, root,
+              f"{sum(p.numel() for p in model.parameters()):,}", model.dtype, model.device)
     if eval_mode:
         model.eval()
     return model

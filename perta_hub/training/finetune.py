@@ -127,7 +127,7 @@ def finetune(
             fields (``finetune(m, d, o, epochs=3, lr=2e-5)``).
         max_shard_size: largest weight shard of the output (``5GB``, ``500MB`` or bytes).
         allow_pickle: accept a ``.bin`` model (converted to a temporary safetensors copy first).
-        progress: tqdm bars and per-epoch loss lines (main process).
+        progress: report progress (main process): a bar on a terminal, lines elsewhere, per-epoch loss lines.
         echo: where status lines go (default: stderr on the main process).
         replace_other_run: delete ``out_dir`` when it holds an earlier perta-hub run with other inputs
             (for scratch folders; a folder holding anything else is still refused).

@@ -8,7 +8,6 @@ import it where training starts, not at package import.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -61,33 +60,31 @@ def check_deepspeed_saving() -> None:
 
 
 class _Progress(TrainerCallback):
-    """Trainer progress as the ecosystem shows it (main process only).
+    """Trainer progress as one perta-hub phase (main process only): :class:`perta_hub.runtime.progress.Progress`.
 
-    On a terminal: one tqdm bar of optimizer steps, the latest logged loss and epoch in its postfix. Elsewhere
-    (a log file, a pipe): no bar frames, one line per logging step through ``say``. The loss history recorded
-    in ``perta_config.json`` comes from ``trainer.state.log_history`` and is not touched.
+    On a terminal: one bar of optimizer steps, the latest logged loss and epoch in its postfix. Elsewhere (a log
+    file, a pipe): no bar frames, the phase's progress lines, and one ``say`` line per logging step with the
+    loss. The loss history recorded in ``perta_config.json`` comes from ``trainer.state.log_history``.
     """
 
-    def __init__(self, say: Callable[[str], None], terminal: bool, name: str = "finetune") -> None:
-        self.say, self.terminal, self.bar, self.name = say, terminal, None, name
+    def __init__(self, say: Callable[[str], None], name: str = "finetune") -> None:
+        self.say, self.bar, self.name = say, None, name
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.terminal and state.is_world_process_zero:
-            from tqdm.auto import tqdm
+        from perta_hub.runtime.progress import Progress
 
-            self.bar = tqdm(total=state.max_steps, desc=self.name, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.bar = Progress(self.name, state.max_steps, unit="step", enabled=state.is_world_process_zero)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if not state.is_world_process_zero or not logs or "loss" not in logs:
+        if not state.is_world_process_zero or not logs or "loss" not in logs or self.bar is None:
             return
         loss, epoch = float(logs["loss"]), float(logs.get("epoch") or 0.0)
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {loss:.4f}, epoch {epoch:.2f}")
-        else:
+        self.bar.set_postfix(f"loss {loss:.4f}, epoch {epoch:.2f}")
+        if not self.bar.drawn:
             self.say(f"{self.name}: step {state.global_step}/{state.max_steps} (epoch {epoch:.2f}): loss {loss:.4f}")
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -150,9 +147,15 @@ def train(root: Path, source: str, encoded: Sequence[Any], pad_token_id: int, op
             model=net, args=args, train_dataset=_Examples(encoded) if dataset is None else dataset,
             data_collator=_Collator(pad_token_id) if collator is None else collator)
         trainer.remove_callback(PrinterCallback)  # prints each log dict as it is
-        if progress:
-            trainer.add_callback(_Progress(say, sys.stderr.isatty(), name))
-        output = trainer.train()
+        shown = _Progress(say, name) if progress else None
+        if shown is not None:
+            trainer.add_callback(shown)
+        try:
+            output = trainer.train()
+        except BaseException:
+            if shown is not None and shown.bar is not None:
+                shown.bar.close(failed=True)  # "stopped at" instead of a bar left open
+            raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return trainer, output, use_cache

@@ -124,9 +124,9 @@ def unlearn(
 
     begun.say(f"unlearn: {spec.name} on {model} ({begun.device}, {train_dtype} weights): "
               + run.steps_line(plan, opts, num_processes, "forget examples"))
+    from perta_hub.cards.unlearned import unlearned_card
     from perta_hub.runtime.models import load_causal_lm
     from perta_hub.training.trainer import train
-    from perta_hub.unlearning.card import unlearned_card
     from perta_hub.unlearning.trainer import ForgetRetainExamples, PairCollator, UnlearnTrainer
 
     def make_trainer(**kwargs: Any) -> Any:

@@ -74,7 +74,7 @@ def test_rouge_recall_with_stemming():
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, tokenizer) -> Path:
-    from perta_hub.tiny import build_tiny_llama
+    from perta_hub.demo.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("eval") / "tiny", tokenizer, seed=0)
 

@@ -18,7 +18,7 @@ OLD = "my retain training data\n"
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, tokenizer) -> Path:
-    from perta_hub.tiny import build_tiny_llama
+    from perta_hub.demo.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("eval-out") / "tiny", tokenizer, seed=0)
 

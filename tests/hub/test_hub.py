@@ -265,7 +265,7 @@ def test_incomplete_folder_is_refused(hub: HubServer, make_model: Any) -> None:
     model = make_model("model", max_shard_size="40KB")
     next(model.glob("model-*.safetensors")).unlink()
     result = run_cli("push", str(model), "user/m")
-    assert result.exit_code == 2 and "lists missing shards" in error_line(result)
+    assert result.exit_code == 1 and "lists missing shards" in error_line(result)
     assert ("model", "user/m") not in hub.repos
 
 
@@ -275,7 +275,7 @@ def test_incomplete_folder_is_refused(hub: HubServer, make_model: Any) -> None:
 def test_card_with_model_index_round_trips(hub: HubServer, make_model: Any, tmp_path: Path) -> None:
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    from perta_hub.cards.render import HUB_RELATIONS, check_card
+    from perta_hub.cards.render import HUB_RELATIONS, hub_metadata_problems
     from perta_hub.hub.publish import push_folder
 
     model = make_model("model")
@@ -285,7 +285,7 @@ def test_card_with_model_index_round_trips(hub: HubServer, make_model: Any, tmp_
                                  dataset_config="forget01", metric_type="forget_quality", metric_value=0.405)],
     )
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# tiny\n")
-    assert check_card(card) == []  # the package's offline check accepts it
+    assert hub_metadata_problems(card) == []  # the package's offline check accepts it
     card.save(str(model / "README.md"))
     push_folder(model, "user/m")
     loaded = ModelCard.load("user/m")

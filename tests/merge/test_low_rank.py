@@ -80,7 +80,7 @@ def test_apply_gives_the_dense_form_bytes(forms: dict[str, Path], tmp_path: Path
 
 def test_verify_recomputes_both_forms(forms: dict[str, Path], tmp_path: Path) -> None:
     from perta_hub.merge.apply import apply
-    from perta_hub.verify.api import verify
+    from perta_hub.verification.api import verify
 
     for form in ("dense", "low"):
         result = verify(forms[form], recompute=True)
@@ -94,7 +94,7 @@ def test_verify_recomputes_both_forms(forms: dict[str, Path], tmp_path: Path) ->
 
 
 def test_a_tampered_factor_fails_verify(forms: dict[str, Path]) -> None:
-    from perta_hub.verify.api import verify
+    from perta_hub.verification.api import verify
 
     edit_group(forms["low"], GROUP_B, lambda s: {k: v * 2 if k.endswith("q_proj.weight") else v for k, v in s.items()})
     result = verify(forms["low"], recompute=True)

@@ -170,3 +170,24 @@ def test_stream_fits_a_disk_smaller_than_the_output(hub: HubServer, make_model: 
         assert pushed == output > quota
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_cut_download_resumes_with_range_requests(hub: HubServer, tmp_path: Path) -> None:
+    """``fetch_into`` (our loop over ``get_session().stream``) picks a broken transfer up where it stopped."""
+    import os
+    import threading
+
+    from huggingface_hub import HfApi
+
+    from perta_hub.hub.remote_headers import resolve_repo
+    from perta_hub.hub.stream_fetch import Arrivals, fetch_into
+
+    data = os.urandom(3 << 20)
+    HfApi().create_repo("user/cut")
+    HfApi().upload_file(path_or_fileobj=data, path_in_repo="w.safetensors", repo_id="user/cut")
+    repo, out = resolve_repo("user/cut"), tmp_path / "w.safetensors"
+    hub.cut(1 << 20, times=2)  # two answers break after 1 MiB each
+    served = hub.served
+    fetch_into(repo, out, len(data), Arrivals(threading.Condition()), lambda: None)
+    assert out.read_bytes() == data
+    assert hub.served - served == (3 + 2 + 1) << 20  # the whole file, then from 1 MiB, then from 2 MiB

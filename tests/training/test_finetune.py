@@ -118,9 +118,9 @@ def test_finetune_lowers_the_forget_loss_and_reloads(tmp_path, make_model, forge
     # the last epoch's loss, and the base's dtype (float32 here), every weight file with the same mode
     assert cfg["results"]["train_loss"] == losses[-1] and cfg["training"]["save_dtype"] == "float32"
     assert len({p.stat().st_mode for p in out.glob("model*.safetensors*")}) == 1
-    from perta_hub.cards.render import check_card, find_forget_examples
+    from perta_hub.cards.render import find_forget_examples, hub_metadata_problems
 
-    assert check_card(card) == []
+    assert hub_metadata_problems(card) == []
     assert find_forget_examples(card, [t for r in tofu_rows("forget01")[:8] for t in r.values()]) == []
 
     # the same command again: the folder already holds this run, nothing is trained

@@ -7,7 +7,7 @@ import torch
 
 from perta_hub.merge.apply import apply
 from perta_hub.merge.task_vector import task_vector
-from perta_hub.tune.in_place import InPlaceMerge, load_target, open_job
+from perta_hub.tuning.in_place import InPlaceMerge, load_target, open_job
 from tests.helpers import load_state, make_weight_map
 
 ALPHAS = [1.7, 0.35, 3.0]  # not in order: each alpha is computed from the original, never from the last one

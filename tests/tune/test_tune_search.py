@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from perta_hub.errors import InputError
-from perta_hub.tune.search import linear_grid, search_alpha
+from perta_hub.tuning.search import linear_grid, search_alpha
 
 
 def monotone(calls: list[float]):

@@ -25,10 +25,10 @@ def lines_with(output: str, status: str) -> list[str]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> dict[str, Path]:
     """A target, a task vector, a weight map (restricted with --params, w = 0 elsewhere) and the model, built once."""
+    from perta_hub.demo.tiny import build_tiny_llama
     from perta_hub.importance.weight_map import compute_weights
     from perta_hub.merge.apply import apply
     from perta_hub.merge.task_vector import task_vector
-    from perta_hub.tiny import build_tiny_llama
 
     root = tmp_path_factory.mktemp("verify")
     target = build_tiny_llama(root / "target", tokenizer, seed=0, max_shard_size="40KB")
@@ -51,7 +51,7 @@ def outputs(built: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
 
 
 def test_outputs_record_their_files(outputs: dict[str, Path]) -> None:
-    from perta_hub.verify.sources import sha256_of
+    from perta_hub.verification.sources import sha256_of
 
     for key in ("tv", "wm", "model"):
         record = json.loads((outputs[key] / CONFIG_NAME).read_text())
@@ -88,7 +88,7 @@ def test_recompute_passes_for_model_task_vector_and_weight_map(outputs: dict[str
 
 
 def test_sample_is_seeded_and_recorded(outputs: dict[str, Path], tmp_path: Path) -> None:
-    from perta_hub.verify import verify
+    from perta_hub.verification import verify
 
     first = verify(outputs["model"], sample=3, seed=7, privacy_level=False)
     again = verify(outputs["model"], sample=3, seed=7, privacy_level=False, report=tmp_path / "r.json")

@@ -1,7 +1,7 @@
 """Small models and tokenizers built from scratch, offline.
 
-Used by the demo (a Llama that memorises TOFU authors on a laptop), the tests and the
-benchmarks. Nothing here downloads anything.
+Used by the demo (a Llama that memorises TOFU authors on a laptop), the tests, the benchmarks and the
+release check (`.ci/release-check`). Nothing here downloads anything.
 """
 
 from __future__ import annotations

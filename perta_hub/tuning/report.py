@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.io.atomic import write_atomic
-from perta_hub.tune.search import SearchResult
+from perta_hub.tuning.search import SearchResult
 
 PLOT_NAME = "tune.png"
 RULE = ("the largest forgetting (forget-answer NLL, nats/token) whose retain utility (mean retain-answer "
@@ -27,7 +27,7 @@ def tune_record(result: SearchResult, signals: dict[float, dict[str, float]], re
             "chosen": result.chosen.alpha, "data": data, "search_seconds": round(seconds, 3), "plot": PLOT_NAME}
 
 
-def format_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
+def search_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     """One markdown table for every candidate (label, tune record): each alpha tried, its signals, the choice."""
     lines = ["| weights | alpha | stage | forget NLL | forget prob | retain prob | utility / target | kept | chosen |",
              "|---|---|---|---|---|---|---|---|---|"]

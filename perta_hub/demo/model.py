@@ -128,7 +128,9 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
     Each model is evaluated as soon as it exists and its result kept in ``out/eval/<name>.json`` (a re-run,
     or a run stopped part-way, loses no evaluation); the retain model is evaluated first (the reference).
     """
-    from perta_hub.demo_report import Steps, plot_methods, results_markdown, summarise
+    from perta_hub.demo.steps import Steps
+    from perta_hub.evaluation.plot import plot_methods
+    from perta_hub.evaluation.report import results_markdown, summarise
     from perta_hub.importance.summary import summarise_folder
     from perta_hub.importance.weight_map import compute_weights
     from perta_hub.merge.apply import apply
@@ -233,7 +235,7 @@ def run_tune(cfg: ModelDemoConfig, perta: dict[str, tuple[str, float]], target: 
     """``perta-hub tune`` on the TV and PerTA candidates ``cfg.tune`` (budget 0.95 on the retain answers'
     probability, the demo's forget and retain rows as signals); label -> (chosen alpha, chosen model folder)."""
     from perta_hub.errors import InputError
-    from perta_hub.tune import tune
+    from perta_hub.tuning.command import tune
 
     labels = list(cfg.tune)
     weights = ["none" if label == "tv" else str(maps[perta[label][0]]) for label in labels]

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.data.loading import BUNDLED_TOFU
-from perta_hub.demo_report import Steps, peak_rss_gib, plot_methods, results_markdown, summarise
+from perta_hub.demo.steps import Steps, peak_rss_gib
+from perta_hub.evaluation.plot import plot_methods
+from perta_hub.evaluation.report import results_markdown, summarise
 from perta_hub.options.demo import DEMO
 
 QUESTIONS_PER_AUTHOR = 20  # TOFU: 200 authors x 20 questions
@@ -99,7 +101,7 @@ def write_demo_data(folder: Path, cfg: DemoConfig) -> dict[str, Path]:
 
 def build_initial_model(folder: Path, cfg: DemoConfig) -> Path:
     """Train the byte-level BPE tokenizer on the TOFU text and save a randomly initialised Llama."""
-    from perta_hub.tiny import build_tiny_llama, train_tokenizer
+    from perta_hub.demo.tiny import build_tiny_llama, train_tokenizer
 
     if (folder / "config.json").exists():
         return folder
@@ -119,8 +121,8 @@ def run_demo(out_dir: str | Path = DEMO.out_dir, *, quick: bool = DEMO.quick, de
 
     Args:
         model: a pretrained model (Hub id or folder) to fine-tune instead of the tiny Llama trained from
-            scratch; then GradAscent, GradDiff and NPO run beside TV and PerTA (:mod:`perta_hub.demo_model`).
-        model_config: the sizes of a ``model`` run (:class:`perta_hub.demo_model.ModelDemoConfig`; default
+            scratch; then GradAscent, GradDiff and NPO run beside TV and PerTA (:mod:`perta_hub.demo.model`).
+        model_config: the sizes of a ``model`` run (:class:`perta_hub.demo.model.ModelDemoConfig`; default
             ``MODEL_QUICK`` with ``quick``, else ``MODEL_DEFAULT``).
     Returns:
         the summary written to ``results.json``: config, per-model metrics, best alphas, timings.
@@ -128,7 +130,7 @@ def run_demo(out_dir: str | Path = DEMO.out_dir, *, quick: bool = DEMO.quick, de
     from perta_hub.runtime.devices import one_torch_thread
 
     if model is not None:
-        from perta_hub.demo_model import MODEL_DEFAULT, MODEL_QUICK, run_model_demo
+        from perta_hub.demo.model import MODEL_DEFAULT, MODEL_QUICK, run_model_demo
 
         cfg_model = model_config or (MODEL_QUICK if quick else MODEL_DEFAULT)
         return run_model_demo(model, cfg_model, Path(out_dir), device, echo)

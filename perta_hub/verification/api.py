@@ -11,9 +11,9 @@ from pathlib import Path
 from perta_hub.errors import InputError, PertaError
 from perta_hub.options.verify import VERIFY
 from perta_hub.records import CONFIG_NAME
-from perta_hub.verify import integrity, privacy, provenance
-from perta_hub.verify.result import VerifyResult
-from perta_hub.verify.sources import open_subject, reason, sha256_of
+from perta_hub.verification import integrity, privacy, provenance
+from perta_hub.verification.result import VerifyResult
+from perta_hub.verification.sources import open_subject, reason, sha256_of
 
 LEVELS = ("integrity", "provenance", "privacy")
 
@@ -79,7 +79,7 @@ def verify(
         result.revision = "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
     integrity.check_files(result, subject, result.files)
     integrity.check_indexes(result, subject)
-    integrity.check_card(result, subject)
+    integrity.check_card_matches_record(result, subject)
     integrity.check_pinned(result, subject)
     if privacy_level:
         privacy.check_privacy(result, subject)

@@ -14,9 +14,9 @@ from typing import Any
 
 from perta_hub.errors import PertaError
 from perta_hub.records import UNSET
-from perta_hub.verify.integrity import recorded_inputs
-from perta_hub.verify.result import VerifyResult
-from perta_hub.verify.sources import Subject, input_record, reason
+from perta_hub.verification.integrity import recorded_inputs
+from perta_hub.verification.result import VerifyResult
+from perta_hub.verification.sources import Subject, input_record, reason
 
 LEVEL = "privacy"
 
@@ -110,8 +110,7 @@ def check_repos(result: VerifyResult, subject: Subject, derived: list[tuple[str,
 
 def check_card_scan(result: VerifyResult, subject: Subject, records: list[tuple[Path, str]]) -> None:
     """The card is valid for the Hub and quotes none of the forget data the output and its inputs record."""
-    from perta_hub.cards.render import check_card as card_problems
-    from perta_hub.cards.render import find_forget_examples
+    from perta_hub.cards.render import find_forget_examples, hub_metadata_problems
     from perta_hub.hub.card_check import FORGET_DATA_KEYS, forget_texts
 
     card = subject.folder / "README.md"
@@ -119,7 +118,7 @@ def check_card_scan(result: VerifyResult, subject: Subject, records: list[tuple[
         result.add(LEVEL, "card scan", "skipped", "the output has no card (README.md)")
         return
     text = card.read_text(encoding="utf-8")
-    problems = card_problems(text)
+    problems = hub_metadata_problems(text)
     if problems:
         result.add(LEVEL, "card scan", "fail", f"the card is invalid for the Hub: {'; '.join(problems)}")
         return

@@ -21,8 +21,8 @@ from typing import Any
 from perta_hub.errors import PertaError
 from perta_hub.merge.low_rank import LowRankTaskVector, is_low_rank, open_task_vector
 from perta_hub.records import UNSET
-from perta_hub.verify.result import VerifyResult
-from perta_hub.verify.sources import Subject, is_local, pinned_source, reason
+from perta_hub.verification.result import VerifyResult
+from perta_hub.verification.sources import Subject, is_local, pinned_source, reason
 
 LEVEL = "provenance"
 
@@ -210,7 +210,7 @@ def recompute_model(result: VerifyResult, subject: Subject, *, sample: int | Non
 
 def _side_files(result: VerifyResult, folder: Path, target_root: Path) -> None:
     """The model's config, tokenizer and other copied files are byte for byte the target's."""
-    from perta_hub.verify.integrity import UNRECORDED, WEIGHT_SUFFIXES
+    from perta_hub.verification.integrity import UNRECORDED, WEIGHT_SUFFIXES
 
     names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                    and p.name not in UNRECORDED and not p.name.endswith(WEIGHT_SUFFIXES))

@@ -2,7 +2,7 @@
 
 Steps: check every input as ``apply`` does (one job per ``--weights`` candidate; nothing written), load and
 encode the signal subsets, load the target once, score it (alpha 0: the reference), search alpha for each
-candidate with the model set in place (:class:`~perta_hub.tune.in_place.InPlaceMerge`), free the model, write
+candidate with the model set in place (:class:`~perta_hub.tuning.in_place.InPlaceMerge`), free the model, write
 each chosen model with :func:`perta_hub.merge.apply.apply` (so its bytes are apply's), add the search to its
 ``perta_config.json`` (``tune``) and card (table, ``tune.png``), and with ``evaluate`` run the full TOFU
 evaluation on the chosen models.
@@ -42,7 +42,7 @@ def _labels(items: list[str | None]) -> list[str]:
 def _grid(alphas: Sequence[Any], alpha_range: Sequence[float] | None, max_evals: int, grid_points: int | None
           ) -> list[float]:
     from perta_hub.merge.apply import check_alphas
-    from perta_hub.tune.search import linear_grid
+    from perta_hub.tuning.search import linear_grid
 
     if alphas and alpha_range:
         raise InputError("pass either --alpha (repeated) or --alpha-range LO HI, not both")
@@ -108,7 +108,7 @@ def tune(
         "evaluation": run_evaluation's dict or None, "seconds": {...}}``.
     """
     from perta_hub.io.output_folder import refuse_unusable
-    from perta_hub.tune.search import check_budget
+    from perta_hub.tuning.search import check_budget
 
     say = echo or (lambda *_: None)
     t0 = time.perf_counter()
@@ -147,10 +147,10 @@ def _run(model: Any, task_vector: Any, items: list[str | None], labels: list[str
          t0: float) -> dict[str, Any]:
     from perta_hub.data.encoding import load_tokenizer
     from perta_hub.evaluation.scoring import LoadedModel
-    from perta_hub.tune.in_place import InPlaceMerge, load_target, open_job, target_dtype
-    from perta_hub.tune.report import tune_record
-    from perta_hub.tune.search import search_alpha
-    from perta_hub.tune.signals import measure, prepare_probe
+    from perta_hub.tuning.in_place import InPlaceMerge, load_target, open_job, target_dtype
+    from perta_hub.tuning.report import tune_record
+    from perta_hub.tuning.search import search_alpha
+    from perta_hub.tuning.signals import measure, prepare_probe
 
     jobs = []
     try:
@@ -217,7 +217,7 @@ def _write(model: Any, task_vector: Any, items: list[str | None], labels: list[s
            eval_max_examples: Any, data_dir: Any, batch_size: int, max_length: int, say: Any, progress: bool,
            seconds: dict[str, float], t0: float) -> dict[str, Any]:
     from perta_hub.merge.apply import apply
-    from perta_hub.tune.report import format_table
+    from perta_hub.tuning.report import search_table
 
     outputs = []
     t_write = time.perf_counter()
@@ -240,7 +240,7 @@ def _write(model: Any, task_vector: Any, items: list[str | None], labels: list[s
                                     overwrite=True)
     seconds["total"] = time.perf_counter() - t0
     return {"outputs": outputs, "chosen": {label: records[label]["chosen"] for label in labels}, "records": records,
-            "table": format_table([(label, records[label]) for label in labels]), "evaluation": evaluation,
+            "table": search_table([(label, records[label]) for label in labels]), "evaluation": evaluation,
             "seconds": {k: round(v, 3) for k, v in seconds.items()}}
 
 
@@ -258,7 +258,7 @@ def add_search(folder: Path, tune_data: dict[str, Any], *, title: str) -> None:
     from perta_hub.io.atomic import write_atomic
     from perta_hub.io.fingerprint import file_sha256
     from perta_hub.records import CONFIG_NAME, read_record
-    from perta_hub.tune.report import PLOT_NAME, plot_search
+    from perta_hub.tuning.report import PLOT_NAME, plot_search
 
     record = read_record(folder)
     if getattr(record, "alpha", None) != tune_data["chosen"]:

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from perta_hub.records import CONFIG_NAME, UNSET, Record
-from perta_hub.verify.result import VerifyResult
-from perta_hub.verify.sources import LOCAL_RE, SHA_RE, Subject
+from perta_hub.verification.result import VerifyResult
+from perta_hub.verification.sources import LOCAL_RE, SHA_RE, Subject
 
 LEVEL = "integrity"
 #: files that are never in ``files``: the card and the record change on push; git's own attributes
@@ -152,7 +152,7 @@ def _card_claims(text: str) -> dict[str, Any]:
     return claims
 
 
-def check_card(result: VerifyResult, subject: Subject) -> None:
+def check_card_matches_record(result: VerifyResult, subject: Subject) -> None:
     """The card (``README.md``) states the record's alpha, method, inputs and revisions, and base model."""
     card = subject.folder / "README.md"
     if not card.is_file():
