@@ -178,7 +178,7 @@ def test_the_command_line_and_the_api_give_the_same_line(tmp_path: Path, args: l
     """The options objects check both: the same one line, before any model or data is opened."""
     out = tmp_path / "out"
     result = CliRunner().invoke(main, [*args, "-o", str(out)])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == InputError.exit_code, result.output
     with pytest.raises(InputError) as err:
         call(out)
     assert result.output.strip().splitlines()[-1] == f"Error: {err.value}"
