@@ -32,7 +32,7 @@ _EXPORTS = {
     "NonFiniteError": "perta_hub.errors",
     "OutputError": "perta_hub.errors",
     "PertaError": "perta_hub.errors",
-    "TrainingOptions": "perta_hub.training.options",
+    "TrainingOptions": "perta_hub.options.training",
     "apply": "perta_hub.merge.apply",
     "collate": "perta_hub.data.encoding",
     "combine_weights": "perta_hub.merge.math",
@@ -53,7 +53,7 @@ _EXPORTS = {
     "task_vector_from_data": "perta_hub.training.from_data",
     "tune": "perta_hub.tuning.command",
     "unlearn": "perta_hub.unlearning.command",
-    "UnlearnTrainingOptions": "perta_hub.unlearning.options",
+    "UnlearnTrainingOptions": "perta_hub.options.training",
     "verify": "perta_hub.verification.api",
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from perta_hub.unlearning.options import METHOD_NAMES
+from perta_hub.unlearning.methods import METHOD_NAMES
 
 
 def unlearned_card(config: dict[str, Any]) -> Any:

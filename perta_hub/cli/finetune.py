@@ -11,7 +11,7 @@ from perta_hub.cli.push import push_after, push_options
 from perta_hub.cli.training import training_options
 from perta_hub.options.finetune import FinetuneOptions
 from perta_hub.options.push import PushOptions
-from perta_hub.training.options import TrainingOptions
+from perta_hub.options.training import TrainingOptions
 
 
 @command("finetune")

@@ -12,7 +12,7 @@ from perta_hub.cli.training import training_options
 from perta_hub.errors import InputError
 from perta_hub.options.push import PushOptions
 from perta_hub.options.task_vector import TaskVectorOptions
-from perta_hub.training.options import TrainingOptions
+from perta_hub.options.training import TrainingOptions
 
 
 @command("task-vector")

@@ -9,8 +9,8 @@ from perta_hub.cli.console import Console
 from perta_hub.cli.main import command
 from perta_hub.cli.push import push_after, push_options
 from perta_hub.options.push import PushOptions
+from perta_hub.options.training import UnlearnTrainingOptions
 from perta_hub.options.unlearn import UnlearnOptions
-from perta_hub.unlearning.options import UnlearnTrainingOptions
 
 
 @command("unlearn")

@@ -141,6 +141,7 @@ def run_demo(out_dir: str | Path = DEMO.out_dir, *, quick: bool = DEMO.quick, de
 
 def _run(cfg: DemoConfig, out: Path, device: str, echo: Callable[[str], None]) -> dict[str, Any]:
     from perta_hub.evaluation import run_evaluation
+    from perta_hub.importance.methods import METHODS
     from perta_hub.importance.weight_map import compute_weights
     from perta_hub.merge.apply import apply
     from perta_hub.training.finetune import finetune
@@ -162,13 +163,13 @@ def _run(cfg: DemoConfig, out: Path, device: str, echo: Callable[[str], None]) -
                                             warmup=0.0, weight_decay=0.0, device=device, seed=cfg.seed,
                                             progress=False)[0])
     maps = {}
-    for method in ("grad", "fisher"):
+    for method in METHODS:
         maps[method] = step(f"weight map ({method})", lambda m=method: compute_weights(
             str(target), str(data["forget"]), str(data["retain_authors"]), out / f"wm-{m}", method=m,
             retain_fraction=cfg.retain_fraction, seed=cfg.seed, device=device, progress=False,
             echo=lambda *_: None).out_dir)
     outputs: list[Path] = []
-    for label, weights in (("tv", None), ("perta-grad", maps["grad"]), ("perta-fisher", maps["fisher"])):
+    for label, weights in (("tv", None), *((f"perta-{m}", wm) for m, wm in maps.items())):
         outputs += step(f"apply {label} (alphas {', '.join(map(str, cfg.alphas))})", lambda w=weights, lab=label: apply(
             target, tv, weights=w, alphas=list(cfg.alphas), out_dir=out / "unlearned" / lab, device=device,
             progress=False))

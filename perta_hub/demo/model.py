@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.data.loading import BUNDLED_TOFU
+from perta_hub.importance.methods import METHODS as IMPORTANCE_METHODS
+from perta_hub.unlearning.methods import UNLEARN_METHODS
 
 QUESTIONS_PER_AUTHOR = 20
 FORGET_AUTHORS = {"forget01": 2, "forget05": 10, "forget10": 20}
@@ -58,7 +60,7 @@ class ModelDemoConfig:
     forget_lr: float
     alphas: tuple[float, ...]
     gradient_grid: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
-    perta: tuple[tuple[str, str, float], ...] = (("perta-grad", "grad", 1.0), ("perta-fisher", "fisher", 1.0))
+    perta: tuple[tuple[str, str, float], ...] = tuple((f"perta-{m}", m, 1.0) for m in IMPORTANCE_METHODS)
     match_steps: bool = True
     tune: tuple[str, ...] = ()
     tune_alpha_range: tuple[float, float] = (0.5, 8.0)
@@ -75,7 +77,7 @@ class ModelDemoConfig:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return ("tv", *(label for label, _, _ in self.perta), "ga", "gd", "npo")
+        return ("tv", *(label for label, _, _ in self.perta), *UNLEARN_METHODS)
 
 
 #: the measured configuration for SmolLM2-135M-Instruct on 2 CPU cores (docs/results.md): two retain authors
@@ -192,7 +194,7 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
             result["meta"]["step_norm"] = alpha * norm_ratio[label]
 
     def gradient(method: str) -> None:
-        retain_data = str(data["retain"]) if method in ("gd", "npo") else None
+        retain_data = str(data["retain"]) if UNLEARN_METHODS[method].retain != "refused" else None
         for lr, epochs in cfg.gradient_grid.get(method, ()):
             folder = step(f"unlearn {method} lr={lr:g} epochs={epochs:g}", lambda lr=lr, ep=epochs: unlearn(
                 target, str(data["forget"]), out / "unlearned" / f"{method}-lr{lr:g}-ep{ep:g}", method=method,

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from perta_hub.data.encoding import encode_prompt, encode_qa
+from perta_hub.data.encoding import IGNORE_INDEX, encode_prompt, encode_qa
 from perta_hub.data.loading import load_qa
 from perta_hub.errors import DataError, InputError
 from perta_hub.evaluation import metrics
@@ -146,7 +146,7 @@ def evaluate_split(
                      desc=f"{prefix} generation", progress=progress)
     rouge_by_index: dict[str, Any] = {}
     for i, (e, text) in enumerate(zip(qa, texts, strict=True)):
-        gt = tok.decode([t for t in e.labels if t != -100], skip_special_tokens=True).strip()
+        gt = tok.decode([t for t in e.labels if t != IGNORE_INDEX], skip_special_tokens=True).strip()
         rouge_by_index[str(i)] = {**metrics.rouge_scores(gt, text), "input": rows[i]["question"],
                                   "ground_truth": gt, "generation": text}
     out[f"{prefix}_Q_A_ROUGE"] = {

@@ -35,15 +35,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from perta_hub.data.encoding import IGNORE_INDEX
 from perta_hub.errors import DataError, InputError, NonFiniteError
+from perta_hub.importance.methods import ImportanceMethod, method_named
 from perta_hub.runtime.distributed import gather_full, local_shard, lockstep_padding, reduce_sum, world_and_rank
 from perta_hub.runtime.progress import Progress
 
 if TYPE_CHECKING:
     import torch
 
-METHODS = ("grad", "fisher")
-IGNORE_INDEX = -100
 _BATCH_KEYS = ("input_ids", "attention_mask", "labels")
 
 
@@ -157,12 +157,13 @@ def split_examples(batch: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Te
 
 
 class _Accumulators:
-    """fp32 accumulators fed by post-accumulate-grad hooks; each ``.grad`` is freed once folded in."""
+    """fp32 accumulators fed by post-accumulate-grad hooks (the method's ``fold``); each ``.grad`` is freed once
+    folded in."""
 
-    def __init__(self, params: Mapping[str, torch.nn.Parameter], square: bool) -> None:
+    def __init__(self, params: Mapping[str, torch.nn.Parameter], spec: ImportanceMethod) -> None:
         import torch
 
-        self.square = square
+        self.fold = spec.fold
         self.sums: dict[str, torch.Tensor] = {}
         self._handles = []
         for name, p in params.items():
@@ -177,10 +178,7 @@ class _Accumulators:
             g = local_shard(p.grad)
             if g.dtype != acc.dtype:
                 g = g.float()
-            if self.square:
-                acc.addcmul_(g, g)
-            else:
-                acc.add_(g)
+            self.fold(acc, g)
             p.grad = None
 
         return fold
@@ -210,8 +208,8 @@ def accumulate_importance(
         model: a causal LM (eval mode is set; dropout off). Parameters not selected by ``params``
             get ``requires_grad=False`` for the pass (and are restored after).
         batches: collated micro-batches (``input_ids``, ``attention_mask``, ``labels``; (B, T)).
-            For ``grad`` each is one forward/backward; for ``fisher`` each example is run alone.
-        method: ``"grad"`` or ``"fisher"``.
+            Each is one forward/backward, or, for a per-example method (``fisher``), each example is run alone.
+        method: a name of :data:`perta_hub.importance.methods.METHODS` (``"grad"``, ``"fisher"``).
         params: regex selecting parameter names (``re.search``); None = every parameter.
         device: where batches are moved (default: the device of the first parameter).
         autocast_dtype: e.g. ``torch.bfloat16`` on GPU; None = no autocast.
@@ -220,10 +218,10 @@ def accumulate_importance(
         progress: report progress (examples, input tokens/s) on the main process: a bar on a terminal, lines
             elsewhere (:mod:`perta_hub.runtime.progress`).
         fsdp: the model is sharded with FSDP2 and every process runs in lockstep. The hooks then
-            see reduce-scattered gradient shards (averaged over processes); ``grad`` takes the
-            mean over processes back to a sum, ``fisher`` requires every process to feed the
-            *same* examples (a mixed gradient cannot be squared per example) and does not sum
-            counts across processes.
+            see reduce-scattered gradient shards (averaged over processes); a whole-batch method (``grad``)
+            takes the mean over processes back to a sum, a per-example one (``fisher``) requires every
+            process to feed the *same* examples (a mixed gradient cannot be squared per example) and does
+            not sum counts across processes.
     Returns:
         :class:`ImportanceResult` with fp32 CPU tensors keyed by parameter name.
     Raises:
@@ -232,8 +230,7 @@ def accumulate_importance(
     """
     import torch
 
-    if method not in METHODS:
-        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    spec = method_named(method)
     selected = select_parameters(model, params)
     was_training = model.training
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -243,20 +240,20 @@ def accumulate_importance(
     if device is None:
         device = next(iter(selected.values())).device
     device = torch.device(device)
-    acc = _Accumulators(selected, square=(method == "fisher"))
+    acc = _Accumulators(selected, spec)
     world, rank = world_and_rank()
     bar = Progress(desc, total_examples, unit="ex", enabled=progress and rank == 0)
     n_examples = n_tokens = n_inputs = 0
     start = time.perf_counter()
     real_steps: int | None = None  # under FSDP grad, steps past this are lockstep fillers
-    if fsdp and method == "grad":
+    if fsdp and not spec.per_example:
         batches = list(batches)
         real_steps = len(batches)
         batches += batches[:1] * lockstep_padding(real_steps, device)
     try:
         for step, batch in enumerate(batches):
             batch = {k: batch[k].to(device, non_blocking=True) for k in _BATCH_KEYS}
-            pieces = [batch] if method == "grad" else split_examples(batch)
+            pieces = split_examples(batch) if spec.per_example else [batch]
             for piece in pieces:
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     loss, n, t = answer_nll_sum(model, piece)
@@ -281,13 +278,13 @@ def accumulate_importance(
     bar.close()
     sums = acc.sums
     counts = torch.tensor([n_examples, n_tokens], dtype=torch.float64, device=device)
-    if world > 1 and not (fsdp and method == "fisher"):
+    if world > 1 and not (fsdp and spec.per_example):
         reduce_sum(counts, everyone=True)
     total_n, total_t = int(counts[0].item()), int(counts[1].item())
     if total_n == 0:
         raise DataError(f"{desc}: no example to compute the importance on; check the data and its split")
-    # Under FSDP the hooks saw mean-over-processes gradients: grad turns them back into a sum.
-    scale = (world if fsdp and method == "grad" else 1) / total_n
+    # Under FSDP the hooks saw mean-over-processes gradients: a whole-batch method turns them back into a sum.
+    scale = (world if fsdp and not spec.per_example else 1) / total_n
     out: dict[str, torch.Tensor] = {}
     for name in list(sums):
         t = sums.pop(name)  # free each accumulator as soon as it is folded into the result
@@ -298,8 +295,8 @@ def accumulate_importance(
         if rank != 0:
             continue
         t.mul_(scale)
-        if method == "grad":
-            t.abs_()  # only now: the signed sums of every micro-batch and process are complete
+        if spec.finish is not None:
+            spec.finish(t)  # only now: e.g. grad's abs of the signed sums of every micro-batch and process
         if not bool(torch.isfinite(t).all()):
             raise NonFiniteError(
                 f"the {desc} importance of {name} has NaN/Inf values; check that the model's loss is finite "

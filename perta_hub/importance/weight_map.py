@@ -18,25 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 from perta_hub.data.encoding import load_tokenizer
 from perta_hub.errors import InputError, MismatchError
+from perta_hub.importance.methods import METHODS
 from perta_hub.io.output_folder import refuse_unusable
-from perta_hub.options.compute_weights import COMPUTE_WEIGHTS
+from perta_hub.merge.math import DEFAULT_LAM, DEFAULT_P
+from perta_hub.options.compute_weights import COMPUTE_WEIGHTS, ComputeWeightsOptions
 from perta_hub.runtime.devices import resolve_device
 from perta_hub.runtime.distributed import SINGLE_CPU_PROCESS_NOTE, fsdp_launch, single_process_cpu_launch
 
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_P = 1.0
-DEFAULT_LAM = 1.0
-# eps only guards 0/0 where both importances vanish; it is the same gradient scale, 1e-12, for both
-# methods: grad importances are |gradients| (eps = 1e-12), fisher importances are squared gradients
-# (eps = (1e-12)**2). Both are far below any importance that bf16 storage keeps meaningfully and far
-# above the fp32 underflow threshold (1.2e-38), so w = I_f / (I_f + I_r) wherever either is non-negligible.
-DEFAULT_EPS = {"grad": 1e-12, "fisher": 1e-24}
-DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
-          "float32": "float32", "fp32": "float32"}
-DEVICES = ("auto", "cpu", "cuda")
-GRADIENTS_AT = ("target", "anchor")
+# The recorded p, lam and eps are merge.math's defaults; eps only guards 0/0 where both importances vanish and
+# is the same gradient scale, merge.math.DEFAULT_EPS = 1e-12, in each method's units (ImportanceMethod.eps):
+# grad importances are |gradients| (eps = 1e-12), fisher importances are squared gradients (eps = (1e-12)**2).
+# Both are far below any importance that bf16 storage keeps meaningfully and far above the fp32 underflow
+# threshold (1.2e-38), so w = I_f / (I_f + I_r) wherever either is non-negligible.
 
 
 @dataclass
@@ -108,7 +104,8 @@ def compute_weights(
         forget, retain: data specs for :func:`perta_hub.data.load_qa` (``locuslab/TOFU:forget10``,
             a .json/.jsonl/.parquet file, ``tofu:forget10`` for the bundled copy).
         out_dir: artifact folder to create.
-        method: ``"grad"`` (``|mean g_i|``) or ``"fisher"`` (``mean g_i**2``).
+        method: a name of :data:`perta_hub.importance.methods.METHODS`: ``"grad"`` (``|mean g_i|``) or
+            ``"fisher"`` (``mean g_i**2``).
         question_field, answer_field: column names of the question and the answer.
         max_length: tokens per example (prompt + answer), longer ones are cut.
         batch_size: examples per forward/backward for grad; examples loaded per step for fisher
@@ -131,23 +128,15 @@ def compute_weights(
         echo: where status lines go (default: stderr on the main process).
     Returns:
         :class:`WeightsSummary`.
+    Raises:
+        InputError: an option out of its range or choices (:class:`ComputeWeightsOptions`, as on the command line).
     """
+    ComputeWeightsOptions.pick(locals())  # the command line's checks, one line naming the option
     import torch
 
     start = time.perf_counter()
-    if method not in DEFAULT_EPS:
-        raise InputError(f"--method must be grad or fisher, got {method!r}")
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype must be one of bfloat16, float16, float32, got {dtype!r}")
-    if device not in DEVICES:
-        raise InputError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if gradients_at not in GRADIENTS_AT:
-        raise InputError(f"--gradients-at must be target or anchor, got {gradients_at!r}")
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    if unrestricted_rest and params is None:
-        raise InputError("--unrestricted-rest only applies with --params (without it every parameter has a weight)")
-    storage = getattr(torch, DTYPES[dtype])
+    spec = METHODS[method]
+    storage = getattr(torch, dtype)
 
     from accelerate import Accelerator, PartialState
 
@@ -212,7 +201,7 @@ def compute_weights(
     num_entries = 0
     for role, encoded in (("forget", forget_data.examples), ("retain", retain_data.examples)):
         # fisher under FSDP: every process runs every example (a reduce-scattered gradient mixes processes).
-        mine = encoded if (fsdp and method == "fisher") else _shard(encoded, state.process_index, state.num_processes)
+        mine = encoded if (fsdp and spec.per_example) else _shard(encoded, state.process_index, state.num_processes)
         batches = _batches(mine, batch_size, tokenizer.pad_token_id)
         result = accumulate_importance(
             net, batches, method=method, params=params, device=run_device, autocast_dtype=autocast,
@@ -224,7 +213,7 @@ def compute_weights(
         counts[role] = (result.num_examples, result.num_answer_tokens)
         num_entries = sum(t.numel() for t in groups[key].values())
         if underflow[key]:
-            say(f"  {key}: {underflow[key]} of {num_entries} non-zero values underflow to zero in {DTYPES[dtype]}")
+            say(f"  {key}: {underflow[key]} of {num_entries} non-zero values underflow to zero in {dtype}")
 
     provenance: dict[str, Any] = {
         "model": ckpt.provenance(),
@@ -233,7 +222,7 @@ def compute_weights(
         "method": method,
         "p": DEFAULT_P,
         "lam": DEFAULT_LAM,
-        "eps": DEFAULT_EPS[method],
+        "eps": spec.eps,
         "forget_data": forget_data.describe(*counts["forget"]),
         "retain_data": retain_data.describe(*counts["retain"]),
         "max_length": max_length,
@@ -242,7 +231,7 @@ def compute_weights(
         **({"unrestricted": "w=1" if unrestricted_rest else "w=0"} if params is not None else {}),
         "num_tensors": len(groups["importance_forget"]),
         "num_parameters": num_entries,
-        "dtype": DTYPES[dtype],
+        "dtype": dtype,
         "underflow": {**underflow, "total": sum(underflow.values())},
         "compute": {
             "device": run_device.type,
@@ -257,7 +246,7 @@ def compute_weights(
         from perta_hub.importance.summary import summary_of_groups
         from perta_hub.jobs.artifact import save_artifact
 
-        provenance["selectivity"] = summary_of_groups(groups, p=DEFAULT_P, lam=DEFAULT_LAM, eps=DEFAULT_EPS[method])
+        provenance["selectivity"] = summary_of_groups(groups, p=DEFAULT_P, lam=DEFAULT_LAM, eps=spec.eps)
 
         save_artifact(out, "weight_map", groups, provenance, max_shard_size=max_shard_size,
                       inputs=[ckpt.root], progress=progress)

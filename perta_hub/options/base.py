@@ -1,18 +1,21 @@
 """Options as data: a command's options are the fields of one frozen dataclass.
 
 Each field's metadata (:func:`option`) holds the command-line flag, the help text (with unit and default),
-the value type (:class:`Range`, :class:`Choice`, :class:`PathSpec` or a Python type) and whether the flag
-is required. The Python API reads its keyword defaults from these classes and the click layer
-(:mod:`perta_hub.cli.bind`) generates its options from them, so each default is written once. Nothing
-here imports click.
+the value type (:class:`Range`, :class:`Choice`, :class:`PathSpec` or a Python type), whether the flag
+is required and which other option it needs (``needs``). The Python API reads its keyword defaults from
+these classes and the click layer (:mod:`perta_hub.cli.bind`) generates its options from them, so each
+default is written once. Every object checks its fields when it is made (:meth:`Options.__post_init__`):
+a value out of its declared range or choices, or an option given without the one it needs, is refused
+with one line naming the flag, the same from the command line and from Python. Nothing here imports click.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from perta_hub.errors import InputError
 
@@ -75,6 +78,7 @@ class Flag:
     required: bool = False
     metavar: str | None = None
     show_default: bool = False
+    needs: str | None = None  # the field that must be set for this option to apply
 
     @property
     def name(self) -> str:
@@ -84,16 +88,17 @@ class Flag:
 
 def option(*decls: str, help: str, default: Any = None, type: Any = None, is_flag: bool = False,  # noqa: A002
            multiple: bool = False, required: bool = False, metavar: str | None = None,
-           show_default: bool | None = None) -> Any:
+           show_default: bool | None = None, needs: str | None = None) -> Any:
     """A dataclass field that is also a command-line option (``default`` is the API's default too).
 
     ``show_default`` (default: when the default is neither None nor False and the option takes a value)
     adds click's ``[default: X]`` to the help; otherwise the help text states the default itself.
+    ``needs``: the name of another field that must be set (not None, False or empty) whenever this one is.
     """
     if show_default is None:
         show_default = not is_flag and not required and default is not None and default is not False \
             and default != ()
-    flag = Flag(tuple(decls), help, type, is_flag, multiple, required, metavar, show_default)
+    flag = Flag(tuple(decls), help, type, is_flag, multiple, required, metavar, show_default, needs)
     if isinstance(default, (list, dict, set)):
         raise TypeError("option defaults must be immutable (use a tuple)")
     return dataclasses.field(default=default, metadata={"flag": flag})
@@ -104,14 +109,27 @@ def flags_of(cls: type) -> list[tuple[dataclasses.Field[Any], Flag]]:
     return [(f, f.metadata["flag"]) for f in dataclasses.fields(cls) if "flag" in f.metadata]
 
 
+OptionsT = TypeVar("OptionsT", bound="Options")
+
+
+def _is_set(value: Any) -> bool:
+    """Whether an option was given a value (None, False, an empty string or tuple are "not given"; 0 is a value)."""
+    return value is not None and value is not False and not (isinstance(value, (str, tuple)) and not value)
+
+
 @dataclass(frozen=True)
 class Options:
-    """Base of every options class: fields from :func:`option`, checked when an object is made."""
+    """Base of every options class: fields from :func:`option`, checked when an object is made.
+
+    The declared checks run first, in field order: each value against its :class:`Range` or :class:`Choice`
+    (``--flag: why``), then each ``needs`` (``--flag only applies with --other``); then :meth:`check`.
+    """
 
     command: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        for f, flag in self.flags():
+        flags = self.flags()
+        for f, flag in flags:
             value = getattr(self, f.name)
             if value is None or not isinstance(flag.type, (Range, Choice)):
                 continue
@@ -119,15 +137,43 @@ class Options:
                 problem = flag.type.problem(item)
                 if problem:
                     raise InputError(f"{flag.name}: {problem}")
+        for f, flag in flags:
+            if flag.needs is not None and _is_set(getattr(self, f.name)) and not _is_set(getattr(self, flag.needs)):
+                raise InputError(f"{flag.name} only applies with {self.flag(flag.needs).name}")
         self.check()
 
     def check(self) -> None:
-        """Checks across fields (override); raise :class:`InputError` naming the flags."""
+        """Checks across fields that no declaration states (override); raise :class:`InputError` naming the flags."""
+
+    @classmethod
+    def resolve(cls: type[OptionsT], options: Options | None, overrides: Mapping[str, Any]) -> OptionsT:
+        """``options`` (default: ``cls()``) as a ``cls``, with single fields replaced by ``overrides``.
+
+        The keyword form of the Python API (``finetune(m, d, o, options=opts, epochs=3)``); names that are not
+        fields are refused. The result is checked like any other object.
+        """
+        base = options if options is not None else cls()
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise InputError(f"unknown option(s) {', '.join(unknown)}; see {cls.__name__}")
+        return cls(**{name: overrides[name] if name in overrides else getattr(base, name) for name in names})
+
+    @classmethod
+    def pick(cls: type[OptionsT], values: Mapping[str, Any]) -> OptionsT:
+        """A checked ``cls`` of the entries of ``values`` that are its fields (a function's ``locals()``: its
+        keyword arguments, checked as the command line checks them)."""
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
     @classmethod
     def flags(cls) -> list[tuple[dataclasses.Field[Any], Flag]]:
         """``(field, Flag)`` of every command-line field, in ``--help`` order."""
         return flags_of(cls)
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of field ``name``."""
+        return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
     @classmethod
     def flag(cls, name: str) -> Flag:

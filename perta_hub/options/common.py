@@ -12,10 +12,18 @@ from perta_hub.options.base import Choice, Options, PathSpec, option
 MAX_SHARD_SIZE = "5GB"
 #: --device of the commands that run on one device of a kind
 DEVICES = Choice(("auto", "cpu", "cuda"))
+#: dtype of a model as loaded or saved (auto: the command's rule, stated in each help)
+MODEL_DTYPES = Choice(("auto", "float32", "bfloat16", "float16"))
 #: a folder to create (-o)
 FOLDER = PathSpec(file_okay=False)
 #: a file path (never a folder)
 FILE = PathSpec(dir_okay=False)
+
+
+def data_spec_help(example: str) -> str:
+    """The forms of a DATA spec, for a help text (``example``: a TOFU config such as ``forget10``)."""
+    return (f"Hub dataset 'org/name:config' (e.g. locuslab/TOFU:{example}), 'tofu:CONFIG' (bundled TOFU copy) or a "
+            "local .json/.jsonl/.parquet file")
 
 
 def max_shard_size(what: str) -> Any:

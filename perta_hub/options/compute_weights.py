@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from perta_hub.importance import methods
 from perta_hub.options.base import Choice, Options, Range, option
-from perta_hub.options.common import DEVICES, FOLDER, allow_pickle, data_dir, max_shard_size
+from perta_hub.options.common import DEVICES, FOLDER, allow_pickle, data_dir, data_spec_help, max_shard_size
 
-#: importance methods (see docs/compute-weights.md)
-METHODS = ("grad", "fisher")
 #: storage dtypes of the importances (computed in float32)
 IMPORTANCE_DTYPES = ("bfloat16", "float16", "float32")
+#: the role of MODEL in the task arithmetic
+GRADIENTS_AT = ("target", "anchor")
 
 
 @dataclass(frozen=True)
@@ -22,13 +23,11 @@ class ComputeWeightsOptions(Options):
 
     forget: str | None = option(
         "--forget", required=True,
-        help="Forget data: Hub dataset 'org/name:config' (e.g. locuslab/TOFU:forget10), 'tofu:CONFIG' "
-             "(bundled TOFU copy) or a local .json/.jsonl/.parquet file.")
+        help="Forget data: " + data_spec_help("forget10") + ".")
     retain: str | None = option("--retain", required=True, help="Retain data, in the same forms as --forget.")
     method: str = option(
-        "--method", type=Choice(METHODS), required=True, default="grad",
-        help="grad: I = |mean over examples of the gradient|; fisher: I = mean over examples of the "
-             "per-example gradient squared.")
+        "--method", type=methods.CHOICE, required=True, default="grad",
+        help="; ".join(f"{m.name}: {m.help}" for m in methods.METHODS.values()) + ".")
     out_dir: str | None = option("-o", "--output", type=FOLDER, required=True,
                                  help="Weight-map artifact folder to create.")
     question_field: str = option("--question-field", default="question", help="Column holding the question.")
@@ -53,7 +52,7 @@ class ComputeWeightsOptions(Options):
         help="Regular expression (re.search) on parameter names: only matching parameters get importances; "
              "apply leaves the others unchanged (w = 0) unless --unrestricted-rest [default: every parameter].")
     unrestricted_rest: bool = option(
-        "--unrestricted-rest", is_flag=True, default=False,
+        "--unrestricted-rest", is_flag=True, default=False, needs="params",
         help="With --params: apply uses w = 1 (plain task arithmetic) for the parameters --params leaves out "
              "instead of leaving them unchanged [default: off, w = 0]; recorded as 'unrestricted'.")
     dtype: str = option(
@@ -68,7 +67,7 @@ class ComputeWeightsOptions(Options):
         help="Recompute decoder layers during backward: one layer's activations kept instead of all, "
              "one extra forward pass per step [default: off].")
     gradients_at: str = option(
-        "--gradients-at", type=Choice(("target", "anchor")), default="target",
+        "--gradients-at", type=Choice(GRADIENTS_AT), default="target",
         help="Role of MODEL in the task arithmetic (recorded in perta_config.json): the model being "
              "unlearned (target) or the anchor of the task vector.")
     data_dir: str | None = data_dir("Folder of <config>.json files that 'repo:config' data specs resolve to "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perta_hub.options.base import Choice, Options, Range, option
-from perta_hub.options.common import FILE, data_dir
+from perta_hub.options.common import FILE, MODEL_DTYPES, data_dir
 
 #: TOFU forget splits (their retain models are retain99 / retain95 / retain90)
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
@@ -40,7 +40,7 @@ class EvaluateOptions(Options):
         help="Evaluate only the first N rows of each split, for quick runs (the JSON is marked as a "
              "subset) [default: all rows].")
     device: str = option("--device", default="auto", help="auto (cuda when a GPU is visible), cpu, or cuda[:N].")
-    dtype: str = option("--dtype", type=Choice(("auto", "float32", "bfloat16", "float16")), default="auto",
+    dtype: str = option("--dtype", type=MODEL_DTYPES, default="auto",
                         help="Model dtype; auto is bfloat16 on GPU, float32 on CPU.")
     batch_size: int = option("--batch-size", type=Range(int, min=1), default=16,
                              help="Sequences per forward pass and per generate call.")

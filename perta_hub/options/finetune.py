@@ -1,11 +1,11 @@
-"""Options of ``perta-hub finetune`` besides the training options (:mod:`perta_hub.training.options`)."""
+"""Options of ``perta-hub finetune`` besides the training options (:mod:`perta_hub.options.training`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from perta_hub.options.base import Options, option
-from perta_hub.options.common import FOLDER, allow_pickle, max_shard_size
+from perta_hub.options.common import FOLDER, allow_pickle, data_spec_help, max_shard_size
 
 
 @dataclass(frozen=True)
@@ -16,8 +16,7 @@ class FinetuneOptions(Options):
 
     data: str | None = option(
         "--data", required=True,
-        help="Question/answer data: Hub dataset 'org/name:config' (e.g. locuslab/TOFU:forget10), "
-             "'tofu:CONFIG' (bundled TOFU copy) or a local .json/.jsonl/.parquet file.")
+        help="Question/answer data: " + data_spec_help("forget10") + ".")
     out_dir: str | None = option(
         "-o", "--output", type=FOLDER, required=True,
         help="Model folder to create (refused if it holds anything else; returned as is if it already "

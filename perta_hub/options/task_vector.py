@@ -1,6 +1,6 @@
 """Options of ``perta-hub task-vector`` and the defaults of :func:`perta_hub.merge.task_vector.task_vector`.
 
-The fine-tuning options of the ``MODEL --forget DATA`` form are :class:`perta_hub.training.options.TrainingOptions`.
+The fine-tuning options of the ``MODEL --forget DATA`` form are :class:`perta_hub.options.training.TrainingOptions`.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Any
 
 from perta_hub.errors import InputError, OutputError
 from perta_hub.io.output_folder import finished_record, refuse_unusable
+from perta_hub.options.training import TrainingOptions
 from perta_hub.records import TaskVectorRecord
 from perta_hub.training.finetune import (
     FinetuneResult,
@@ -22,7 +23,6 @@ from perta_hub.training.finetune import (
     prepare,
     result_from_config,
 )
-from perta_hub.training.options import TrainingOptions, resolve_options
 
 
 def task_vector_from_data(
@@ -58,7 +58,7 @@ def task_vector_from_data(
         (the artifact folder, or None on processes other than the main one; the fine-tuning result).
     """
     start = time.perf_counter()
-    opts = resolve_options(options, overrides)
+    opts = TrainingOptions.resolve(options, overrides)
     out = Path(out_dir).expanduser()
     refuse_unusable(out)
     keep = finetuned_dir is not None

@@ -16,9 +16,9 @@ from typing import Any
 from transformers import TrainerCallback
 
 from perta_hub.errors import InputError
+from perta_hub.options.training import TrainingOptions
 from perta_hub.runtime.distributed import deepspeed_zero_settings
 from perta_hub.runtime.models import load_causal_lm
-from perta_hub.training.options import TrainingOptions
 
 
 class _Examples:

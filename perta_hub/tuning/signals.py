@@ -50,7 +50,7 @@ def prepare_probe(tokenizer: Any, forget: str, retain: str, *, forget_examples: 
     Raises:
         DataError: an empty or unreadable data file, a row without a question or answer (one line, naming which).
     """
-    from perta_hub.data.encoding import encode_dataset, encode_prompt
+    from perta_hub.data.encoding import IGNORE_INDEX, encode_dataset, encode_prompt
 
     encoded = {}
     data: dict[str, Any] = {}
@@ -65,7 +65,7 @@ def prepare_probe(tokenizer: Any, forget: str, retain: str, *, forget_examples: 
         if what == "forget":
             questions = [rows[i]["question"] for i in encoded[what].indices[:rouge_questions]]
     prompts = [encode_prompt(tokenizer, q) for q in questions]
-    answers = [tokenizer.decode([t for t in e.labels if t != -100], skip_special_tokens=True).strip()
+    answers = [tokenizer.decode([t for t in e.labels if t != IGNORE_INDEX], skip_special_tokens=True).strip()
                for e in encoded["forget"][:rouge_questions]]
     data["rouge_questions"] = len(prompts)
     return Probe(list(encoded["forget"]), list(encoded["retain"]), prompts, answers, data)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-IGNORE_INDEX = -100
+from perta_hub.data.encoding import IGNORE_INDEX
 
 
 def _shifted(logits: Any, labels: Any) -> tuple[Any, Any]:

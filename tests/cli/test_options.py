@@ -3,6 +3,7 @@ terminal, the recorded command line, process-wide settings only from the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import inspect
 import json
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+import perta_hub
 from perta_hub.cli import main
 from perta_hub.errors import ExitCode, InputError
 from perta_hub.merge.task_vector import task_vector
@@ -28,10 +30,11 @@ from perta_hub.options.common import OutputOptions
 from perta_hub.options.compute_weights import COMPUTE_WEIGHTS, ComputeWeightsOptions
 from perta_hub.options.demo import DEMO, DemoOptions
 from perta_hub.options.evaluate import EVALUATE, EvaluateOptions
-from perta_hub.options.finetune import FinetuneOptions
+from perta_hub.options.finetune import FINETUNE, FinetuneOptions
 from perta_hub.options.push import PUBLISH, PublishOptions, PushOptions
 from perta_hub.options.task_vector import TASK_VECTOR, TaskVectorOptions
-from perta_hub.training.options import TrainingOptions
+from perta_hub.options.training import TrainingOptions, UnlearnTrainingOptions
+from perta_hub.options.unlearn import UNLEARN, UnlearnOptions
 
 #: command -> the options classes whose flags it has
 COMMANDS: dict[str, list[type]] = {
@@ -72,6 +75,8 @@ def test_help_shows_each_flag_and_the_options_objects_defaults(command: str) -> 
     ("perta_hub.evaluation.tofu:evaluate_tofu", EVALUATE),
     ("perta_hub.hub.publish:publish", PUBLISH),
     ("perta_hub.demo:run_demo", DEMO),
+    ("perta_hub.training.finetune:finetune", FINETUNE),
+    ("perta_hub.unlearning.command:unlearn", UNLEARN),
 ])
 def test_api_keyword_defaults_are_the_options_defaults(func: str, options: Any) -> None:
     import importlib
@@ -86,7 +91,7 @@ def test_api_keyword_defaults_are_the_options_defaults(func: str, options: Any) 
 
 
 def test_every_training_flag_is_a_training_options_field() -> None:
-    assert [f.name for f, _ in flags_of(TrainingOptions)] == list(TrainingOptions.__dataclass_fields__)
+    assert [f.name for f, _ in flags_of(TrainingOptions)] == [f.name for f in dataclasses.fields(TrainingOptions)]
     assert TrainingOptions().epochs == 5.0 and TrainingOptions().lr == 1e-5
 
 
@@ -104,10 +109,80 @@ def test_options_objects_validate_without_click() -> None:
     import click  # noqa: F401  (imported above by the CLI; the options modules themselves do not need it)
 
     code = ("import sys; import perta_hub.options.apply, perta_hub.options.push, perta_hub.options.evaluate, "
-            "perta_hub.options.compute_weights, perta_hub.options.demo, perta_hub.training.options; "
+            "perta_hub.options.compute_weights, perta_hub.options.demo, perta_hub.options.training; "
             "print('click' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: TrainingOptions(epochs=0), "--epochs: 0 is not in the range 0 < x"),
+    (lambda: TrainingOptions(grad_accum=0), "--grad-accum: 0 is not in the range 1 <= x"),
+    (lambda: TrainingOptions(weight_decay=-0.1), "--weight-decay: -0.1 is not in the range 0 <= x"),
+    (lambda: TrainingOptions(max_length=1), "--max-length: 1 is not in the range 2 <= x"),
+    (lambda: TrainingOptions(batch_size=2.5), "--batch-size: expected an integer, got 2.5"),
+    (lambda: TrainingOptions(device="gpu"), "--device: 'gpu' is not one of auto, cpu, cuda"),
+    (lambda: TrainingOptions(train_dtype="float16"), "--train-dtype: 'float16' is not one of auto, bfloat16, float32"),
+    (lambda: TrainingOptions(save_dtype="fp8"), "--save-dtype: 'fp8' is not one of auto, float32, bfloat16, float16"),
+    (lambda: TrainingOptions(lora_alpha=8.0), "--lora-alpha only applies with --lora-rank"),
+    (lambda: TrainingOptions(epochs=1, warmup=2), "--warmup 2 epochs is longer than --epochs 1; lower it"),
+    (lambda: UnlearnTrainingOptions(lora_rank=2),
+     "unlearn trains the whole model; --lora-rank is not supported here (drop it)"),
+    (lambda: UnlearnOptions(method="xx"), "--method: 'xx' is not one of ga, gd, npo"),
+    (lambda: UnlearnOptions(method="gd", gamma=0.0), "--gamma: 0.0 is not in the range 0 < x"),
+    (lambda: UnlearnOptions(method="gd"), "--method gd (GradDiff) needs --retain DATA (the retain term)"),
+    (lambda: UnlearnOptions(method="ga", retain="r"),
+     "--method ga uses only the forget data; drop --retain/--retain-weight, or use --method gd"),
+    (lambda: UnlearnOptions(method="npo", retain_weight=2.0), "--retain-weight only applies with --retain"),
+    (lambda: UnlearnOptions(method="ga", gamma=2.0), "--gamma only applies to --method gd or npo"),
+    (lambda: UnlearnOptions(method="gd", retain="r", beta=0.5), "--beta only applies to --method npo"),
+    (lambda: ComputeWeightsOptions(unrestricted_rest=True), "--unrestricted-rest only applies with --params"),
+    (lambda: ComputeWeightsOptions(dtype="bf16"), "--dtype: 'bf16' is not one of bfloat16, float16, float32"),
+    (lambda: TrainingOptions.resolve(None, {"epoch": 3}), "unknown option(s) epoch; see TrainingOptions"),
+])
+def test_declared_checks_name_the_option_in_one_line(make: Any, message: str) -> None:
+    with pytest.raises(InputError) as err:
+        make()
+    assert str(err.value) == message
+
+
+def test_resolve_keeps_the_given_options_and_checks_the_result() -> None:
+    given = TrainingOptions(epochs=3, lr=2e-5)
+    assert TrainingOptions.resolve(given, {"lr": 1e-4}) == TrainingOptions(epochs=3, lr=1e-4)
+    assert UnlearnTrainingOptions.resolve(None, {}) == UnlearnTrainingOptions()
+    unlearn = UnlearnTrainingOptions.resolve(given, {})  # a TrainingOptions given to unlearn: unlearn's rules
+    assert type(unlearn) is UnlearnTrainingOptions and unlearn.epochs == 3
+    with pytest.raises(InputError, match="--lora-rank is not supported"):
+        UnlearnTrainingOptions.resolve(TrainingOptions(lora_rank=2), {})
+    assert UnlearnOptions(method="npo", retain="r").retain_weight_in_effect == 1.0
+    assert UnlearnOptions(method="npo").retain_weight_in_effect == 0.0
+
+
+@pytest.mark.parametrize(("args", "call"), [
+    (["finetune", "m", "--data", "d", "--lora-alpha", "8"],
+     lambda out: perta_hub.finetune("m", "d", out, lora_alpha=8.0)),
+    (["finetune", "m", "--data", "d", "--epochs", "1", "--warmup", "2"],
+     lambda out: perta_hub.finetune("m", "d", out, epochs=1.0, warmup=2.0)),
+    (["compute-weights", "m", "--forget", "f", "--retain", "r", "--method", "grad", "--unrestricted-rest"],
+     lambda out: perta_hub.compute_weights("m", "f", "r", out, unrestricted_rest=True)),
+    (["unlearn", "m", "--method", "gd", "--forget", "f"],
+     lambda out: perta_hub.unlearn("m", "f", out, method="gd")),
+    (["unlearn", "m", "--method", "ga", "--forget", "f", "--gamma", "2"],
+     lambda out: perta_hub.unlearn("m", "f", out, method="ga", gamma=2.0)),
+    (["unlearn", "m", "--method", "npo", "--forget", "f", "--retain-weight", "2"],
+     lambda out: perta_hub.unlearn("m", "f", out, method="npo", retain_weight=2.0)),
+    (["unlearn", "m", "--method", "npo", "--forget", "f", "--lora-rank", "2"],
+     lambda out: perta_hub.unlearn("m", "f", out, method="npo", lora_rank=2)),
+])
+def test_the_command_line_and_the_api_give_the_same_line(tmp_path: Path, args: list[str], call: Any) -> None:
+    """The options objects check both: the same one line, before any model or data is opened."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [*args, "-o", str(out)])
+    assert result.exit_code == InputError.exit_code, result.output
+    with pytest.raises(InputError) as err:
+        call(out)
+    assert result.output.strip().splitlines()[-1] == f"Error: {err.value}"
+    assert not out.exists()
 
 
 def test_quiet_and_verbose_together_is_one_line(tmp_path: Path) -> None:

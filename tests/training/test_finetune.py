@@ -12,7 +12,8 @@ import torch
 from click.testing import CliRunner
 
 from perta_hub.cli import main
-from perta_hub.training.options import TrainingOptions, plan_steps
+from perta_hub.options.training import TrainingOptions
+from perta_hub.training.run import plan_steps
 from tests.conftest import tofu_rows
 from tests.helpers import accelerate_launch, load_state
 

@@ -104,8 +104,8 @@ def test_graddiff_and_npo_record_their_weights(tmp_path, make_model, data):
 
 
 def test_defaults_are_the_reference_frameworks():
+    from perta_hub.options.training import UnlearnTrainingOptions
     from perta_hub.options.unlearn import UNLEARN
-    from perta_hub.unlearning.options import UnlearnTrainingOptions
 
     t = UnlearnTrainingOptions()
     assert (t.epochs, t.lr, t.weight_decay, t.warmup) == (10.0, 1e-5, 0.01, 1.0)
@@ -120,7 +120,8 @@ def test_bad_input_is_one_clear_line(tmp_path, make_model, data):
     _fails(["unlearn", base, "--method", "ga", "--forget", f, "--retain", r, "-o", out], "only the forget data")
     _fails(["unlearn", base, "--method", "gd", "--forget", f, "--retain", r, "--beta", "0.5", "-o", out],
            "--beta only applies")
-    _fails(["unlearn", base, "--method", "npo", "--forget", f, "--retain-weight", "2", "-o", out], "needs --retain")
+    _fails(["unlearn", base, "--method", "npo", "--forget", f, "--retain-weight", "2", "-o", out],
+           "--retain-weight only applies with --retain")
     _fails(["unlearn", base, "--method", "npo", "--forget", f, "-o", out, "--lora-rank", "2"], "not supported")
     _fails(["unlearn", base, "--method", "npo", "--forget", f, "-o", out, "--epochs", "1", "--warmup", "2"],
            "longer than")

@@ -1,26 +1,27 @@
-"""The fine-tuning recipe: :class:`TrainingOptions` (defaults, validation) and the Trainer's batch arithmetic.
-
-Defaults are the TOFU forget-set fine-tuning recipe (5 epochs, lr 1e-5, effective batch 32, 1 warmup epoch).
+"""The training recipe of ``finetune``, ``task-vector MODEL --forget`` and ``unlearn``: :class:`TrainingOptions`
+(the TOFU forget-set fine-tuning recipe: 5 epochs, lr 1e-5, effective batch 32, 1 warmup epoch) and
+:class:`UnlearnTrainingOptions` (the same fields with the reference framework's unlearning defaults).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 from perta_hub.errors import InputError
-from perta_hub.options.base import Choice, PathSpec, Range, option
+from perta_hub.options.base import Choice, Options, Range, option
+from perta_hub.options.common import DEVICES, MODEL_DTYPES, data_dir
 
+#: examples per optimizer step over all processes, unless --grad-accum says otherwise
 EFFECTIVE_BATCH = 32
-DEVICES = ("auto", "cpu", "cuda")
-TRAIN_DTYPES = ("auto", "bfloat16", "float32")
+#: --train-dtype: the weights' dtype while training
+TRAIN_DTYPES = Choice(("auto", "bfloat16", "float32"))
 #: optimizers (TrainingArguments ``optim`` names) that need the optional bitsandbytes package
 _BNB_MARKERS = ("bnb", "8bit", "paged", "lion_32bit", "ademamix")
 
 
 @dataclass(frozen=True)
-class TrainingOptions:
+class TrainingOptions(Options):
     """The fine-tuning recipe (defaults: the TOFU forget-set fine-tuning recipe).
 
     Attributes:
@@ -50,7 +51,9 @@ class TrainingOptions:
         data_dir: folder of ``<config>.json`` files that ``repo:config`` data specs resolve to.
     """
 
-    # the command-line flag, help and type of each field: perta_hub.options.base.option (read by the CLI)
+    #: whether --lora-rank may train adapters instead of the whole model (``unlearn``: no)
+    adapters: ClassVar[bool] = True
+
     epochs: float = option("--epochs", type=Range(float, min=0, min_open=True), default=5.0,
                            help="Passes over the data (TOFU recipe: 5); a fraction stops part-way through the last one.")
     lr: float = option("--lr", type=Range(float, min=0, min_open=True), default=1e-5,
@@ -59,8 +62,8 @@ class TrainingOptions:
                              help="Examples per process per forward/backward (micro-batch).")
     grad_accum: int | None = option(
         "--grad-accum", type=Range(int, min=1),
-        help="Micro-batches per optimizer step [default: ceil(32 / (batch-size x processes)), so that "
-             "batch-size x grad-accum x processes = 32 examples per step].")
+        help=f"Micro-batches per optimizer step [default: ceil({EFFECTIVE_BATCH} / (batch-size x processes)), so "
+             f"that batch-size x grad-accum x processes = {EFFECTIVE_BATCH} examples per step].")
     weight_decay: float = option("--weight-decay", type=Range(float, min=0), default=0.01,
                                  help="AdamW decoupled weight decay.")
     warmup: float = option("--warmup", type=Range(float, min=0), default=1.0,
@@ -73,15 +76,15 @@ class TrainingOptions:
     gradient_checkpointing: bool = option(
         "--gradient-checkpointing", is_flag=True, default=False,
         help="Recompute activations in backward: less memory, about 30% more time [default: off].")
-    device: str = option("--device", type=Choice(DEVICES), default="auto",
+    device: str = option("--device", type=DEVICES, default="auto",
                          help="auto picks cuda when a GPU is visible (then bf16); under `accelerate launch` each "
                               "process takes its own GPU.")
     train_dtype: str = option(
-        "--train-dtype", type=Choice(TRAIN_DTYPES), default="auto",
+        "--train-dtype", type=TRAIN_DTYPES, default="auto",
         help="Weights' dtype while training: auto = bfloat16 on GPU (bf16 weights, gradients and AdamW "
              "states), float32 on CPU; float32 on GPU = mixed precision (bf16 autocast, 2x memory).")
     save_dtype: str = option(
-        "--save-dtype", type=Choice(("auto", "float32", "bfloat16", "float16")), default="auto",
+        "--save-dtype", type=MODEL_DTYPES, default="auto",
         help="dtype of the saved weights: auto = the base model's (a bf16 model stays bf16 whatever it was "
              "trained in).")
     optim: str = option("--optim", default="adamw_torch",
@@ -93,7 +96,7 @@ class TrainingOptions:
     lora_rank: int | None = option(
         "--lora-rank", type=Range(int, min=1),
         help="Fine-tune LoRA adapters of rank R (peft) instead of the whole model [default: full fine-tuning].")
-    lora_alpha: float | None = option("--lora-alpha", type=Range(float, min=0, min_open=True),
+    lora_alpha: float | None = option("--lora-alpha", type=Range(float, min=0, min_open=True), needs="lora_rank",
                                       help="LoRA alpha; the update is (alpha / R) * B @ A [default: 2 x R].")
     lora_targets: str = option(
         "--lora-targets", default="all-linear",
@@ -101,38 +104,16 @@ class TrainingOptions:
              "comma-separated names such as q_proj,v_proj.")
     question_field: str = option("--question-field", default="question", help="Column holding the question.")
     answer_field: str = option("--answer-field", default="answer", help="Column holding the answer.")
-    data_dir: str | None = option(
-        "--data-dir", type=PathSpec(file_okay=False),
-        help="Folder of <config>.json files that 'repo:config' data specs resolve to (offline copy).")
+    data_dir: str | None = data_dir("Folder of <config>.json files that 'repo:config' data specs resolve to "
+                                    "(offline copy).")
 
     def check(self) -> None:
-        """Refuse impossible values before anything is loaded."""
-        if not self.epochs > 0:
-            raise InputError(f"--epochs must be > 0, got {self.epochs}")
-        if not self.lr > 0:
-            raise InputError(f"--lr must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.grad_accum is not None and self.grad_accum < 1:
-            raise InputError(f"--grad-accum must be >= 1, got {self.grad_accum}")
-        if self.weight_decay < 0:
-            raise InputError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.warmup < 0:
-            raise InputError(f"--warmup (epochs) must be >= 0, got {self.warmup}")
+        """What no field declares: the warmup within the run, LoRA where the command trains adapters, an
+        optimizer whose package is installed."""
         if self.max_steps is None and self.warmup > self.epochs:
             raise InputError(f"--warmup {self.warmup} epochs is longer than --epochs {self.epochs}; lower it")
-        if self.max_length < 2:
-            raise InputError(f"--max-length must be >= 2 tokens, got {self.max_length}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise InputError(f"--max-steps must be >= 1, got {self.max_steps}")
-        if self.device not in DEVICES:
-            raise InputError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.train_dtype not in TRAIN_DTYPES:
-            raise InputError(f"--train-dtype must be one of {', '.join(TRAIN_DTYPES)}, got {self.train_dtype!r}")
-        if self.lora_rank is not None and self.lora_rank < 1:
-            raise InputError(f"--lora-rank must be >= 1, got {self.lora_rank}")
-        if self.lora_rank is None and self.lora_alpha is not None:
-            raise InputError("--lora-alpha only applies with --lora-rank R")
+        if self.lora_rank is not None and not self.adapters:
+            raise InputError(f"{self.command} trains the whole model; --lora-rank is not supported here (drop it)")
         if any(marker in self.optim for marker in _BNB_MARKERS):
             import importlib.util
 
@@ -141,30 +122,18 @@ class TrainingOptions:
                                  "pip install bitsandbytes, or use --optim adamw_torch")
 
 
-def plan_steps(num_examples: int, options: TrainingOptions, num_processes: int) -> dict[str, int]:
-    """Batch arithmetic, as the Trainer does it.
+@dataclass(frozen=True)
+class UnlearnTrainingOptions(TrainingOptions):
+    """:class:`TrainingOptions` with the unlearning defaults (10 epochs; open-unlearning, see ``docs/unlearn.md``).
 
-    Returns:
-        ``grad_accum``, ``effective_batch`` (= batch_size * grad_accum * processes), ``steps_per_epoch``
-        (optimizer steps: ceil(ceil(n / (batch_size * processes)) / grad_accum)), ``total_steps``
-        (``max_steps``, or ceil(epochs * steps_per_epoch)) and ``warmup_steps`` (round(warmup *
-        steps_per_epoch), at most total_steps).
+    ``epochs`` count passes over the *forget* data (the retain data is sampled beside it, one retain
+    example per forget example, as the reference's ``ForgetRetainDataset`` with the forget set as anchor).
+    ``unlearn`` trains the whole model: ``--lora-rank`` is refused.
     """
-    per_step = options.batch_size * num_processes
-    grad_accum = options.grad_accum or max(1, math.ceil(EFFECTIVE_BATCH / per_step))
-    batches = math.ceil(num_examples / per_step)
-    steps_per_epoch = max(1, math.ceil(batches / grad_accum))
-    total = options.max_steps or math.ceil(options.epochs * steps_per_epoch)
-    warmup = min(total, round(options.warmup * steps_per_epoch))
-    return {"grad_accum": grad_accum, "effective_batch": per_step * grad_accum, "steps_per_epoch": steps_per_epoch,
-            "total_steps": total, "warmup_steps": warmup}
 
+    command = "unlearn"
+    adapters = False
 
-def resolve_options(options: TrainingOptions | None, overrides: dict[str, Any]) -> TrainingOptions:
-    """``options`` (default: the defaults) with single fields replaced by ``overrides``; unknown names refused."""
-    base = asdict(options or TrainingOptions())
-    unknown = sorted(set(overrides) - set(base))
-    if unknown:
-        raise InputError(f"unknown training option(s) {', '.join(unknown)}; see TrainingOptions")
-    base.update(overrides)
-    return TrainingOptions(**base)
+    epochs: float = option("--epochs", type=Range(float, min=0, min_open=True), default=10.0,
+                           help="Passes over the forget data (open-unlearning TOFU unlearning: 10); a fraction stops "
+                                "part-way through the last one.")
