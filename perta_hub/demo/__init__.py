@@ -187,17 +187,3 @@ def _run(cfg: DemoConfig, out: Path, device: str, echo: Callable[[str], None]) -
     plot_methods(summary, out / "results.png")
     echo(results_markdown(summary))
     return summary
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -309,11 +309,3 @@ def set_published(card: str, repo_id: str, revision: str, commit: str, kind: str
 
 
 # -- errors -------------------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-

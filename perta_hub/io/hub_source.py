@@ -209,5 +209,3 @@ def _endpoint() -> str:
     from huggingface_hub import HfApi
 
     return str(HfApi().endpoint)
-
-

@@ -122,4 +122,3 @@ def _write(job: Job, folders: list[OutputFolder], pending: list[OutputFolder],
         job.finish_folder(index, folder.path)
         record, card = job.record(index, folder.path)
         folder.finish(record, card, digests)
-

@@ -355,4 +355,3 @@ def recompute(result: VerifyResult, subject: Subject, *, sample: int | None, see
                        "does not re-run; verify the task vector made from it instead")
     except PertaError as err:
         result.add(LEVEL, "recompute", "unverified", f"stopped: {reason(err)}")
-

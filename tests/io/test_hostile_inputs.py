@@ -324,4 +324,3 @@ def test_valid_combinations_pass_unchanged():
         check_combination("abc", 1, 1)
     with pytest.raises(InputError, match=r"^lam = True in x must be a number, got True$"):
         check_combination(1, True, 1, {"lam": "lam = True in x"})
-

@@ -38,5 +38,3 @@ def test_apply_stream_gives_the_kernels_bytes(hub: HubServer, published: Publish
     assert len([p for p in hub.files("user/out") if p.endswith(".safetensors")]) > 5
     expected = kernel_outputs(published.local_target, published.local_tv, wm, [0.7])[0.7]
     assert_is_kernel(streamed, expected, "apply --stream")
-
-
