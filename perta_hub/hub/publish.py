@@ -35,14 +35,6 @@ PUBLISHED_START = "<!-- perta-hub:published -->"
 PUBLISHED_END = "<!-- /perta-hub:published -->"
 
 
-
-
-
-
-
-
-
-
 # -- publishing -------------------------------------------------------------------------------------------
 
 

@@ -24,8 +24,6 @@ from perta_hub.records import CONFIG_NAME, Record, read_record
 FLOAT_CODES = ("BF16", "F16", "F32")  # the dtypes an artifact may hold
 
 
-
-
 @dataclass
 class Artifact:
     """An artifact folder opened for reading (local or downloaded from the Hub)."""

@@ -31,12 +31,6 @@ MODEL_FILE_PATTERNS = [
 ]
 
 
-
-
-
-
-
-
 class TensorIndex:
     """Names and shapes of a set of tensors, read from ``entries`` (name -> an entry with a ``shape``, in order):
     the metadata side shared by :class:`Checkpoint` and the formed views over it (LoRA factors)."""

@@ -54,10 +54,6 @@ def partial_name(folder: Path, filename: str) -> Path:
     return folder / f".{filename}.partial"
 
 
-
-
-
-
 def _as_bytes(tensor: Any) -> Any:
     import torch
 

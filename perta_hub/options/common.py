@@ -67,7 +67,6 @@ class OutputOptions(Options):
 OUTPUT = OutputOptions()
 
 
-
 def p_option() -> Any:
     """``--p``: the exponent of the weight map's ``w`` combination (default: the map's own)."""
     return option("--p", type=float,
