@@ -208,7 +208,7 @@ def test_an_uploaded_shard_commits_by_sha256(hub: HubServer, monkeypatch: Any, x
     if xet:
         if importlib.util.find_spec("hf_xet") is None:
             pytest.skip("hf_xet is not installed (an optional huggingface_hub dependency): the Xet variant of the "
-                        "commit-by-sha256 path cannot run; the plain-LFS variant above still does")
+                        "commit-by-sha256 path cannot run; the plain-LFS case (xet=False) still runs")
         monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)  # as a user with hf_xet installed
     api.create_commit("user/gap", [uploaded_op("w.safetensors", info)], commit_message="shards")
     assert hub.files("user/gap")["w.safetensors"] == data
