@@ -43,9 +43,17 @@ def test_quick_demo_end_to_end(tmp_path):
     for method in ("tv", "perta-grad", "perta-fisher"):
         es = [rows[(method, a)]["forget_extraction_strength"] for a in sorted(alphas)]
         assert es[-1] < es[0]
-        assert set(summary["best"][method]) == {"best_forget_quality", "best_forget_quality_at_utility_95pct"}
+        assert set(summary["best"][method]) == {"within_budget", "highest_forget_quality"}
 
-    table = (out / "results.md").read_text()
-    assert "| perta-grad |" in table and "forget quality" in table
+    report = (out / "results.md").read_text()
+    assert report.startswith("# TOFU-mini: `perta-hub demo --quick`\n\n## Setup")
+    assert "| perta-grad |" in report and "## Caveats (computed from this run)" in report
+    assert f"{len(reference)} forget questions" in report and "| target | 160 rows:" in report
+    reached = any((b["within_budget"] or {}).get("forget_quality", 0) >= 0.05 for b in summary["best"].values())
+    assert ("**No method forgets on this toy.**" in report) is not reached
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    files = [str((out / name).resolve()) for name in ("results.md", "results.png", "report.html")]
+    assert summary["report_files"] == files
+    assert result.output.rstrip().endswith("\n".join(["Report:", *(f"  {f}" for f in files)]))
     assert summary["timings_s"]["total"] > 0

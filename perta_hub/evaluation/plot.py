@@ -85,7 +85,7 @@ def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: f
     the gradient methods), the target as a star, the retain model (the forget-quality reference, so it has
     none) as a vertical line at its utility, the utility budget as a dotted one and forget quality 0.05 (reaching
     the retain model) as a dashed horizontal line. Point labels (alpha or setting) are placed so that none overlaps
-    another label or a point (:func:`perta_hub.evaluation.plot.place_labels`)."""
+    another label or a point (:func:`perta_hub.evaluation.plot.place_labels`). A PNG, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,8 +131,11 @@ def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: f
     ax.legend(fontsize=8)
     fig.tight_layout()
     place_labels(ax, labels, fontsize=7)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buf.getvalue())
     return path
 
 

@@ -309,7 +309,8 @@ def caveats(summary: dict[str, Any]) -> list[str]:
         if setup.get("smoke_test"):
             out.append(f"**No method forgets on this toy.** {setup['smoke_test']} {_memorised(summary)}")
     if outside:
-        out.append(f"**Forget quality at collapsed utility is not a win**: outside the budget (MU < "
+        out.append(f"**Forget quality outside the utility budget is not a win** (bought with utility, collapsed "
+                   f"utility at worst): outside the budget (MU < "
                    f"{_fmt(budget['threshold'])}) are " + "; ".join(_point(r) for r in outside)
                    + ". The best-setting table lists them as outside the budget, never as a method's best.")
     tokens = evaluation.get("max_new_tokens")
@@ -461,6 +462,7 @@ def write_report(summary: dict[str, Any], out_dir: str | Path, *, plot_title: st
     from perta_hub.evaluation.plot import plot_methods
 
     out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
     md, png, page = (out / name for name in REPORT_FILES)
     plot_methods(summary, png, **({"title": plot_title} if plot_title else {}))
     blocks = report_blocks(summary, plot=png.name)
