@@ -187,6 +187,7 @@ def summarise(results: list[dict[str, Any]], cfg: Any, names: dict[str, str],
             "utility_budget": {"fraction": budget, "threshold": budget * target_mu},
             "best": best_settings(rows, methods, budget * target_mu),
             "evaluation": {"rows": meta.get("num_examples"), "splits": meta.get("splits"), "subset": meta.get("subset"),
+                           "max_examples": meta.get("max_examples"),
                            "max_new_tokens": meta.get("max_new_tokens"), "dtype": meta.get("dtype"),
                            "forget_split": meta.get("forget_split")}}
 
@@ -297,7 +298,10 @@ def caveats(summary: dict[str, Any]) -> list[str]:
                if (b["highest_forget_quality"]["model_utility"] or 0.0) < budget["threshold"]
                and b["highest_forget_quality"]["forget_quality"] is not None]
     if reached:
-        out.append("**Reached within the budget**: " + "; ".join(_point(r) for r in reached) + ".")
+        short = [b["within_budget"] for b in summary["best"].values()
+                 if b["within_budget"] and not any(b["within_budget"] is r for r in reached)]
+        out.append("**Reached within the budget**: " + "; ".join(_point(r) for r in reached)
+                   + (". Not reached: " + "; ".join(_point(r) for r in short) if short else "") + ".")
     else:
         top = _top_within(summary)
         line = (f"**No method reached the retain model's forget quality** (>= {REACHED_FQ:g}) within the budget"
@@ -317,8 +321,8 @@ def caveats(summary: dict[str, Any]) -> list[str]:
     if tokens is not None and tokens < 200:
         out.append(f"ROUGE is measured on at most {tokens} generated tokens, not the benchmark's 200.")
     if evaluation.get("subset"):
-        out.append("Only the first rows of each split are evaluated (above), not the whole splits: the numbers "
-                   "are not comparable with published ones, only the methods with each other.")
+        out.append(f"Each split is cut to its first {evaluation.get('max_examples')} rows (shorter splits whole): the "
+                   "numbers compare the methods here with each other, not with published ones on whole splits.")
     return out
 
 
