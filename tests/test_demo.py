@@ -46,7 +46,7 @@ def test_quick_demo_end_to_end(tmp_path):
         assert set(summary["best"][method]) == {"within_budget", "highest_forget_quality"}
 
     report = (out / "results.md").read_text()
-    assert report.startswith("# TOFU-mini: `perta-hub demo --quick`\n\n## Setup")
+    assert report.startswith("# TOFU-mini unlearning report (`perta-hub demo --quick`)\n\n## Setup")
     assert "| perta-grad |" in report and "## Caveats (computed from this run)" in report
     assert f"{len(reference)} forget questions" in report and "| target | 160 rows:" in report
     reached = any((b["within_budget"] or {}).get("forget_quality", 0) >= 0.05 for b in summary["best"].values())

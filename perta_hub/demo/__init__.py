@@ -142,7 +142,8 @@ def run_demo(out_dir: str | Path = DEMO.out_dir, *, quick: bool = DEMO.quick, de
         return run_model_demo(model, cfg_model, Path(out_dir), device, echo)
     cfg = QUICK if quick else DEFAULT
     with one_torch_thread():  # models of a few million parameters run faster on one CPU thread
-        return _run(cfg, Path(out_dir), device, echo, title=f"TOFU-mini: `perta-hub demo{' --quick' if quick else ''}`")
+        title = f"TOFU-mini unlearning report (`perta-hub demo{' --quick' if quick else ''}`)"
+        return _run(cfg, Path(out_dir), device, echo, title)
 
 
 def demo_setup(cfg: DemoConfig, data: dict[str, Path], target: Path, maps: dict[str, Path], title: str) -> Setup:

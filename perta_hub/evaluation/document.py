@@ -97,5 +97,6 @@ def to_html(blocks: Sequence[Block], title: str, folder: Path) -> str:
         else:
             data = base64.b64encode((folder / block.file).read_bytes()).decode("ascii")
             body.append(f'<p><img alt="{html.escape(block.alt)}" src="data:image/png;base64,{data}"></p>')
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+    plain = re.sub(r"\*\*|`", "", title)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(plain)}</title>\n'
             f"<style>{_STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")

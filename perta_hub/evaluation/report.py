@@ -299,7 +299,7 @@ def caveats(summary: dict[str, Any]) -> list[str]:
                and b["highest_forget_quality"]["forget_quality"] is not None]
     if reached:
         short = [b["within_budget"] for b in summary["best"].values()
-                 if b["within_budget"] and not any(b["within_budget"] is r for r in reached)]
+                 if b["within_budget"] and (b["within_budget"]["forget_quality"] or 0.0) < REACHED_FQ]
         out.append("**Reached within the budget**: " + "; ".join(_point(r) for r in reached)
                    + (". Not reached: " + "; ".join(_point(r) for r in short) if short else "") + ".")
     else:
@@ -351,7 +351,7 @@ def _best_table(summary: dict[str, Any]) -> Table:
     rows = []
     for method, best in summary["best"].items():
         kept, top = best["within_budget"], best["highest_forget_quality"]
-        other = "same setting" if kept is not None and top is kept else \
+        other = "same setting" if top == kept else \
             f"{_fmt(top['forget_quality'])} at {_setting(top, True)}, MU {_fmt(top['model_utility'])}: outside the budget"
         if kept is None:
             rows.append((method, "no setting keeps the budget", "", "", "", other))

@@ -4,6 +4,7 @@ lines printed, and a report.html that fetches nothing."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ class Cfg:
 
 def _result(model, mu, fq, method=None, alpha=None, rows=40, es=0.5):
     meta = {"model": model, "forget_split": "forget01", "num_examples": {"forget": rows, "retain": rows},
-            "splits": {"forget": "forget01_perturbed", "retain": "retain_perturbed"}, "subset": True,
+            "splits": {"forget": "forget01_perturbed", "retain": "retain_perturbed"}, "subset": True, "max_examples": rows,
             "max_new_tokens": 200, "dtype": "float32"}
     meta.update({k: v for k, v in (("method", method), ("alpha", alpha)) if v is not None})
     return {"meta": meta, "forget_quality": {"agg_value": fq, "log10": math.log10(fq) if fq else None}, "model_utility": {"agg_value": mu},
@@ -127,6 +128,13 @@ def test_a_point_outside_the_budget_is_never_called_best():
     tv = next(line for line in best.splitlines() if line.startswith("| tv |"))
     assert "| alpha 1 |" in tv and "0.2000 at alpha 2, MU 0.9000: outside the budget" in tv
     assert "best forget quality" not in text.lower()
+
+
+def test_a_summary_read_back_from_json_gives_the_same_report():
+    summary = _summary(NOTHING_FORGETS)
+    text = report_markdown(summary)
+    assert report_markdown(json.loads(json.dumps(summary))) == text
+    assert "| perta-grad | alpha 2 | 0.0030 | 0.9600 | 0.2000 | same setting |" in text
 
 
 def test_report_sections_in_order_and_every_metric_defined():
