@@ -263,7 +263,7 @@ def verdict(summary: dict[str, Any]) -> str:
     top = _top_within(summary)
     toy = "on this toy" if (summary.get("setup") or {}).get("smoke_test") else "in this run"
     return (f"**No method forgets {toy}**: none reaches forget quality {REACHED_FQ:g} within the utility budget"
-            + (f" (the highest within it: {_point(top)})." if top else " (no setting keeps the budget).")
+            + (f"; the highest within it: {_point(top)}." if top else "; no setting keeps the budget.")
             + " See the caveats.")
 
 
