@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.data.loading import BUNDLED_TOFU
-from perta_hub.demo.steps import Steps, peak_rss_gib, weight_map_rows
+from perta_hub.demo.steps import Steps, epoch_count, peak_rss_gib, weight_map_rows
 from perta_hub.evaluation.report import Setup, finish_experiment, method_lines, summarise
 from perta_hub.options.demo import DEMO
 
@@ -154,7 +154,7 @@ def demo_setup(cfg: DemoConfig, data: dict[str, Path], target: Path, maps: dict[
 
     params = json.loads((target / "perta_config.json").read_text())["num_parameters"]
     forget, retain_authors = rows("forget"), rows("retain_authors")
-    recipe = f"{cfg.memorise_epochs:g} epochs from scratch, lr {cfg.memorise_lr:g}, batch {cfg.batch_size}"
+    recipe = f"{epoch_count(cfg.memorise_epochs)} from scratch, lr {cfg.memorise_lr:g}, batch {cfg.batch_size}"
     return Setup(
         title=title,
         model=f"a Llama trained from scratch: hidden {cfg.hidden_size}, {cfg.num_layers} layers, {cfg.num_heads} "
@@ -164,7 +164,7 @@ def demo_setup(cfg: DemoConfig, data: dict[str, Path], target: Path, maps: dict[
                          f"{cfg.eval_examples} real-author and {cfg.eval_examples} world-fact questions (the general "
                          f"knowledge a pretrained model would bring); {recipe}"),
               ("retain model", f"{rows('retain')} rows: the same without the forget authors; {recipe}"),
-              ("task vector", f"the target fine-tuned on the {forget} forget rows ({cfg.forget_epochs:g} epochs, lr "
+              ("task vector", f"the target fine-tuned on the {forget} forget rows ({epoch_count(cfg.forget_epochs)}, lr "
                               f"{cfg.forget_lr:g}) minus the target"),
               ("weight maps", weight_map_rows(maps)),
               ("sweeps", f"alphas {', '.join(f'{a:g}' for a in cfg.alphas)} for each method")),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.data.loading import BUNDLED_TOFU
-from perta_hub.demo.steps import weight_map_rows
+from perta_hub.demo.steps import epoch_count, weight_map_rows
 from perta_hub.evaluation.report import Setup, finish_experiment, method_lines, summarise
 from perta_hub.importance.methods import METHODS as IMPORTANCE_METHODS
 from perta_hub.unlearning.methods import UNLEARN_METHODS
@@ -235,20 +235,20 @@ def model_setup(model: str, cfg: ModelDemoConfig, data: dict[str, Path], target:
 
     params = json.loads((target / "perta_config.json").read_text())["num_parameters"]
     forget, retain = rows("forget"), rows("retain")
-    recipe = (f"{cfg.memorise_epochs:g} epochs, lr {cfg.memorise_lr:g}, batch {cfg.batch_size} x {cfg.grad_accum}, "
+    recipe = (f"{epoch_count(cfg.memorise_epochs)}, lr {cfg.memorise_lr:g}, batch {cfg.batch_size} x {cfg.grad_accum}, "
               f"at most {cfg.max_length} tokens per example")
     steps = ", ".join(f"{a:g}" for a in cfg.alphas)
     sweep = (f"matched step norms ‖αw⊙τ‖/‖τ‖ = {steps} (TV's alpha is the step; a PerTA map's alpha is the step "
              f"divided by its ‖w⊙τ‖/‖τ‖)" if cfg.match_steps else f"alphas {steps} for every method")
-    grid = "; ".join(f"{m}: " + ", ".join(f"lr {lr:g} for {ep:g} epoch(s)" for lr, ep in settings)
+    grid = "; ".join(f"{m}: " + ", ".join(f"lr {lr:g} for {epoch_count(ep)}" for lr, ep in settings)
                      for m, settings in cfg.gradient_grid.items())
     search = (f"budget 0.95 on the retain answers' probability, alphas in [{cfg.tune_alpha_range[0]:g}, "
               f"{cfg.tune_alpha_range[1]:g}], at most {cfg.tune_max_evals} evaluated")
     data_lines = [
-        ("target", f"{rows('target')} rows: {cfg.retain_authors} retain authors ({retain} rows) and the "
+        ("target", f"{rows('target')} rows: {cfg.retain_authors} retain author(s) ({retain} rows) and the "
                    f"{FORGET_AUTHORS[cfg.forget_split]} {cfg.forget_split} authors ({forget} rows); {recipe}"),
         ("retain model", f"{retain} rows: the retain authors only; {recipe}"),
-        ("task vector", f"the target fine-tuned on the {forget} forget rows ({cfg.forget_epochs:g} epoch(s), lr "
+        ("task vector", f"the target fine-tuned on the {forget} forget rows ({epoch_count(cfg.forget_epochs)}, lr "
                         f"{cfg.forget_lr:g}) minus the target"),
         ("weight maps", weight_map_rows(maps)),
         ("task-arithmetic sweeps", sweep),

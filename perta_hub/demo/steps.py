@@ -1,5 +1,5 @@
 """What the demos share: the step timer (each named step echoed, its wall time and the peak RSS after it kept;
-also used by ``examples/investigate_perta.py``) and the weight maps' line of the report's setup."""
+also used by ``examples/investigate_perta.py``) and pieces of the report's setup (the weight maps' line, epochs)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,8 @@ def weight_map_rows(maps: dict[str, Path]) -> str:
     record = json.loads((next(iter(maps.values())) / "perta_config.json").read_text())
     return (f"{' and '.join(maps)} importances at the target: {record['forget_data']['num_examples']} forget rows "
             f"against {record['retain_data']['num_examples']} retain rows")
+
+
+def epoch_count(n: float) -> str:
+    """``1 epoch``, ``2.5 epochs``."""
+    return f"{n:g} epoch" + ("" if n == 1 else "s")

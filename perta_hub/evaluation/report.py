@@ -374,7 +374,7 @@ def _tune_lines(tune: dict[str, Any]) -> list[str]:
         if t.get("best_sweep"):
             line += (f"; the sweep's best within the budget: alpha {t['best_sweep_alpha_in_budget']:g} (FQ "
                      f"{_fmt(t['best_sweep']['forget_quality'])}, MU {_fmt(t['best_sweep']['model_utility'])})")
-        lines.append(line + "." + (f" **{t['edge']}**" if t.get("edge") else ""))
+        lines.append(line + "." + (f" **Warning: {t['edge']}.**" if t.get("edge") else ""))
     return lines
 
 
