@@ -17,8 +17,8 @@ class DemoOptions(Options):
     out_dir: str = option("-o", "--output", type=FOLDER, default="demo_out",
                           help="Folder for every model, artifact and result (a re-run reuses finished steps).")
     quick: bool = option("--quick", is_flag=True, default=False,
-                         help="Fewer authors and a smaller model: 3 min 53 s measured on 2 CPU cores (7 min 26 s on "
-                              "a heavily loaded machine; docs/demo.md).")
+                         help="Fewer authors and a smaller model: 3 min 53 s measured on 2 CPU cores, about 7 "
+                              "minutes while other jobs load them (docs/demo.md).")
     device: str = option("--device", type=DEVICES, default="auto",
                          help="Where training, importance, merging and evaluation run.")
     model: str | None = option(
