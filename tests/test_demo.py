@@ -14,8 +14,8 @@ from perta_hub.cli import main
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--quick", "-o", str(out), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
+    run = CliRunner().invoke(main, ["demo", "--quick", "-o", str(out), "--device", "cpu"])
+    assert run.exit_code == 0, run.output
     summary = json.loads((out / "results.json").read_text())
     rows = {(r["method"], r["alpha"]): r for r in summary["rows"]}
     alphas = summary["config"]["alphas"]
@@ -55,5 +55,5 @@ def test_quick_demo_end_to_end(tmp_path):
     assert "data:image/png;base64," in (out / "report.html").read_text()
     files = [str((out / name).resolve()) for name in ("results.md", "results.png", "report.html")]
     assert summary["report_files"] == files
-    assert result.output.rstrip().endswith("\n".join(["Report:", *(f"  {f}" for f in files)]))
+    assert run.output.rstrip().endswith("\n".join(["Report:", *(f"  {f}" for f in files)]))
     assert summary["timings_s"]["total"] > 0
