@@ -108,7 +108,9 @@ def check_weight_files(result: VerifyResult, subject: Subject) -> None:
                         "verify does not check it")
     config = _json(subject, "config.json")
     redirect = config.get("transformers_weights") if isinstance(config, dict) else None
-    if redirect is not None and redirect not in layout:
+    entries = {f"{g}.safetensors{end}" for layout_ in type(subject.record).groups for g in layout_
+               for end in ("", ".index.json")} & layout  # what from_pretrained may be pointed at: a whole group
+    if redirect is not None and redirect not in entries:
         problems.append(f"config.json sets transformers_weights = {redirect!r}: from_pretrained loads that instead "
                         "of the checked weights")
     if not layout:
