@@ -356,7 +356,7 @@ def recompute(result: VerifyResult, subject: Subject, *, sample: int | None, see
         elif how == "importances":
             check_weight_map(result, subject, sample=sample, seed=seed)
         else:
-            result.add(LEVEL, "recompute", "unverified", f"a {kind.replace('_', ' ')} comes from training, which "
+            result.add(LEVEL, "recompute", "unverified", f"this {kind.replace('_', ' ')} comes from training, which "
                        "verify does not re-run, so its weights cannot be recomputed (verify what was made from it, "
                        "such as its task vector)")
     except PertaError as err:
