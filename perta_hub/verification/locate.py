@@ -116,7 +116,7 @@ def locate(item: Any, opener: Callable[[str], Any], where: InputSearch | None = 
         except PertaError:
             continue
         if not check_hash or opened.revision == item.revision:
-            return Found(str(place), opened, None if str(place) == recorded else recorded)
+            return Found(str(place), opened)
         if changed is None:
             changed = Found(str(place), opened)
         else:
