@@ -145,9 +145,10 @@ def check_unrecorded_files(result: VerifyResult, subject: Subject) -> None:
     recorded = subject.record.files
     if recorded is UNSET:  # "file hashes" already says the files cannot be checked
         return
+    present = subject.present()
     problems: list[str] = []
     harmless: list[str] = []
-    for name in subject.present():
+    for name in present:
         if name in UNRECORDED or name in recorded:
             continue
         code = _custom_code(subject, name)
@@ -161,7 +162,7 @@ def check_unrecorded_files(result: VerifyResult, subject: Subject) -> None:
         else:
             problems.append(f"{name} is not in the record's files and is not of a kind known to be harmless "
                             "(card, tokenizer, generation config)")
-    code = [n for n in recorded if _custom_code(subject, n) and n in subject.present()]
+    code = [n for n in present if n in recorded and _custom_code(subject, n)]
     if code:
         result.add(LEVEL, "custom code", "unverified", f"{code[0]} is custom code a loader runs with "
                    f"trust_remote_code=True ({len(code)} file(s)); verify cannot check what it loads")

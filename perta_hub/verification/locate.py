@@ -1,11 +1,11 @@
 """Finding a recorded input, bound by content: a Hub input at its recorded commit; a local one at its recorded
-absolute ``path``, at its ``source`` as given (a record older than ``path``: also relative to each folder above the
+absolute ``path`` (a record older than ``path``: its ``source`` as given, then relative to each folder above the
 output), then by its content hash among the folders of :attr:`InputSearch.search` (the output's siblings and each
 ``verify --search DIR``, and the folders directly inside them).
 
 A local input is accepted where its content hash (``sha256:`` over its files, as the command that recorded it
-computed it) is the recorded one; a named place holding other content is returned only when no searched folder
-holds the recorded content, so the caller reports the input as changed.
+computed it) is the recorded one; the recorded place holding other content is returned only when no searched
+folder holds the recorded content, so the caller reports the input as changed.
 """
 
 from __future__ import annotations
@@ -62,14 +62,15 @@ def is_hub_input(item: Any) -> bool:
 
 
 def _named(item: Any, near: Path | None) -> Iterator[Path]:
-    """The places a local input's record names: its path, its source as given, then (an older record's relative
-    source) that source under each folder above ``near``."""
+    """The places a local input's record names, the recorded one first: its path; in an older record without
+    one, its source as given, then (a relative source) that source under each folder above ``near``."""
     path = getattr(item, "path", None)
     if isinstance(path, str) and path:
         yield Path(path)
+        return
     source = Path(str(item.source)).expanduser()
     yield source
-    if not source.is_absolute() and near is not None and not (isinstance(path, str) and path):
+    if not source.is_absolute() and near is not None:
         for above in near.resolve().parents:
             yield above / source
 
@@ -106,18 +107,18 @@ def locate(item: Any, opener: Callable[[str], Any], where: InputSearch | None = 
     recorded = pinned_source(item)
     tried: set[Path] = {where.near.resolve()} if where.near is not None else set()  # never the output itself
     changed: Found | None = None
-    for place in _named(item, where.near):
+    for i, place in enumerate(_named(item, where.near)):
         key = place.resolve()
         if key in tried or not place.exists():
             continue
         tried.add(key)
         try:
             opened = opener(str(place))
-        except PertaError:
+        except (PertaError, OSError):  # not an input of this kind, or unreadable: not this place
             continue
         if not check_hash or opened.revision == item.revision:
             return Found(str(place), opened)
-        if changed is None:
+        if i == 0:  # the recorded place holds other content: the input changed, unless found elsewhere
             changed = Found(str(place), opened)
         else:
             close(opened)
@@ -129,7 +130,7 @@ def locate(item: Any, opener: Callable[[str], Any], where: InputSearch | None = 
         try:
             opened = opener(str(place))
             same = opened.revision == item.revision
-        except PertaError:
+        except (PertaError, OSError):
             continue
         if same:
             if changed is not None:
