@@ -4,8 +4,9 @@ A check is ``pass`` (ran and passed), ``fail`` (ran and failed), ``skipped`` (no
 its kind's definition or its place, e.g. the privacy of a local folder: said why, never counted as a pass) or
 ``unverified`` (requested but could not run: a missing token, a revision that no longer exists, an input found
 nowhere, a kind whose weights come from training under ``--recompute``). The outcome is ``pass`` only when no
-check failed, none was left unverified and every requested level holds a check that passed; it decides the exit
-status (:attr:`VerifyResult.exit_code`: 0, 1 for a FAIL, 3 for NOT VERIFIED).
+check failed and none was left unverified (a requested level whose checks were all not applicable gets a NOT
+VERIFIED line: :meth:`VerifyResult.cover_levels`); it decides the exit status (:attr:`VerifyResult.exit_code`: 0,
+1 for a FAIL, 3 for NOT VERIFIED).
 """
 
 from __future__ import annotations

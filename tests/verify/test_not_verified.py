@@ -90,3 +90,17 @@ def test_a_kind_that_derives_from_forget_data_without_it_is_not_verified(merged:
         "NOT VERIFIED privacy    card scan: no forget data is recorded by the output or its inputs, so the card "
         "cannot be scanned for it (a task vector derives from forget data; --no-privacy verifies without this level)"]
     assert verify_cli(str(merged["tv"]), "--no-privacy").exit_code == ExitCode.OK
+
+
+def test_a_requested_level_with_nothing_checked_is_not_verified() -> None:
+    from perta_hub.verification.result import VerifyResult
+
+    result = VerifyResult("out", kind="model", levels=["integrity", "privacy"])
+    result.add("integrity", "file hashes", "pass", "10 files match")
+    result.add("privacy", "weights private", "skipped", "a local folder")
+    assert result.outcome == "pass"  # what the lines alone would say
+    result.cover_levels()
+    assert result.lines()[-2:] == [
+        "NOT VERIFIED privacy    privacy: no privacy check could be made on this output (see the lines above)",
+        "out could NOT be verified (1 check(s) not verified)"]
+    assert result.exit_code == ExitCode.NOT_VERIFIED
