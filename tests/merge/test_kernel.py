@@ -6,6 +6,7 @@ alpha sweeps."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from pathlib import Path
@@ -160,6 +161,13 @@ def test_merge_spec_from_options_and_apply_signature(tmp_path):
     assert spec.replace(weights=None, alphas=(1.0,)).weights is None
     with pytest.raises(InputError, match="--alpha values repeat"):
         MergeSpec("model", "tv", alphas=(1, 1.0))
+    steps = MergeSpec.from_options("model", dataclasses.replace(options, alphas=(), steps=("0.5",)))
+    assert steps.steps == (0.5,) and steps.alphas == () and steps.folders(tmp_path) == []
+    assert steps.at_steps(0.25).alphas == (2.0,) and steps.at_steps(0.25).folders(tmp_path) == [tmp_path]
+    assert MergeSpec("model", "tv", alphas=(), steps=(1, 2)).at_steps(0.5).folders(tmp_path) == [
+        tmp_path / "step-1.0", tmp_path / "step-2.0"]
+    with pytest.raises(InputError, match="--alpha and --step exclude each other"):
+        MergeSpec.from_options("model", dataclasses.replace(options, steps=("0.5",)))
     assert list(inspect.signature(apply).parameters) == [
-        "model", "task_vector", "alphas", "out_dir", "weights", "p", "lam", "eps", "device", "max_shard_size",
-        "allow_pickle", "progress"]
+        "model", "task_vector", "alphas", "out_dir", "steps", "weights", "p", "lam", "eps", "device",
+        "max_shard_size", "allow_pickle", "allow_negative_alpha", "progress"]
