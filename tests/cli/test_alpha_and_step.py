@@ -262,3 +262,43 @@ def test_step_of_a_zero_task_vector_is_refused(tmp_path, pair):
             f"Error: ||w*tau|| / ||tau|| is 0 for {tv}: no alpha reaches --step; check the task vector (is it zero?) "
             "and the weight map")
     assert not (tmp_path / "out").exists()
+
+
+# -- compute-weights --task-vector -------------------------------------------------------------------------------
+
+
+def test_compute_weights_prints_the_summary_and_the_step_ratio(tmp_path, pair):
+    import re
+
+    from tests.conftest import tofu_rows
+
+    base, tv = pair
+    data = {}
+    for role, split in (("forget", "forget01"), ("retain", "retain99")):
+        data[role] = tmp_path / f"{role}.json"
+        data[role].write_text(json.dumps(tofu_rows(split)[:4]))
+    args = ["compute-weights", base, "--forget", data["forget"], "--retain", data["retain"], "--method", "grad",
+            "--device", "cpu"]
+    # a wrong --task-vector is one line before any gradient, nothing written
+    wrong = make_weight_map(tmp_path / "not-a-tv", base)
+    refused(run_cli(*args, "--task-vector", wrong, "-o", tmp_path / "wm-bad"),
+            f"Error: {wrong} is a weight_map artifact, not a task_vector; check the option you passed it to")
+    assert not (tmp_path / "wm-bad").exists()
+
+    result = run_cli(*args, "--task-vector", tv, "-o", tmp_path / "wm")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("compute-weights: done in") and lines[1].startswith("w = I_f^p / (I_f^p + lam I_r^p")
+    table = [x for x in lines if x.startswith("| ")]
+    assert table[0].startswith("| group | mean w |") and table[2].startswith("| all (‖w⊙τ‖/‖τ‖ ")
+    assert any(x.startswith("| module:q_proj") for x in table) and not any("layer:" in x for x in table)
+    match = re.fullmatch(rf"\|\|w\*tau\|\| / \|\|tau\|\| = ([0-9.]+) over every tensor of the task vector {re.escape(str(tv))}: "
+                         r"apply --alpha A steps A x \1; apply --step S sets alpha = S / \1", lines[-1])
+    assert match, lines[-1]
+    # the same sums as apply's: the recorded step norm at alpha 1
+    assert run_cli("apply", base, "--task-vector", tv, "--weights", tmp_path / "wm", "--alpha", "1", "-o",
+                   tmp_path / "out", "--device", "cpu").exit_code == 0
+    assert record(tmp_path / "out")["step_norm"] == pytest.approx(float(match.group(1)), abs=6e-4)
+    # without --task-vector: the summary, no ratio line
+    plain = run_cli(*args, "-o", tmp_path / "wm2")
+    assert plain.exit_code == 0 and "| all |" in plain.stdout and "||w*tau||" not in plain.stdout, plain.output
