@@ -290,7 +290,7 @@ def test_compute_weights_prints_the_summary_and_the_step_ratio(tmp_path, pair):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("compute-weights: done in") and lines[1].startswith("w = I_f^p / (I_f^p + lam I_r^p")
     table = [x for x in lines if x.startswith("| ")]
-    assert table[0].startswith("| group | mean w |") and table[2].startswith("| all (‖w⊙τ‖/‖τ‖ ")
+    assert table[0].startswith("| group | mean w |") and table[1].startswith("| all (‖w⊙τ‖/‖τ‖ ")
     assert any(x.startswith("| module:q_proj") for x in table) and not any("layer:" in x for x in table)
     match = re.fullmatch(rf"\|\|w\*tau\|\| / \|\|tau\|\| = ([0-9.]+) over every tensor of the task vector {re.escape(str(tv))}: "
                          r"apply --alpha A steps A x \1; apply --step S sets alpha = S / \1", lines[-1])

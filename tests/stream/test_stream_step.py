@@ -57,7 +57,7 @@ def test_step_with_hub_artifacts_is_one_line_and_dry_run_says_when_alpha_is_set(
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.perta-inputs").exists()
     assert "user/out" not in {r for _, r in hub.repos}
     dry = run_cli("apply", p.target, "--task-vector", p.task_vector, "--step", "0.5", "--step", "1", "-o",
-                  tmp_path / "out", "--push", "user/out", "--stream", "--dry-run")
+                  tmp_path / "out", "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert dry.stdout.splitlines()[0] == ("--step: alpha is set when the run starts, from one pass over the task "
                                           "vector and the weight map")
