@@ -40,13 +40,11 @@ from perta_hub.merge.kernel import (
 )
 from perta_hub.merge.low_rank import open_task_vector
 from perta_hub.merge.math import DEFAULT_EPS, DEFAULT_LAM, DEFAULT_P, check_combination, step_sums
-from perta_hub.merge.spec import MergeSpec, alpha_folder
+from perta_hub.merge.spec import MergeSpec
 from perta_hub.options.apply import APPLY
 from perta_hub.records import ModelRecord
 from perta_hub.runtime.buffers import BufferPool, gc_paused
 from perta_hub.runtime.devices import Transfer, one_torch_thread, resolve_device
-
-__all__ = ["PerTAMergeJob", "alpha_folder", "apply", "apply_spec", "merge_summary", "resolve_steps"]
 
 log = logging.getLogger("perta_hub.merge")
 
@@ -230,7 +228,7 @@ class PerTAMergeJob(Job):
     def held_bytes(self, spec: TensorSpec) -> int:
         """Memory one tensor holds in flight: its inputs (mapped) and one result per output."""
         read = spec.nbytes + sum(c.entries[spec.name].nbytes for c in self.inputs if spec.name in c.entries)
-        return read + spec.nbytes * max(len(self.alphas), self.spec.outputs)
+        return read + spec.nbytes * self.spec.outputs
 
     def in_map(self, name: str) -> bool:
         """Whether the weight map holds importances for tensor ``name``."""
@@ -388,12 +386,16 @@ def resolve_steps(spec: MergeSpec, out_dir: str | Path, job_class: type[PerTAMer
 def apply_spec(spec: MergeSpec, out_dir: str | Path, *, progress: bool = True) -> list[Path]:
     """:func:`apply` of a :class:`~perta_hub.merge.spec.MergeSpec`: the output folders, one per alpha."""
     with gc_paused():  # torch's import (in the job's set-up) and the run make no garbage cycles worth a collection
-        if spec.steps and not spec.alphas:
-            spec = resolve_steps(spec, out_dir)  # the weight map is checked there
-            job = PerTAMergeJob.of(spec, out_dir)
-        else:
-            job = PerTAMergeJob.of(spec, out_dir)
-            job.check_weights()
+        checked = bool(spec.steps and not spec.alphas)
+        if checked:
+            spec = resolve_steps(spec, out_dir)  # the weight map is checked there, then alpha set from the steps
+        job = PerTAMergeJob.of(spec, out_dir)
+        try:
+            if not checked:
+                job.check_weights()
+        except BaseException:
+            job.close()
+            raise
         with one_torch_thread():
             return run_job(job, max_shard_size=spec.max_shard_size, progress=progress)
 

@@ -153,8 +153,9 @@ def _weighted_chunks(delta: Any, combination: tuple | None, norms: Any) -> Itera
 
     The chunk is a reused buffer (or, for an fp32 delta without weights, a view of it): use it before the next
     one. Fills ``norms`` (fp32, shape ``(2, number of chunks)``): row 0 the chunk's ``||w ⊙ delta||^2``, row 1 its
-    ``||delta||^2`` (one dot product each while the chunk is in cache). The one order of these operations for
-    :func:`merge_chunked` and :func:`step_sums`, so both give the same bits.
+    ``||delta||^2``, one dot product each while the chunk is in cache (without weights, once the caller has used
+    the chunk: an fp32 view is then read from memory once, not twice); complete once the generator is exhausted.
+    The one order of these operations for :func:`merge_chunked` and :func:`step_sums`, so both give the same bits.
     """
     import torch
 
@@ -172,17 +173,18 @@ def _weighted_chunks(delta: Any, combination: tuple | None, norms: Any) -> Itera
         else:
             d = delta32[: stop - start]
             d.copy_(deltas[start:stop])  # to fp32 without allocating
+        if parts is None:
+            yield start, stop, d, True
+            torch.dot(d, d, out=norms[1, k])  # after the caller used it: in cache now (an fp32 view is read once)
+            continue
         torch.dot(d, d, out=norms[1, k])
-        valid = True
-        if parts is not None:
-            i_f, i_r = parts[0][start:stop], parts[1][start:stop]
-            valid = importances_valid(i_f, i_r)
-            d.mul_(_combine_weights_into(w_forget[: stop - start], w_retain[: stop - start], i_f, i_r,
-                                         *combination[2:]))
-            torch.dot(d, d, out=norms[0, k])
-        else:
-            norms[0, k] = norms[1, k]
+        i_f, i_r = parts[0][start:stop], parts[1][start:stop]
+        valid = importances_valid(i_f, i_r)
+        d.mul_(_combine_weights_into(w_forget[: stop - start], w_retain[: stop - start], i_f, i_r, *combination[2:]))
+        torch.dot(d, d, out=norms[0, k])
         yield start, stop, d, valid
+    if parts is None:  # w = 1: ||w * delta|| = ||delta||
+        norms[0].copy_(norms[1])
 
 
 def _chunk_norms(numel: int) -> Any:
