@@ -394,6 +394,10 @@ class ModelRecord(Record):
     card_tag, card_title = "unlearned-model", "Unlearned model (PerTA)"
 
     alpha: float
+    step: float  # ``apply --step``: the step norm asked for (alpha was set from it)
+    #: ``||alpha w ⊙ tau|| / ||tau||`` over every tensor of the task vector (``w = 1`` for plain task-vector
+    #: negation), summed while merging; dimensionless, 6 significant digits
+    step_norm: float
     method: str
     target: Source
     task_vector: ArtifactRef

@@ -47,12 +47,14 @@ def _grid(alphas: Sequence[Any], alpha_range: Sequence[float] | None, max_evals:
 
     if alphas and alpha_range:
         raise InputError("pass either --alpha (repeated) or --alpha-range LO HI, not both")
+    # apply's rule for alpha (> 0), without its --allow-negative-alpha: alpha 0 is the search's reference
+    remedy = "tune searches alpha > 0 (alpha 0, the target, is always evaluated as the reference)"
     if alphas:
-        values = check_alphas([part for a in alphas for part in (a.split(",") if isinstance(a, str) else [a])])
-        if min(values) <= 0:
-            raise InputError(f"--alpha values must be > 0 (alpha 0 is the target, always evaluated), got {values}")
+        values = check_alphas([part for a in alphas for part in (a.split(",") if isinstance(a, str) else [a])],
+                              remedy=remedy)
         return sorted(values)
     lo, hi = alpha_range or DEFAULT_ALPHA_RANGE
+    check_alphas([lo, hi] if lo != hi else [lo], option="--alpha-range", remedy=remedy)
     return linear_grid(float(lo), float(hi), grid_points or max(2, min(max_evals, (max_evals + 1) // 2)))
 
 

@@ -77,7 +77,9 @@ def test_python_api(tmp_path, pair):
                          utility_budget=0.5, alphas=[0.5, 2.0], max_evals=2, forget_examples=4, retain_examples=4,
                          device="cpu", progress=False)
     assert run["outputs"] == [tmp_path / "out"] and set(run["chosen"]) == {"tv"}
-    assert json.loads((tmp_path / "out" / "perta_config.json").read_text())["tune"]["grid"] == [0.5, 2.0]
+    config = json.loads((tmp_path / "out" / "perta_config.json").read_text())
+    assert config["tune"]["grid"] == [0.5, 2.0]
+    assert config["step_norm"] == config["alpha"] == run["chosen"]["tv"]  # TV: ||alpha tau|| / ||tau|| = alpha
 
 
 def assert_one_line_error(code, output, *needles):
