@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError
+from perta_hub.evaluation.metric_info import BY_KEY
+from perta_hub.evaluation.privacy import ATTACKS
 from perta_hub.io.atomic import write_atomic
 
 # (column title, result key, field) shown in the terminal table, one row per model.
@@ -22,7 +24,12 @@ COLUMNS = (
     ("retain ROUGE-L", "retain_Q_A_ROUGE", "agg_value"),
     ("forget ES", "extraction_strength", "agg_value"),
     ("retain ES", "retain_extraction_strength", "agg_value"),
+    ("PrivLeak", "privleak", "agg_value"),
 )
+# The privacy table (third table) and the privacy rows of a card: the MIA AUCs, then each attack's PrivLeak.
+PRIVACY_KEYS = (*ATTACKS, "privleak", *(m for m in BY_KEY if m.startswith("privleak_")))
+# The metrics whose bootstrap interval the terminal table shows (all of them are in the JSON).
+INTERVAL_KEYS = ("forget_quality", "model_utility", "privleak", "mia_min_k", "forget_Q_A_ROUGE", "extraction_strength")
 # The nine components of model utility (``model_utility.components``), second table: (title, key).
 UTILITY_COLUMNS = (
     ("retain prob", "retain_Q_A_Prob"), ("retain ROUGE", "retain_Q_A_ROUGE"), ("retain TR", "retain_Truth_Ratio"),
@@ -41,6 +48,7 @@ CARD_METRICS = (
     ("retain_Q_A_Prob", "Retain probability"),
     ("retain_Q_A_ROUGE", "Retain ROUGE-L recall"),
     ("retain_Truth_Ratio", "Retain truth ratio"),
+    *((key, BY_KEY[key].name) for key in PRIVACY_KEYS),
 )
 
 
@@ -79,8 +87,28 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
         lines += _aligned(["model", *(c[0] for c in UTILITY_COLUMNS)],
                           [[label, *(_fmt(part.get(key)) for _, key in UTILITY_COLUMNS)]
                            for label, part in zip(labels, parts, strict=True)])
-    notes = {res["forget_quality"].get("message") for res in results if res["forget_quality"].get("message")}
+    if any(res.get(a) for res in results for a in ATTACKS):
+        lines += ["", "privacy: MIA AUC (forget = members vs holdout; 0.5 = no signal) and PrivLeak in % (MUSE's sign: "
+                  "< 0 still leaks, > 0 over-unlearned, 0 = as the retain model):"]
+        lines += _aligned(["model", *(BY_KEY[k].label for k in PRIVACY_KEYS)],
+                          [[label, *(_fmt(BY_KEY[k].value(res)) for k in PRIVACY_KEYS)]
+                           for label, res in zip(labels, results, strict=True)])
+    boot = [res.get("bootstrap") for res in results]
+    if any(boot):
+        b = next(x for x in boot if x)
+        lines += ["", f"{b['level'] * 100:g} % bootstrap intervals ({b['method']}, {b['resamples']} resamples of the "
+                  f"question rows, seed {b['seed']}):"]
+        lines += _aligned(["model", *(BY_KEY[k].label for k in INTERVAL_KEYS)],
+                          [[label, *(_interval((x or {}).get("intervals", {}).get(k)) for k in INTERVAL_KEYS)]
+                           for label, x in zip(labels, boot, strict=True)])
+    notes = {res[key].get("message") for res in results for key in ("forget_quality", "privleak")
+             if (res.get(key) or {}).get("message")}
     return "\n".join(lines + sorted(notes))
+
+
+def _interval(bounds: Sequence[float] | None) -> str:
+    """A table cell ``[low, high]`` (n/a without an interval)."""
+    return "n/a" if not bounds else f"[{_fmt(bounds[0], 3)}, {_fmt(bounds[1], 3)}]"
 
 
 def _summary_row(result: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -96,6 +124,8 @@ def _summary_row(result: dict[str, Any], names: dict[str, str]) -> dict[str, Any
         "retain_extraction_strength": result["retain_extraction_strength"]["agg_value"],
         "forget_rouge": result["forget_Q_A_ROUGE"]["agg_value"],
         "retain_rouge": result["retain_Q_A_ROUGE"]["agg_value"],
+        "privleak": BY_KEY["privleak"].value(result),
+        "mia_min_k_auc": BY_KEY["mia_min_k"].value(result),
     }
 
 
@@ -125,17 +155,24 @@ def _md(value: Any, digits: int = 4) -> str:
     return _fmt(value, digits, small=3)
 
 
+# results.md's privacy columns (summary row key -> title), shown when some row has the value
+_PRIVACY_TITLES = {"mia_min_k_auc": f"{BY_KEY['mia_min_k'].label}", "privleak": f"{BY_KEY['privleak'].label} (%)"}
+
+
 def results_markdown(summary: dict[str, Any]) -> str:
     """The results table (markdown) and the best alphas."""
     steps = any(r.get("step_norm") is not None for r in summary["rows"])
+    privacy = [k for k in ("mia_min_k_auc", "privleak") if any(r.get(k) is not None for r in summary["rows"])]
     head = ("| method | alpha / setting | " + ("step ‖αw⊙τ‖/‖τ‖ | " if steps else "")
-            + "forget quality | log10 FQ | model utility | ES forget | ES retain | ROUGE forget | ROUGE retain |\n"
-            + "|---" * (10 if steps else 9) + "|\n")
+            + "forget quality | log10 FQ | model utility | ES forget | ES retain | ROUGE forget | ROUGE retain |"
+            + "".join(f" {_PRIVACY_TITLES[k]} |" for k in privacy) + "\n"
+            + "|---" * ((10 if steps else 9) + len(privacy)) + "|\n")
     body = "".join(
         f"| {r['method']} | {_setting(r)} | " + (f"{_md(r.get('step_norm'), 2)} | " if steps else "")
         + f"{_md(r['forget_quality'])} | {_md(r['log10_forget_quality'], 2)} "
         f"| {_md(r['model_utility'])} | {_md(r['forget_extraction_strength'])} "
-        f"| {_md(r['retain_extraction_strength'])} | {_md(r['forget_rouge'])} | {_md(r['retain_rouge'])} |\n"
+        f"| {_md(r['retain_extraction_strength'])} | {_md(r['forget_rouge'])} | {_md(r['retain_rouge'])} |"
+        + "".join(f" {_md(r.get(k), 2 if k == 'privleak' else 4)} |" for k in privacy) + "\n"
         for r in summary["rows"])
     lines = ["", f"Target model utility: {_md(summary['target_model_utility'])}", ""]
     for method, best in summary["best"].items():
@@ -168,7 +205,7 @@ def eval_results(results: dict[str, Any]) -> list[Any]:
     args = {"max_examples": meta.get("max_examples")} if results.get("subset") else None
     out = []
     for key, name in CARD_METRICS:
-        value = results.get(key, {}).get("agg_value")
+        value = BY_KEY[key].value(results)
         if value is None:
             continue
         out.append(EvalResult(
