@@ -175,7 +175,7 @@ def _score_batch(lm: LoadedModel, examples: Sequence[EncodedQA], start: int, sto
         label_logp = logp.gather(1, gold[:, None])[:, 0]  # [n]
         p = logp.exp()
         mu = (p * logp).sum(-1)  # [n]: E_z[log p(z)]
-        var = (p * logp.square()).sum(-1) - mu.square()  # [n]: Var_z[log p(z)]
+        var = (p * (logp - mu[:, None]).square()).sum(-1)  # [n]: Var_z[log p(z)], two-pass (no cancellation)
         results.append(Scored(avg_nll=-label_logp.sum().item() / n, num_tokens=n, extraction_strength=es,
                               token_logprobs=label_logp.tolist(), token_mu=mu.tolist(), token_var=var.tolist()))
     return results
