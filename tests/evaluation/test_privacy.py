@@ -376,3 +376,14 @@ def test_reference_with_only_aucs_gives_privleak_but_no_interval(evaluated, tmp_
     no_rows = {**model, "reference": {"source": str(path), "forget_truth_ratio": model["reference"]
                                       ["forget_truth_ratio"], "mia": {}}}
     assert "privleak" in row_table(no_rows).notes
+
+
+def test_docs_state_every_metric_and_its_direction():
+    from perta_hub.evaluation.metric_info import METRICS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "evaluate.md").read_text()
+    section = text.split("### Which direction is better", 1)[1].split("\n## ", 1)[0]
+    for m in METRICS:
+        assert f"`{m.key}`" in section, m.key
+    assert "d3d7cf9e6b3c125d16687d4232680d8d83548f1a" in text and privacy.__doc__ is not None
+    assert "d3d7cf9e6b3c125d16687d4232680d8d83548f1a" in privacy.__doc__
