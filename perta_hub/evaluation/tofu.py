@@ -326,7 +326,7 @@ def evaluate_tofu(
     model: str | Any,
     *,
     forget_split: str = EVALUATE.forget_split,
-    retain_logs: str | Path | Mapping[str, float] | None = EVALUATE.retain_logs,
+    retain_logs: str | Path | Mapping[str, float] | Reference | None = EVALUATE.retain_logs,
     data_dir: str | Path | None = EVALUATE.data_dir,
     max_examples: int | None = EVALUATE.max_examples,
     device: str = EVALUATE.device,
