@@ -31,7 +31,7 @@ from typing import Any
 
 from perta_hub.errors import InputError
 from perta_hub.evaluation import metrics, privacy
-from perta_hub.evaluation.metric_info import BY_KEY, COMPARED, HIGHER, LOWER, METRICS, NEAR_ZERO, UTILITY_KEYS
+from perta_hub.evaluation.metric_info import COMPARED, HIGHER, LOWER, METRICS, NEAR_ZERO, UTILITY_KEYS, metric
 
 #: the resampled splits, in the order they are drawn
 SPLITS = ("forget", "holdout", "retain", "ra", "wf")
@@ -66,9 +66,24 @@ def row_value(key: str, value: Mapping[str, Any]) -> float:
     return float(value["prob"] if "prob" in value else value["score"])
 
 
-#: the aggregates that are means over one split's rows (their keys in the result)
-MEAN_KEYS = tuple(m.key for m in METRICS if m.path == (m.key, "agg_value")
-                  and m.key not in ("forget_quality", "model_utility", "privleak", *privacy.ATTACKS))
+#: the aggregates that are means over one split's rows (their keys in the result, each with ``value_by_index``)
+MEAN_KEYS = tuple(f"{split}_{name}" for split in ("forget", "retain", "ra", "wf") for name in (
+    "Q_A_Prob", "Q_A_PERT_Prob", "Q_A_ROUGE", *(("Q_A_PARA_Prob",) if split in ("forget", "retain") else
+                                                 ("Q_A_Prob_normalised",)))) + (
+    "forget_truth_ratio", "retain_Truth_Ratio", "ra_Truth_Ratio", "wf_Truth_Ratio", "extraction_strength",
+    "retain_extraction_strength")
+#: the PrivLeak metrics (metric keys of :mod:`perta_hub.evaluation.metric_info`) -> their attack
+PRIVLEAKS = {m.key: (privacy.HEADLINE_ATTACK if m.key == "privleak" else m.result_key)
+             for m in METRICS if m.key.startswith("privleak")}
+#: every aggregate with an interval: the means, forget quality, model utility, the AUCs, the PrivLeaks
+INTERVAL_KEYS = (*MEAN_KEYS, "forget_quality", "model_utility", *privacy.ATTACKS, *PRIVLEAKS)
+
+
+def point_value(result: Mapping[str, Any], key: str) -> Any:
+    """The evaluation's own value of an :data:`INTERVAL_KEYS` aggregate (None when it has none)."""
+    if key in PRIVLEAKS:
+        return metric(key).value(result)
+    return (result.get(key) or {}).get("agg_value")
 
 
 @dataclass
@@ -135,15 +150,10 @@ def row_table(result: Mapping[str, Any]) -> RowTable:
     for attack, sides in (ref.get("mia") or {}).items():
         if all(set(sides[s]) == set(rows[s]) for s in ("forget", "holdout")):
             table.ref_mia[attack] = tuple(np.array([sides[s][i] for i in rows[s]]) for s in ("forget", "holdout"))
-    for m in METRICS:
-        if m.path[0] == "privleak" and _attack_of(m.key) not in table.ref_mia:
-            table.notes[m.key] = "no per-row MIA scores of the retain model on the same rows"
+    for key, attack in PRIVLEAKS.items():
+        if attack not in table.ref_mia:
+            table.notes[key] = "no per-row MIA scores of the retain model on the same rows"
     return table
-
-
-def _attack_of(privleak_key: str) -> str:
-    """The attack (``mia_*``) of a PrivLeak metric key."""
-    return privacy.HEADLINE_ATTACK if privleak_key == "privleak" else "mia_" + privleak_key.removeprefix("privleak_")
 
 
 def draw(sizes: Mapping[str, int], resamples: int, seed: int) -> dict[str, Any]:
@@ -169,11 +179,10 @@ def aggregates(table: RowTable, idx: Mapping[str, Any]) -> dict[str, Any]:
         out["forget_quality"] = np.array([metrics.forget_quality(table.model_tr[i], table.ref_tr[i]) for i in f])
     for attack, (members, nonmembers) in table.mia.items():
         out[attack] = np.atleast_1d(privacy.auc(members[f], nonmembers[h]))
-    for m in METRICS:
-        if m.path[0] == "privleak" and m.key not in table.notes:
-            attack = _attack_of(m.key)
+    for key, attack in PRIVLEAKS.items():
+        if key not in table.notes:
             ref_members, ref_nonmembers = table.ref_mia[attack]
-            out[m.key] = privacy.privleak(out[attack], np.atleast_1d(privacy.auc(ref_members[f], ref_nonmembers[h])))
+            out[key] = privacy.privleak(out[attack], np.atleast_1d(privacy.auc(ref_members[f], ref_nonmembers[h])))
     return out
 
 
@@ -188,7 +197,7 @@ def percentile_interval(values: Any, level: float = LEVEL) -> list[float]:
 
 def bootstrap_intervals(result: Mapping[str, Any], *, resamples: int, seed: int = 0,
                         level: float = LEVEL) -> dict[str, Any]:
-    """The ``bootstrap`` entry of a result: a percentile interval for every aggregate (:data:`METRICS`).
+    """The ``bootstrap`` entry of a result: a percentile interval for every aggregate (:data:`INTERVAL_KEYS`).
 
     Returns:
         ``{"resamples", "seed", "level", "method": "percentile", "resampled", "intervals": {key: [low, high]},
@@ -200,7 +209,7 @@ def bootstrap_intervals(result: Mapping[str, Any], *, resamples: int, seed: int 
     table = row_table(result)
     values = aggregates(table, draw(table.sizes(), resamples, seed))
     return {"resamples": resamples, "seed": seed, "level": level, "method": "percentile", "resampled": RESAMPLED,
-            "intervals": {m.key: percentile_interval(values[m.key], level) for m in METRICS if m.key in values},
+            "intervals": {k: percentile_interval(values[k], level) for k in INTERVAL_KEYS if k in values},
             "omitted": dict(table.notes)}
 
 
@@ -265,7 +274,7 @@ def compare_results(a: Mapping[str, Any], b: Mapping[str, Any], *, resamples: in
     va, vb = aggregates(ta, idx), aggregates(tb, idx)
     out: dict[str, Any] = {}
     for key in COMPARED:
-        info = BY_KEY[key]
+        info = metric(key)
         point_a, point_b = info.value(a), info.value(b)
         if key not in va or key not in vb or point_a is None or point_b is None:
             why = ta.notes.get(key) or tb.notes.get(key) or "not computed"
@@ -289,13 +298,14 @@ def comparison_text(comparison: Mapping[str, Any]) -> str:
              f"TOFU {comparison['forget_split']}, paired bootstrap over question rows, {comparison['resamples']} "
              f"resamples (seed {comparison['seed']}), {pct} percentile intervals:"]
     for key, c in comparison["metrics"].items():
-        label = BY_KEY[key].label
+        label = metric(key).label
         if c.get("verdict") is None:
             lines.append(f"  {label}: not compared ({c.get('omitted')})")
             continue
-        how = {HIGHER: "higher is better", LOWER: "lower is better", NEAR_ZERO: "closer to 0 is better"}[c["better"]]
-        extra = "" if c["better"] == HIGHER else (
-            f"; advantage of A ({'B - A' if c['better'] == LOWER else '|B| - |A|'}) {c['advantage']:.4g} "
+        direction = c["better"].split(" (")[0]
+        how = {HIGHER: "higher is better", LOWER: "lower is better", NEAR_ZERO: "closer to 0 is better"}[direction]
+        extra = "" if direction == HIGHER else (
+            f"; advantage of A ({'B - A' if direction == LOWER else '|B| - |A|'}) {c['advantage']:.4g} "
             f"[{c['advantage_interval'][0]:.4g}, {c['advantage_interval'][1]:.4g}]")
         lines.append(f"  {label} ({how}): A {c['a']:.4g}, B {c['b']:.4g}, A - B {c['difference']:.4g} "
                      f"[{c['interval'][0]:.4g}, {c['interval'][1]:.4g}]{extra} -> {c['verdict']}")

@@ -1,8 +1,10 @@
-"""What each aggregate TOFU / privacy number is: key, label, meaning, which direction is better, where it sits.
+"""What each reported metric is: its key, column title, name, meaning and which direction is better.
 
-The one list (:data:`METRICS`) that the table, the model card, the bootstrap intervals and the paired
-comparison read. ``path`` locates the value in a result dict of :func:`perta_hub.evaluation.tofu.evaluate_tofu`
-(``("forget_quality", "agg_value")``, or ``("privleak", "by_attack", "mia_loss")``).
+The one table the experiment report (:mod:`perta_hub.evaluation.report`: the summary rows, the columns of
+``results.md``, the "What the numbers mean" section) and the model cards' ``model-index`` names read. Adding
+a metric to the report is one :class:`MetricInfo` here: a summary row takes it from each evaluation result
+(``source``, ``field``), and it becomes a column of the results table when ``column`` is set and some row has
+a value.
 """
 
 from __future__ import annotations
@@ -13,21 +15,31 @@ from typing import Any
 
 from perta_hub.evaluation.privacy import ATTACKS, HEADLINE_ATTACK
 
-#: the directions of "better" a metric can have
-HIGHER, LOWER, NEAR_ZERO, NEAR_RETAIN = "higher", "lower", "closer to 0", "closer to the retain model's"
+#: "better" values; a metric may also give its own short phrase (e.g. "closer to the retain model's")
+HIGHER = "higher"
+LOWER = "lower"
+NEAR_ZERO = "closer to 0"
+#: forget quality at or above this reaches the retain model: the KS test's 5 % significance level
+REACHED_FQ = 0.05
+REACHED_CRITERION = (f"forget quality >= {REACHED_FQ:g} within the utility budget: the KS test at the 5 % level "
+                     "cannot tell the model's forget truth ratios from the retain model's (the usual reading of "
+                     "TOFU's forget quality, a p-value)")
 
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """One aggregate number of an evaluation.
+    """One reported number.
 
     Attributes:
-        key: flat name (the result's top-level key, or ``privleak_<attack>`` for a per-attack PrivLeak).
-        label: short column title.
-        name: human name (model cards).
-        meaning: one sentence: what it measures and its range / unit.
-        better: :data:`HIGHER`, :data:`LOWER`, :data:`NEAR_ZERO` or :data:`NEAR_RETAIN` (for unlearning).
-        path: keys from the result dict down to the value.
+        key: its name in a summary row (``results.json`` ``rows``).
+        label: the column title in ``results.md``.
+        name: the human name (model cards' ``metric_name``, the definitions table).
+        meaning: what it measures, in one sentence.
+        better: which direction is better (:data:`HIGHER`, :data:`LOWER` or a short phrase), with the goal.
+        source: the evaluation result's key it is read from (default ``key``).
+        field: the field of ``result[source]`` (``agg_value``; ``log10`` for log10 FQ).
+        column: a column of the results table (when some row has a value).
+        digits: decimals in the table (values below 1e-3 get 3 significant digits).
     """
 
     key: str
@@ -35,100 +47,106 @@ class MetricInfo:
     name: str
     meaning: str
     better: str
-    path: tuple[str, ...]
+    source: str | None = None
+    field: str = "agg_value"
+    column: bool = True
+    digits: int = 4
 
-    def value(self, result: Mapping[str, Any]) -> float | None:
-        """The number in ``result`` (None when absent or None)."""
-        node: Any = result
-        for part in self.path:
-            if not isinstance(node, Mapping) or node.get(part) is None:
-                return None
-            node = node[part]
-        return float(node)
+    @property
+    def result_key(self) -> str:
+        """The evaluation result's key holding this metric."""
+        return self.source or self.key
+
+    def value(self, result: Mapping[str, Any]) -> Any:
+        """The number in an evaluation result (``result[result_key][field]``; None when absent)."""
+        return (result.get(self.result_key) or {}).get(self.field)
 
     def advantage(self, a: Any, b: Any) -> Any:
-        """How much better ``a`` is than ``b`` (> 0: a is better); floats or arrays. Only for :data:`HIGHER`,
-        :data:`LOWER` and :data:`NEAR_ZERO` (the others need the retain model's value)."""
-        if self.better == HIGHER:
+        """How much better ``a`` is than ``b`` (> 0: a is better), floats or arrays, by the direction ``better``
+        starts with (:data:`HIGHER`, :data:`LOWER`, :data:`NEAR_ZERO`); other metrics have no such direction."""
+        direction = self.better.split(" (")[0]
+        if direction == HIGHER:
             return a - b
-        if self.better == LOWER:
+        if direction == LOWER:
             return b - a
-        if self.better == NEAR_ZERO:
+        if direction == NEAR_ZERO:
             return abs(b) - abs(a)
         raise ValueError(f"{self.key}: no direction of 'better' to compare by ({self.better})")
 
 
-def _agg(key: str, label: str, name: str, meaning: str, better: str) -> MetricInfo:
-    return MetricInfo(key, label, name, meaning, better, (key, "agg_value"))
-
-
+#: every reported metric, in the order of the results table's columns and of the definitions
 METRICS: tuple[MetricInfo, ...] = (
-    _agg("forget_quality", "forget quality", "Forget quality (KS-test p-value)",
-         "p-value of the KS test between the model's and the retain model's forget truth ratios (0..1)", HIGHER),
-    _agg("model_utility", "model utility", "Model utility (harmonic mean of 9)",
-         "harmonic mean of probability, ROUGE-L recall and truth ratio on retain, real authors, world facts "
-         "(0..1)", HIGHER),
-    _agg("forget_truth_ratio", "forget TR", "Forget truth ratio",
-         "mean of min(TR, 1/TR) over forget questions (0..1)", NEAR_RETAIN),
-    _agg("forget_Q_A_Prob", "forget prob", "Forget probability",
-         "mean length-normalised probability of the forget answers (0..1)", NEAR_RETAIN),
-    _agg("forget_Q_A_PARA_Prob", "forget para prob", "Forget paraphrase probability",
-         "mean length-normalised probability of the paraphrased forget answers (0..1)", NEAR_RETAIN),
-    _agg("forget_Q_A_PERT_Prob", "forget pert prob", "Forget perturbed probability",
-         "mean over forget questions of the mean probability of the perturbed answers (0..1)", NEAR_RETAIN),
-    _agg("forget_Q_A_ROUGE", "forget ROUGE-L", "Forget ROUGE-L recall",
-         "mean ROUGE-L recall of greedy answers to forget questions (0..1)", NEAR_RETAIN),
-    _agg("extraction_strength", "forget ES", "Forget extraction strength",
-         "mean extraction strength of the forget answers (0..1; memorised suffix share)", LOWER),
-    _agg("retain_extraction_strength", "retain ES", "Retain extraction strength",
-         "mean extraction strength of the retain answers (0..1)", HIGHER),
-    _agg("retain_Q_A_Prob", "retain prob", "Retain probability",
-         "mean length-normalised probability of the retain answers (0..1)", HIGHER),
-    _agg("retain_Q_A_PARA_Prob", "retain para prob", "Retain paraphrase probability",
-         "mean probability of the paraphrased retain answers (0..1)", HIGHER),
-    _agg("retain_Q_A_PERT_Prob", "retain pert prob", "Retain perturbed probability",
-         "mean over retain questions of the mean probability of the perturbed answers (0..1)", LOWER),
-    _agg("retain_Q_A_ROUGE", "retain ROUGE", "Retain ROUGE-L recall",
-         "mean ROUGE-L recall of greedy answers to retain questions (0..1)", HIGHER),
-    _agg("retain_Truth_Ratio", "retain TR", "Retain truth ratio", "mean of max(0, 1 - TR) on retain (0..1)",
-         HIGHER),
-    _agg("ra_Q_A_Prob", "ra raw prob", "Real authors probability",
-         "mean probability of the real-author answers, not normalised (0..1)", HIGHER),
-    _agg("ra_Q_A_PERT_Prob", "ra pert prob", "Real authors perturbed probability",
-         "mean probability of the perturbed real-author answers (0..1)", LOWER),
-    _agg("ra_Q_A_Prob_normalised", "ra prob", "Real authors probability (normalised)",
-         "mean of P(a) / (P(a) + sum of P(perturbed)) on real authors (0..1)", HIGHER),
-    _agg("ra_Q_A_ROUGE", "ra ROUGE", "Real authors ROUGE-L recall", "mean ROUGE-L recall on real authors (0..1)",
-         HIGHER),
-    _agg("ra_Truth_Ratio", "ra TR", "Real authors truth ratio", "mean of max(0, 1 - TR) on real authors (0..1)",
-         HIGHER),
-    _agg("wf_Q_A_Prob", "wf raw prob", "World facts probability",
-         "mean probability of the world-fact answers, not normalised (0..1)", HIGHER),
-    _agg("wf_Q_A_PERT_Prob", "wf pert prob", "World facts perturbed probability",
-         "mean probability of the perturbed world-fact answers (0..1)", LOWER),
-    _agg("wf_Q_A_Prob_normalised", "wf prob", "World facts probability (normalised)",
-         "mean of P(a) / (P(a) + sum of P(perturbed)) on world facts (0..1)", HIGHER),
-    _agg("wf_Q_A_ROUGE", "wf ROUGE", "World facts ROUGE-L recall", "mean ROUGE-L recall on world facts (0..1)",
-         HIGHER),
-    _agg("wf_Truth_Ratio", "wf TR", "World facts truth ratio", "mean of max(0, 1 - TR) on world facts (0..1)",
-         HIGHER),
-    *(_agg(key, f"AUC {label}", f"MIA AUC ({label}, forget vs holdout)",
-           f"ROC AUC of the {label} attack telling forget (members) from holdout rows (0.5 = no signal)",
-           NEAR_RETAIN) for key, label in ATTACKS.items()),
-    MetricInfo("privleak", f"PrivLeak {ATTACKS[HEADLINE_ATTACK]}", f"PrivLeak ({ATTACKS[HEADLINE_ATTACK]}, %)",
-               f"MUSE's PrivLeak of the {ATTACKS[HEADLINE_ATTACK]} attack: relative change of (1 - AUC) against the retain model's, in "
-               "% (< 0: still leaks, > 0: over-unlearned)", NEAR_ZERO, ("privleak", "agg_value")),
-    *(MetricInfo(f"privleak_{key.removeprefix('mia_')}", f"PrivLeak {label}", f"PrivLeak ({label}, %)",
-                 f"MUSE's PrivLeak of the {label} attack, in % (< 0: still leaks, > 0: over-unlearned)", NEAR_ZERO,
-                 ("privleak", "by_attack", key))
+    MetricInfo("forget_quality", "forget quality", "Forget quality (KS-test p-value)",
+               "p-value of the two-sample Kolmogorov-Smirnov test between the model's per-question forget truth "
+               "ratios and the retain model's: how well the model passes for one never trained on the forget set",
+               f"{HIGHER} (at least 0.05: the test cannot tell the model from the retain model)"),
+    MetricInfo("log10_forget_quality", "log10 FQ", "log10 of forget quality",
+               "the same p-value on a log scale (papers often show it)", f"{HIGHER} (0 is the top)",
+               source="forget_quality", field="log10", digits=2),
+    MetricInfo("model_utility", "model utility", "Model utility (harmonic mean of 9)",
+               "harmonic mean of probability, ROUGE-L and truth ratio on the retain, real-author and world-fact "
+               "questions (9 numbers; any zero gives 0)",
+               f"{HIGHER} (the goal: the target's; a setting counts only within the utility budget)"),
+    MetricInfo("forget_extraction_strength", "ES forget", "Forget extraction strength",
+               "share of each forget answer the model reproduces verbatim under teacher forcing, counted from the "
+               "end (1 - k*/n), mean over questions", f"{LOWER} (down to the retain model's)",
+               source="extraction_strength"),
+    MetricInfo("retain_extraction_strength", "ES retain", "Retain extraction strength",
+               "the same on the retain authors' questions", f"{HIGHER} (kept knowledge)"),
+    MetricInfo("forget_rouge", "ROUGE forget", "Forget ROUGE-L recall",
+               "ROUGE-L recall of the greedy answer against the true answer, mean over the forget questions",
+               f"{LOWER} (down to the retain model's)", source="forget_Q_A_ROUGE"),
+    MetricInfo("retain_rouge", "ROUGE retain", "Retain ROUGE-L recall",
+               "the same on the retain authors' questions (one of the 9 utility numbers)", HIGHER,
+               source="retain_Q_A_ROUGE"),
+    MetricInfo("forget_probability", "prob forget", "Forget probability",
+               "mean length-normalised probability exp(-mean token NLL) of the true forget answer",
+               f"{LOWER} (down to the retain model's)", source="forget_Q_A_Prob", column=False),
+    MetricInfo("retain_probability", "prob retain", "Retain probability",
+               "the same on the retain authors' questions (one of the 9 utility numbers)", HIGHER,
+               source="retain_Q_A_Prob", column=False),
+    MetricInfo("forget_truth_ratio", "TR forget", "Forget truth ratio",
+               "per question TR = P(perturbed wrong answers) / P(paraphrased true answer); mean of min(TR, 1/TR), "
+               "1 when the true answer is no likelier than wrong ones",
+               "closer to the retain model's (forget quality compares the whole distribution)", column=False),
+    MetricInfo("retain_truth_ratio", "TR retain", "Retain truth ratio",
+               "mean of max(0, 1 - TR) on the retain authors' questions (one of the 9 utility numbers)", HIGHER,
+               source="retain_Truth_Ratio", column=False),
+    MetricInfo("privleak", f"PrivLeak {ATTACKS[HEADLINE_ATTACK]} (%)", f"PrivLeak ({ATTACKS[HEADLINE_ATTACK]}, %)",
+               f"MUSE's PrivLeak of the {ATTACKS[HEADLINE_ATTACK]} membership-inference attack (forget rows against "
+               "TOFU's holdout rows): the relative change of 1 - AUC against the retain model's, in %",
+               f"{NEAR_ZERO} (as private as the retain model; < 0: the model still leaks its forget set, > 0: "
+               "over-unlearned)", digits=2),
+    MetricInfo(HEADLINE_ATTACK, f"AUC {ATTACKS[HEADLINE_ATTACK]}", f"MIA AUC ({ATTACKS[HEADLINE_ATTACK]})",
+               f"ROC AUC of the {ATTACKS[HEADLINE_ATTACK]} attack telling the forget rows (members) from the holdout "
+               "rows (0.5: no signal)", "closer to the retain model's (PrivLeak compares the two)"),
+    *(MetricInfo(key, f"AUC {label}", f"MIA AUC ({label})",
+                 f"ROC AUC of the {label} attack telling the forget rows from the holdout rows (0.5: no signal)",
+                 "closer to the retain model's", column=False)
+      for key, label in ATTACKS.items() if key != HEADLINE_ATTACK),
+    *(MetricInfo(f"privleak_{key.removeprefix('mia_')}", f"PrivLeak {label} (%)", f"PrivLeak ({label}, %)",
+                 f"MUSE's PrivLeak of the {label} attack, in %", f"{NEAR_ZERO} (< 0: still leaks, > 0: over-unlearned)",
+                 source=key, field="privleak", column=False, digits=2)
       for key, label in ATTACKS.items() if key != HEADLINE_ATTACK),
 )
-BY_KEY: dict[str, MetricInfo] = {m.key: m for m in METRICS}
-#: what the paired comparison of two models judges
+#: what the paired comparison of two models judges (metric keys)
 COMPARED = ("forget_quality", "model_utility", "privleak")
-#: the nine components of model utility, in the benchmark's order
+#: the nine components of model utility (evaluation result keys), in the benchmark's order
 UTILITY_KEYS = (
     "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
     "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
     "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio",
 )
+
+_BY_KEY = {m.key: m for m in METRICS}
+_BY_SOURCE = {m.result_key: m for m in METRICS if m.field == "agg_value"}
+
+
+def metric(key: str) -> MetricInfo:
+    """The metric whose summary-row key is ``key``."""
+    return _BY_KEY[key]
+
+
+def metric_for_result_key(result_key: str) -> MetricInfo:
+    """The metric read from the evaluation result's ``result_key`` (``agg_value``)."""
+    return _BY_SOURCE[result_key]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError
+from perta_hub.evaluation.metric_info import REACHED_FQ
 from perta_hub.io.atomic import write_atomic
 
 
@@ -106,9 +107,10 @@ def _sweep_panel(ax: Any, scored: Sequence[dict[str, Any]], results: Sequence[di
 def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: forgetting vs utility") -> Path:
     """Forget quality (log) against model utility: one curve per method (ordered by alpha, or by setting for
     the gradient methods), the target as a star, the retain model (the forget-quality reference, so it has
-    none) as a vertical line at its utility. When the rows have PrivLeak, a second panel shows it (%, linear)
-    against model utility the same way. Point labels (alpha or setting) are placed so that none overlaps
-    another label or a point (:func:`perta_hub.evaluation.plot.place_labels`)."""
+    none) as a vertical line at its utility, the utility budget as a dotted one and forget quality 0.05 (reaching
+    the retain model) as a dashed horizontal line. When the rows have PrivLeak, a second panel shows it (%, linear,
+    0 marked) against model utility the same way. Point labels (alpha or setting) are placed so that none overlaps
+    another label or a point (:func:`perta_hub.evaluation.plot.place_labels`). A PNG, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,8 +130,10 @@ def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: f
         placed.append((ax, _methods_panel(ax, summary, y_of)))
         if k == 0:
             ax.set_yscale("log")
+            ax.axhline(REACHED_FQ, color="tab:red", linestyle="--", linewidth=1,
+                       label=f"forget quality {REACHED_FQ:g} (reaches the retain model)")
         else:
-            ax.axhline(0.0, color="black", linewidth=0.8)
+            ax.axhline(0.0, color="tab:red", linestyle="--", linewidth=1, label="PrivLeak 0 (as the retain model)")
         ax.set_xlabel("model utility")
         ax.set_ylabel(ylabel)
         ax.set_title(panel_title, fontsize=9 if k else None)
@@ -138,8 +142,11 @@ def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: f
     fig.tight_layout()
     for ax, labels in placed:
         place_labels(ax, labels, fontsize=7)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buf.getvalue())
     return path
 
 
@@ -166,9 +173,10 @@ def _methods_panel(ax: Any, summary: dict[str, Any], y_of: Any) -> list[tuple[fl
                    label=f"{r['method']} (chosen alpha {r['alpha']:g})")
     for r in (r for r in rows if r["method"] == "target"):
         ax.scatter([r["model_utility"]], [y_of(r)], marker="*", s=110, color="black", label="target", zorder=3)
-    if summary.get("target_model_utility"):
-        ax.axvline(0.95 * summary["target_model_utility"], color="black", linestyle=":", linewidth=1,
-                   label="0.95 x target's utility")
+    budget = summary.get("utility_budget")
+    if budget:
+        ax.axvline(budget["threshold"], color="black", linestyle=":", linewidth=1,
+                   label=f"utility budget ({budget['fraction']:g} x target's)")
     for r in (r for r in rows if r["method"] == "retain"):  # the reference: no forget quality
         ax.axvline(r["model_utility"], color="gray", linestyle="--", linewidth=1, label="retain model's utility")
     return labels

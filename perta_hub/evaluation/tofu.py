@@ -247,18 +247,20 @@ def row_scores(results: Mapping[str, Any], attack: str, side: str) -> dict[str, 
     return {i: float(v["score"]) for i, v in results[attack][side]["value_by_index"].items()}
 
 
-def privleak_entry(results: Mapping[str, Any], ref: Reference | None, *, subset: bool) -> dict[str, Any]:
-    """The ``privleak`` entry: MUSE's PrivLeak of each attack against the retain model's AUC on the same rows.
+def add_privleak(results: dict[str, Any], ref: Reference | None, *, subset: bool) -> None:
+    """MUSE's PrivLeak of each attack against the retain model's AUC on the same rows, into ``results``.
 
-    ``agg_value`` is the Min-K% attack's (open-unlearning's ``privleak``), ``by_attack`` every attack's,
-    ``reference_auc`` the retain model's AUCs. Without the retain model's MIA scores: None with a message.
+    Sets ``results[attack]["privleak"]`` (None without a reference) and ``results["privleak"]``: ``agg_value``
+    the Min-K% attack's (open-unlearning's ``privleak``), ``reference_auc`` the retain model's AUCs, ``num_rows``
+    the rows compared, ``reference`` the logs' file; without the retain model's MIA scores, None with a message.
     """
-    if ref is None or not (ref.mia or ref.mia_auc):
-        return {"agg_value": None, "message": NO_MIA_REFERENCE}
     by_attack: dict[str, float] = {}
     ref_auc: dict[str, float] = {}
     rows: dict[str, int] = {}
     for attack in privacy.ATTACKS:
+        results[attack]["privleak"] = None
+        if ref is None:
+            continue
         mine = {side: row_scores(results, attack, side) for side in ("forget", "holdout")}
         if attack in ref.mia:
             theirs = ref.mia[attack]
@@ -278,12 +280,13 @@ def privleak_entry(results: Mapping[str, Any], ref: Reference | None, *, subset:
             model_auc, ref_auc[attack] = results[attack]["agg_value"], ref.mia_auc[attack]
         else:
             continue
-        by_attack[attack] = privacy.privleak(model_auc, ref_auc[attack])
+        by_attack[attack] = results[attack]["privleak"] = privacy.privleak(model_auc, ref_auc[attack])
     if not by_attack:
-        return {"agg_value": None, "message": NO_MIA_REFERENCE}
-    return {"agg_value": by_attack.get(privacy.HEADLINE_ATTACK), "attack": privacy.HEADLINE_ATTACK,
-            "by_attack": by_attack, "reference_auc": ref_auc, **({"num_rows": rows} if rows else {}),
-            "reference": ref.source}
+        results["privleak"] = {"agg_value": None, "message": NO_MIA_REFERENCE}
+        return
+    results["privleak"] = {"agg_value": by_attack.get(privacy.HEADLINE_ATTACK), "attack": privacy.HEADLINE_ATTACK,
+                           "reference_auc": ref_auc, **({"num_rows": rows} if rows else {}),
+                           "reference": ref.source}
 
 
 def check_mia_k(k: float, ref: Reference | None) -> None:
@@ -395,7 +398,7 @@ def evaluate_tofu(
     results["forget_quality"] = forget_quality_entry(model_ratios, None if ref is None else ref.truth_ratios,
                                                      subset=subset, source=None if ref is None else ref.source)
     results["model_utility"] = model_utility_entry(results)
-    results["privleak"] = privleak_entry(results, ref, subset=subset)
+    add_privleak(results, ref, subset=subset)
     results["subset"] = subset
     if ref is not None:
         results["reference"] = reference_rows(ref, list(model_ratios), list(row_scores(results, "mia_loss", "holdout")))

@@ -18,7 +18,7 @@ from perta_hub.errors import InputError, MismatchError
 from perta_hub.io.artifacts import load_artifact
 from perta_hub.io.compat import architecture, check_architecture, check_same_tensors, is_tied
 from perta_hub.io.output_folder import copy_side_files, current_command, make_run_id
-from perta_hub.io.reader import open_checkpoint, scratch_for
+from perta_hub.io.reader import open_checkpoint, recorded_path, scratch_for
 from perta_hub.io.sharding import TensorSpec
 from perta_hub.io.writer import IN_FLIGHT_BYTES
 from perta_hub.jobs.engine import Job, Stream, run_job
@@ -211,12 +211,14 @@ class PerTAMergeJob(Job):
             "method": "tv" if wmap is None else f"perta-{wmap.method}",
             "target": {**self.target.provenance(), "revision": target_rev},
             "task_vector": {"source": str(self.task_vector), "revision": tv_rev,
-                            "repo_id": tv.source if tv.hub_sha else None},
+                            "repo_id": tv.source if tv.hub_sha else None,
+                            **recorded_path(self.task_vector, bool(tv.hub_sha))},
             "weights": None if wmap is None else {
                 "source": str(self.weights), "revision": wm_rev, "method": wmap.method,
                 "repo_id": wmap.artifact.source if wmap.artifact.hub_sha else None,
                 "p": wmap.p, "lam": wmap.lam, "eps": wmap.eps,
-                **({} if wmap.unrestricted is None else {"unrestricted": wmap.unrestricted})},
+                **({} if wmap.unrestricted is None else {"unrestricted": wmap.unrestricted}),
+                **recorded_path(self.weights, bool(wmap.artifact.hub_sha))},
             "device": self.device,
             "run_id": self.run_ids[index],
         })

@@ -3,6 +3,7 @@ comparison recomputed by hand from the per-row values of a results JSON; where t
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import zlib
@@ -146,8 +147,9 @@ def test_attack_scores_aucs_and_privleak_match_hand_computations(evaluated, mode
     for attack in ATTACKS:
         a, r = model[attack]["agg_value"], evaluated["retain"][attack]["agg_value"]
         expected = ((1 - a) - (1 - r)) / ((1 - r) + 1e-10) * 100
-        assert model["privleak"]["by_attack"][attack] == pytest.approx(expected, rel=1e-9, abs=1e-9), attack
-    assert model["privleak"]["agg_value"] == model["privleak"]["by_attack"]["mia_min_k"]
+        assert model[attack]["privleak"] == pytest.approx(expected, rel=1e-9, abs=1e-9), attack
+        assert model["privleak"]["reference_auc"][attack] == pytest.approx(r, abs=1e-12)
+    assert model["privleak"]["agg_value"] == model["mia_min_k"]["privleak"]
     assert model["mia_min_k"]["k"] == 0.4 and model["meta"]["splits"]["holdout"] == "holdout01"
     assert evaluated["retain"]["privleak"]["agg_value"] is None  # no reference for the reference itself
     assert "--retain-model" in evaluated["retain"]["privleak"]["message"]
@@ -172,15 +174,15 @@ def test_bootstrap_recomputes_each_resample_from_the_rows(evaluated):
     import numpy as np
     from scipy.stats import hmean, ks_2samp
 
-    from perta_hub.evaluation.bootstrap import aggregates, draw, row_table
-    from perta_hub.evaluation.metric_info import METRICS
+    from perta_hub.evaluation.bootstrap import INTERVAL_KEYS, aggregates, draw, point_value, row_table
 
     data = json.loads(evaluated["path"].read_text())
     table = row_table(data)
     identity = {s: np.arange(n)[None, :] for s, n in table.sizes().items()}
     again = aggregates(table, identity)
-    for m in METRICS:
-        assert again[m.key][0] == pytest.approx(m.value(data), rel=1e-9, abs=1e-12), m.key
+    assert set(again) == set(INTERVAL_KEYS) and len(INTERVAL_KEYS) == 22 + 2 + 4 + 4
+    for key in INTERVAL_KEYS:
+        assert again[key][0] == pytest.approx(point_value(data, key), rel=1e-9, abs=1e-12), key
 
     idx = draw(table.sizes(), 200, 3)
     values = aggregates(table, idx)
@@ -222,8 +224,7 @@ def synthetic(n: int, seed: int, *, retain_scale: float = 1.0, tr_scale: float =
     Gaussian noise (sd ``noise``, drawn from ``noise_seed``)."""
     import numpy as np
 
-    from perta_hub.evaluation.bootstrap import MEAN_KEYS, _split_of, aggregates, row_table
-    from perta_hub.evaluation.metric_info import METRICS
+    from perta_hub.evaluation.bootstrap import INTERVAL_KEYS, MEAN_KEYS, PRIVLEAKS, _split_of, aggregates, row_table
 
     rng = random.Random(seed)
     ref_tr = [rng.uniform(0.2, 2.0) for _ in range(n)]
@@ -254,11 +255,10 @@ def synthetic(n: int, seed: int, *, retain_scale: float = 1.0, tr_scale: float =
     out["reference"] = {"source": "ref.json", "forget_truth_ratio": {str(i): v for i, v in enumerate(ref_tr)},
                         "mia": ref_mia}
     point = aggregates(row_table(out), {s: np.arange(n)[None, :] for s in ("forget", "holdout", "retain", "ra", "wf")})
-    for m in METRICS:  # the point values, where a result keeps them
-        node = out
-        for part in m.path[:-1]:
-            node = node.setdefault(part, {})
-        node[m.path[-1]] = float(point[m.key][0])
+    for key in INTERVAL_KEYS:  # the point values, where a result keeps them
+        where, field = (("privleak", "agg_value") if key == "privleak" else (PRIVLEAKS[key], "privleak")
+                        if key in PRIVLEAKS else (key, "agg_value"))
+        out.setdefault(where, {})[field] = float(point[key][0])
     return out
 
 
@@ -328,7 +328,7 @@ def test_outputs_show_the_privacy_metrics(evaluated, tmp_path):
     values = {r.metric_type: r.metric_value for r in ModelCard.load(write_card(folder, model)).data.eval_results}
     assert values["privleak"] == round(model["privleak"]["agg_value"], 6)
     assert values["mia_loss"] == round(model["mia_loss"]["agg_value"], 6)
-    assert values["privleak_min_k_plus_plus"] == round(model["privleak"]["by_attack"]["mia_min_k_plus_plus"], 6)
+    assert values["privleak_min_k_plus_plus"] == round(model["mia_min_k_plus_plus"]["privleak"], 6)
     png = plot_sweep([model, {**retain, "forget_quality": {"agg_value": None}}], tmp_path / "p.png")
     width = int.from_bytes(png.read_bytes()[16:20], "big")  # PNG IHDR: two panels are twice as wide
     assert width == 13 * 120
@@ -358,7 +358,7 @@ def test_reference_with_only_aucs_gives_privleak_but_no_interval(evaluated, tmp_
     """open-unlearning's TOFU_EVAL.json: truth ratios and mia_* AUCs, per-row scores of the other sign."""
     from perta_hub.evaluation.bootstrap import row_table
     from perta_hub.evaluation.reference import read_reference
-    from perta_hub.evaluation.tofu import privleak_entry
+    from perta_hub.evaluation.tofu import add_privleak
 
     retain = evaluated["retain"]
     ou = {"forget_truth_ratio": retain["forget_truth_ratio"],
@@ -368,22 +368,25 @@ def test_reference_with_only_aucs_gives_privleak_but_no_interval(evaluated, tmp_
     path.write_text(json.dumps(ou))
     ref = read_reference(path, "forget01")
     assert ref.mia == {} and ref.mia_auc == {a: retain[a]["agg_value"] for a in ATTACKS}
-    model = evaluated["model"]
-    entry = privleak_entry(model, ref, subset=False)
-    assert entry["agg_value"] == pytest.approx(privacy.privleak(model["mia_min_k"]["agg_value"],
-                                                                retain["mia_min_k"]["agg_value"]))
-    assert privleak_entry(model, ref, subset=True)["agg_value"] is None  # other rows: no AUC to compare with
+    model = copy.deepcopy(evaluated["model"])
+    add_privleak(model, ref, subset=False)
+    assert model["privleak"]["agg_value"] == pytest.approx(privacy.privleak(model["mia_min_k"]["agg_value"],
+                                                                            retain["mia_min_k"]["agg_value"]))
+    assert model["mia_zlib"]["privleak"] == pytest.approx(privacy.privleak(model["mia_zlib"]["agg_value"],
+                                                                           retain["mia_zlib"]["agg_value"]))
+    add_privleak(model, ref, subset=True)  # other rows than the logs' AUC: nothing to compare with
+    assert model["privleak"]["agg_value"] is None and model["mia_zlib"]["privleak"] is None
     no_rows = {**model, "reference": {"source": str(path), "forget_truth_ratio": model["reference"]
                                       ["forget_truth_ratio"], "mia": {}}}
     assert "privleak" in row_table(no_rows).notes
 
 
 def test_docs_state_every_metric_and_its_direction():
-    from perta_hub.evaluation.metric_info import METRICS
+    from perta_hub.evaluation.bootstrap import INTERVAL_KEYS
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "evaluate.md").read_text()
     section = text.split("### Which direction is better", 1)[1].split("\n## ", 1)[0]
-    for m in METRICS:
-        assert f"`{m.key}`" in section, m.key
+    for key in INTERVAL_KEYS:  # every aggregate
+        assert f"`{key}`" in section, key
     assert "d3d7cf9e6b3c125d16687d4232680d8d83548f1a" in text and privacy.__doc__ is not None
     assert "d3d7cf9e6b3c125d16687d4232680d8d83548f1a" in privacy.__doc__

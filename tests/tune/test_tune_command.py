@@ -50,6 +50,8 @@ def test_tune_writes_apply_bytes_and_records_the_search(tmp_path, pair):
         assert config["alpha"] == alpha and tune["budget"] == 0.99
         stages = ["grid", "grid", "bisect", "bisect"] if tune["bracket"] else ["grid", "grid"]
         assert [p["stage"] for p in tune["points"]] == stages
+        # tune's report says how many alphas it evaluated
+        assert f"{label}: {len(stages)} alphas evaluated (2 on the grid, {len(stages) - 2} by bisection)" in out
         kept = [p for p in tune["points"] if p["feasible"]]
         assert all(p["retain_prob"] >= 0.99 * tune["reference"]["retain_prob"] for p in kept)
         assert max(kept, key=lambda p: p["forget_nll"])["alpha"] == alpha
