@@ -46,7 +46,7 @@ def test_quick_demo_end_to_end(tmp_path):
         assert set(summary["best"][method]) == {"within_budget", "highest_forget_quality"}
 
     # the target tells its forget authors from unseen (holdout) ones far better than the retain model does
-    assert target["privleak"] < -20 and target["mia_min_k"] > 0.8 and retain["privleak"] is None
+    assert target["privleak"] > 20 and target["mia_min_k"] > 0.8 and retain["privleak"] is None
     report = (out / "results.md").read_text()
     assert report.startswith("# TOFU-mini unlearning report (`perta-hub demo --quick`)\n\n## Setup")
     assert "| perta-grad |" in report and "## Caveats (computed from this run)" in report

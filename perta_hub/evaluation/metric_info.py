@@ -113,9 +113,9 @@ METRICS: tuple[MetricInfo, ...] = (
                "mean of max(0, 1 - TR) on the retain authors' questions (one of the 9 utility numbers)", HIGHER,
                source="retain_Truth_Ratio", column=False),
     MetricInfo("privleak", f"PrivLeak {ATTACKS[HEADLINE_ATTACK]} (%)", f"PrivLeak ({ATTACKS[HEADLINE_ATTACK]}, %)",
-               f"MUSE's PrivLeak of the {ATTACKS[HEADLINE_ATTACK]} membership-inference attack (forget rows against "
-               "TOFU's holdout rows): the relative change of 1 - AUC against the retain model's, in %",
-               f"{NEAR_ZERO} (as private as the retain model; < 0: the model still leaks its forget set, > 0: "
+               f"PrivLeak of the {ATTACKS[HEADLINE_ATTACK]} membership-inference attack (forget rows against "
+               "TOFU's holdout rows): the relative change of its AUC against the retain model's, in %",
+               f"{NEAR_ZERO} (as private as the retain model; > 0: the model still leaks its forget set, < 0: "
                "over-unlearned)", digits=2),
     MetricInfo(HEADLINE_ATTACK, f"AUC {ATTACKS[HEADLINE_ATTACK]}", f"MIA AUC ({ATTACKS[HEADLINE_ATTACK]})",
                f"ROC AUC of the {ATTACKS[HEADLINE_ATTACK]} attack telling the forget rows (members) from the holdout "
@@ -125,7 +125,7 @@ METRICS: tuple[MetricInfo, ...] = (
                  "closer to the retain model's", column=False)
       for key, label in ATTACKS.items() if key != HEADLINE_ATTACK),
     *(MetricInfo(f"privleak_{key.removeprefix('mia_')}", f"PrivLeak {label} (%)", f"PrivLeak ({label}, %)",
-                 f"MUSE's PrivLeak of the {label} attack, in %", f"{NEAR_ZERO} (< 0: still leaks, > 0: over-unlearned)",
+                 f"PrivLeak of the {label} attack, in %", f"{NEAR_ZERO} (> 0: still leaks, < 0: over-unlearned)",
                  source=key, field="privleak", column=False, digits=2)
       for key, label in ATTACKS.items() if key != HEADLINE_ATTACK),
 )

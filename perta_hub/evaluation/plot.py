@@ -42,7 +42,7 @@ def plot_sweep(results: Sequence[dict[str, Any]], path: str | Path, *, title: st
                title or f"TOFU {split}: forget quality vs model utility (labels: alpha / setting)")]
     if leaky:
         panels.append((axes[0][1], leaky, lambda r: r["privleak"]["agg_value"],
-                       "PrivLeak, Min-K% AUC vs retain model's (%; < 0 leaks, > 0 over-unlearned)",
+                       "PrivLeak, Min-K% AUC vs retain model's (%; > 0 leaks, < 0 over-unlearned)",
                        f"TOFU {split}: PrivLeak vs model utility"))
     placed = []
     for k, (ax, members, y_of, ylabel, panel_title) in enumerate(panels):
@@ -123,7 +123,7 @@ def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: f
     panels = [(axes[0][0], lambda r: max(r["forget_quality"] or floor, floor), "forget quality (KS p-value, log)",
                title + suffix)]
     if leaky:
-        panels.append((axes[0][1], lambda r: r.get("privleak"), "PrivLeak (%; < 0 leaks, > 0 over-unlearned)",
+        panels.append((axes[0][1], lambda r: r.get("privleak"), "PrivLeak (%; > 0 leaks, < 0 over-unlearned)",
                        "PrivLeak (Min-K% AUC vs the retain model's) vs utility"))
     placed = []
     for k, (ax, y_of, ylabel, panel_title) in enumerate(panels):

@@ -22,12 +22,14 @@ Definitions read from open-unlearning (github.com/locuslab/open-unlearning, comm
   then the Min-K% mean of these.
 * AUC: ``roc_auc_score`` with ties counted one half, equal to open-unlearning's ``mia_*`` ``agg_value``
   (they label the holdout 1 and score "higher = non-member"; the two flips cancel).
-* PrivLeak: MUSE's ``(AUC' - AUC'_retain) / AUC'_retain * 100`` where MUSE's ``AUC'`` is ``1 - AUC`` here (MUSE
-  scores the holdout as the positive class); open-unlearning's ``privleak`` computes exactly this from its
-  AUCs, with ``+1e-10`` in the denominator. So published PrivLeak numbers and these agree: **negative = the
-  attack tells the forget set from unseen data better than on the retain model (the model still leaks:
-  under-unlearning), positive = worse than on the retain model (the forget set now stands out as *less*
-  likely: over-unlearning), 0 = as private as the retain model.**
+* PrivLeak: ``(AUC - AUC_retain) / AUC_retain * 100`` with the AUCs above (forget rows = members = positive),
+  as issue 24 defines it: **0 = as private as the retain model, > 0 = the attack tells the forget set from
+  unseen data better than on the retain model (the model still leaks: under-unlearning; a memorised target
+  with AUC 1 against a retain model at 0.5 gives +100), < 0 = worse than on the retain model (the forget set
+  now stands out as *less* likely: over-unlearning)**. MUSE's code and open-unlearning's ``privleak`` score
+  the holdout as the positive class, i.e. use ``1 - AUC`` in the same formula, so their published numbers have
+  the other sign and another denominator: ``muse = ((1 - a) - (1 - r)) / (1 - r) * 100`` for the same ``a``,
+  ``r`` (a memorised target is near -100 there). :func:`muse_privleak` converts, for comparison with papers.
 
 The per-token values come from :func:`perta_hub.evaluation.scoring.score` (``token_stats=True``), computed in
 float32 from the logits of the one forward pass that also gives the probabilities.
@@ -126,9 +128,15 @@ def auc(members: Any, nonmembers: Any) -> Any:
 
 
 def privleak(model_auc: Any, retain_auc: Any) -> Any:
-    """MUSE's PrivLeak (percent) as open-unlearning computes it: ``((1-a) - (1-r)) / ((1-r) + 1e-10) * 100``.
+    """PrivLeak in percent: ``(a - r) / (r + 1e-10) * 100`` (issue 24's definition).
 
     ``a``, ``r``: AUCs (members positive) of the model and of the retain model on the same splits; floats or
-    arrays. 0 = as private as the retain model; negative = leaks membership; positive = over-unlearned.
+    arrays. 0 = as private as the retain model; positive = leaks membership; negative = over-unlearned.
     """
+    return (model_auc - retain_auc) / (retain_auc + EPS) * 100
+
+
+def muse_privleak(model_auc: Any, retain_auc: Any) -> Any:
+    """The same two AUCs as MUSE's code and open-unlearning's ``privleak`` report them (holdout positive:
+    ``((1-a) - (1-r)) / ((1-r) + 1e-10) * 100``; negative = leaks), to set perta-hub's numbers beside papers'."""
     return ((1 - model_auc) - (1 - retain_auc)) / ((1 - retain_auc) + EPS) * 100

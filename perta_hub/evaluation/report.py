@@ -84,8 +84,8 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
                           [[label, *(_fmt(part.get(key), small=4) for _, key in UTILITY_COLUMNS)]
                            for label, part in zip(labels, parts, strict=True)])
     if any(res.get(a) for res in results for a in ATTACKS):
-        lines += ["", "privacy: MIA AUC (forget = members vs holdout; 0.5 = no signal) and PrivLeak in % (MUSE's sign: "
-                  "< 0 still leaks, > 0 over-unlearned, 0 = as the retain model):"]
+        lines += ["", "privacy: MIA AUC (forget = members vs holdout; 0.5 = no signal) and PrivLeak in % "
+                  "((AUC - AUC retain) / AUC retain: > 0 still leaks, < 0 over-unlearned, 0 = as the retain model):"]
         lines += _aligned(["model", *(metric(k).label for k in PRIVACY_KEYS)],
                           [[label, *(_fmt(metric(k).value(res), small=4) for k in PRIVACY_KEYS)]
                            for label, res in zip(labels, results, strict=True)])

@@ -85,12 +85,14 @@ def test_auc_equals_the_pairwise_count_with_ties():
         privacy.auc([], [1.0])
 
 
-def test_privleak_has_muse_sign_and_scale():
-    # open-unlearning's privleak: score = 1 - auc, ref = 1 - ref_auc, (score - ref) / (ref + 1e-10) * 100
-    assert privacy.privleak(0.99, 0.5) == pytest.approx(((1 - 0.99) - 0.5) / (0.5 + 1e-10) * 100)
-    assert privacy.privleak(0.99, 0.5) == pytest.approx(-98.0)  # a model that still knows its forget set
+def test_privleak_is_the_relative_auc_change():
+    # issue 24: (AUC(model) - AUC(retain)) / AUC(retain) * 100, AUCs with the forget rows as members
+    assert privacy.privleak(0.99, 0.5) == pytest.approx((0.99 - 0.5) / 0.5 * 100)
+    assert privacy.privleak(0.99, 0.5) == pytest.approx(98.0)  # a model that still knows its forget set
     assert privacy.privleak(0.5, 0.5) == 0.0
-    assert privacy.privleak(0.3, 0.6) == pytest.approx((0.7 - 0.4) / 0.4 * 100)  # over-unlearned: > 0
+    assert privacy.privleak(0.3, 0.6) == pytest.approx(-50.0)  # over-unlearned: < 0
+    # the number MUSE's and open-unlearning's code publish for the same AUCs (holdout positive)
+    assert privacy.muse_privleak(0.99, 0.5) == pytest.approx(((1 - 0.99) - 0.5) / 0.5 * 100)
 
 
 def test_min_k_counts_at_least_one_token_and_drops_the_final_label():
@@ -146,7 +148,7 @@ def test_attack_scores_aucs_and_privleak_match_hand_computations(evaluated, mode
     model = evaluated["model"]
     for attack in ATTACKS:
         a, r = model[attack]["agg_value"], evaluated["retain"][attack]["agg_value"]
-        expected = ((1 - a) - (1 - r)) / ((1 - r) + 1e-10) * 100
+        expected = (a - r) / (r + 1e-10) * 100  # issue 24: the relative change of the member-positive AUC
         assert model[attack]["privleak"] == pytest.approx(expected, rel=1e-9, abs=1e-9), attack
         assert model["privleak"]["reference_auc"][attack] == pytest.approx(r, abs=1e-12)
     assert model["privleak"]["agg_value"] == model["mia_min_k"]["privleak"]
@@ -267,7 +269,7 @@ def test_paired_comparison_verdicts():
 
     a = synthetic(40, 0)
     b = synthetic(40, 0, retain_scale=0.5, tr_scale=8.0, member_shift=1.5)  # less utility, forgets less, leaks
-    assert a["privleak"]["agg_value"] == 0.0 and b["privleak"]["agg_value"] < -20
+    assert a["privleak"]["agg_value"] == 0.0 and b["privleak"]["agg_value"] > 20
     cmp = compare_results(a, b, resamples=400, seed=1)
     for key in ("forget_quality", "model_utility", "privleak"):
         c = cmp["metrics"][key]
