@@ -18,14 +18,21 @@ from perta_hub.options.push import PushOptions
 @push_options
 def apply_command(model: str, options: ApplyOptions, push_options: PushOptions, console: Console) -> None:
     """Unlearn: theta = theta_MODEL - alpha * (w * tau), streamed shard by shard."""
-    from perta_hub.hub.remote_apply import run_apply
+    from perta_hub.hub import remote_apply
     from perta_hub.merge.apply import apply_spec
     from perta_hub.merge.spec import MergeSpec
 
     push_options.check_outputs(len(options.alphas))
-    if run_apply(model, options, push_options, console) is not None:  # --dry-run, --stream, or Hub inputs checked
+    spec = MergeSpec.from_options(model, options)
+    if not remote_apply.needs_hub_route(spec, options, push_options):
+        outs, published = apply_spec(spec, options.out_dir, progress=console.progress), False
+    elif options.dry_run:
+        remote_apply.dry_run(spec, options, push_options, console)
         return
-    outs = apply_spec(MergeSpec.from_options(model, options), options.out_dir, progress=console.progress)
+    else:  # Hub inputs (fetched as they are read), or --stream
+        outs, published = remote_apply.apply_from_hub(spec, options, push_options, console)
+    if published:
+        return
     for folder in outs:
         console.result(f"unlearned model written to {folder}")
     push_after(console, push_options, outs[0])

@@ -15,13 +15,14 @@ from typing import Any
 from perta_hub.cards.render import model_card
 from perta_hub.cards.render import preload as preload_cards
 from perta_hub.errors import InputError, MismatchError
-from perta_hub.io.artifacts import load_artifact
 from perta_hub.io.compat import architecture, check_architecture, check_same_tensors, is_tied
 from perta_hub.io.output_folder import copy_side_files, current_command, make_run_id
-from perta_hub.io.reader import open_checkpoint, scratch_for
+from perta_hub.io.reader import scratch_for
 from perta_hub.io.sharding import TensorSpec
 from perta_hub.io.writer import IN_FLIGHT_BYTES
 from perta_hub.jobs.engine import Job, Stream, run_job
+from perta_hub.jobs.sink import Sink
+from perta_hub.jobs.source import Input, Source
 from perta_hub.merge.kernel import UNRESTRICTED, Weighting, merge_tensor, untouched
 from perta_hub.merge.low_rank import open_task_vector
 from perta_hub.merge.math import DEFAULT_EPS, DEFAULT_LAM, DEFAULT_P, check_combination
@@ -40,9 +41,8 @@ def alpha_folder(alpha: float) -> str:
 class _WeightMap:
     """The two importance groups of a weight-map artifact and how to combine them."""
 
-    def __init__(self, source: str, p: float | None, lam: float | None, eps: float | None,
-                 artifact: Any = None) -> None:
-        self.artifact = artifact if artifact is not None else load_artifact(source, "weight_map")
+    def __init__(self, source: str, p: float | None, lam: float | None, eps: float | None, artifact: Any) -> None:
+        self.artifact = artifact
         cfg = self.artifact.config
         self.forget = self.artifact.group("importance_forget")
         self.retain = self.artifact.group("importance_retain")
@@ -67,22 +67,29 @@ class _WeightMap:
 
 
 class PerTAMergeJob(Job):
-    """``theta - alpha * (w ⊙ tau)`` for every alpha, one output folder per alpha, in one pass over the inputs.
+    """``theta - alpha * (w ⊙ tau)`` for every alpha of a :class:`~perta_hub.merge.spec.MergeSpec`, one output
+    folder per alpha, in one pass over the inputs.
 
-    Made from a :class:`~perta_hub.merge.spec.MergeSpec` with :meth:`of`; the keyword form of the constructor
-    is the spec's fields, kept so that a subclass (``hub.stream.RemoteMergeJob``) can pass them through.
+    The inputs are opened through ``source`` (default: local files, a Hub id downloaded whole; ``apply`` with Hub
+    inputs opens them from their headers and fetches their files as the merge reads them,
+    :class:`perta_hub.hub.source.HubSource`) and every check runs here, before anything is written.
     """
 
-    def __init__(self, model: str | Path, task_vector: str | Path, *, alphas: list[float], out_dir: str | Path,
-                 weights: str | Path | None, p: float | None, lam: float | None, eps: float | None, device: str,
-                 max_shard_size: int | str, allow_pickle: bool) -> None:
-        self.spec = MergeSpec(model, task_vector, weights, tuple(alphas), p, lam, eps, device, max_shard_size,
-                              allow_pickle)  # the alphas are checked first
-        self.alphas = alphas = list(self.spec.alphas)
-        self.device = resolve_device(device)
-        self.model, self.task_vector, self.weights = model, task_vector, weights
-        self.target = target = self.open_model(model, allow_pickle, out_dir)
-        self.tv_artifact = self.open_artifact(task_vector, "task_vector")
+    def __init__(self, spec: MergeSpec, out_dir: str | Path, *, source: Source | None = None) -> None:
+        self.spec = spec
+        self.alphas = alphas = list(spec.alphas)
+        self.device = resolve_device(spec.device)
+        self.model, self.task_vector, self.weights = model, task_vector, weights = (spec.model, spec.task_vector,
+                                                                                  spec.weights)
+        self.source = source = source or Source()
+        if weights is None and any(v is not None for v in (spec.p, spec.lam, spec.eps)):
+            raise InputError("--p, --lam and --eps only apply with --weights")
+        opening = source.open([
+            Input("target", model, allow_pickle=spec.allow_pickle, scratch=scratch_for(out_dir)),
+            Input("task_vector", task_vector, "task_vector"),
+            *([] if weights is None else [Input("weight_map", weights, "weight_map")])])
+        self.target = target = opening[0]()
+        self.tv_artifact = opening[1]()
         target_arch = architecture(target.config)
         check_architecture(self.tv_artifact.config.get("base_config") or {}, target_arch, "the task vector",
                            str(model))
@@ -93,13 +100,11 @@ class PerTAMergeJob(Job):
                            f"task vector {task_vector}", tied=tied)
         self.wmap = wmap = None
         if weights is not None:
-            self.wmap = wmap = _WeightMap(str(weights), p, lam, eps, self.open_artifact(weights, "weight_map"))
+            self.wmap = wmap = _WeightMap(str(weights), spec.p, spec.lam, spec.eps, opening[2]())
             check_architecture(wmap.artifact.config.get("model_config") or {}, target_arch, "the weight map",
                                str(model))
             check_same_tensors(target_shapes, {n: wmap.forget.shape(n) for n in wmap.forget.names}, f"model {model}",
                                f"weight map {weights}", right_may_be_subset=True, tied=tied)
-        elif any(v is not None for v in (p, lam, eps)):
-            raise InputError("--p, --lam and --eps only apply with --weights")
         for name in target.names:
             if not target.dtype(name).is_floating_point:
                 raise MismatchError(f"tensor {name} of {model} is {target.dtype(name)}, not floating point; "
@@ -109,7 +114,7 @@ class PerTAMergeJob(Job):
         identity = {"target": target.identity, "task_vector": tau.identity,
                     "weights": None if wmap is None else [wmap.forget.identity, wmap.retain.identity],
                     "p": getattr(wmap, "p", None), "lam": getattr(wmap, "lam", None),
-                    "eps": getattr(wmap, "eps", None), "max_shard_size": str(max_shard_size)}
+                    "eps": getattr(wmap, "eps", None), "max_shard_size": str(spec.max_shard_size)}
         if wmap is not None and wmap.rest_unchanged:
             identity["unrestricted"] = "w=0"
         self.run_ids = [make_run_id({"kind": "model", "alpha": a, **identity}) for a in alphas]
@@ -118,19 +123,6 @@ class PerTAMergeJob(Job):
         self.pool = BufferPool(IN_FLIGHT_BYTES // 4)  # CPU results are written, then reused for the next ones
         self.hasher = ThreadPoolExecutor(1)
         self.revisions: Future | None = None
-
-    @classmethod
-    def of(cls, spec: MergeSpec, out_dir: str | Path, **extra: Any) -> PerTAMergeJob:
-        """The job of ``spec`` writing into ``out_dir`` (``extra``: a subclass's own keyword arguments)."""
-        return cls(spec.model, spec.task_vector, out_dir=out_dir, **spec.job_arguments(), **extra)
-
-    def open_model(self, model: str | Path, allow_pickle: bool, out_dir: str | Path) -> Any:
-        """The target checkpoint (a subclass may open it from remote headers, see perta_hub.hub.stream)."""
-        return open_checkpoint(model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
-
-    def open_artifact(self, source: str | Path, kind: str) -> Any:
-        """A task-vector or weight-map artifact (a subclass may open it from remote headers)."""
-        return load_artifact(source, kind)
 
     def outputs(self) -> list[tuple[Path, str]]:
         return list(zip(self.folders, self.run_ids, strict=True))
@@ -145,7 +137,7 @@ class PerTAMergeJob(Job):
         target = self.target
         specs = [TensorSpec(name, target.entries[name].dtype_code, target.shape(name)) for name in target.names]
         return [Stream("model", specs, self.load, self.combine, f"apply ({self.device})", held_bytes=self.held_bytes,
-                       recycle=None if self.transfer.cuda else self.pool.give)]
+                       recycle=None if self.transfer.cuda else self.pool.give, reads=self.reads)]
 
     def started(self) -> None:
         """Hash local inputs (for provenance) and import the card renderer while the merge runs."""
@@ -265,6 +257,10 @@ def apply(
 def apply_spec(spec: MergeSpec, out_dir: str | Path, *, progress: bool = True) -> list[Path]:
     """:func:`apply` of a :class:`~perta_hub.merge.spec.MergeSpec`: the output folders, one per alpha."""
     with gc_paused():  # torch's import (in the job's set-up) and the run make no garbage cycles worth a collection
-        job = PerTAMergeJob.of(spec, out_dir)
-        with one_torch_thread():
-            return run_job(job, max_shard_size=spec.max_shard_size, progress=progress)
+        return run_merge(PerTAMergeJob(spec, out_dir), progress=progress)
+
+
+def run_merge(job: PerTAMergeJob, *, sink: Sink | None = None, progress: bool = True) -> list[Path]:
+    """Run an opened merge job into ``sink`` (default: its local output folders), torch on one thread."""
+    with one_torch_thread():
+        return run_job(job, max_shard_size=job.spec.max_shard_size, sink=sink, progress=progress)

@@ -26,7 +26,7 @@ from perta_hub.merge.spec import MergeSpec
 def open_job(spec: MergeSpec, out_dir: str | Path) -> PerTAMergeJob:
     """Open and check the inputs of ``spec`` exactly as ``apply`` does (nothing is written; its alphas are
     not used: :meth:`InPlaceMerge.set_alpha` gives one at a time)."""
-    return PerTAMergeJob.of(spec, out_dir)
+    return PerTAMergeJob(spec, out_dir)
 
 
 def target_dtype(job: PerTAMergeJob) -> Any:

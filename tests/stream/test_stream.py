@@ -141,7 +141,10 @@ def test_stream_fits_a_disk_smaller_than_the_output(hub: HubServer, make_model: 
     import pytest
 
     from perta_hub.hub.publish import push_folder
-    from perta_hub.hub.remote_apply import header_job
+    from perta_hub.hub.sink import HubSink
+    from perta_hub.hub.source import HubSource
+    from perta_hub.jobs.plan import plan_job
+    from perta_hub.merge.apply import PerTAMergeJob
     from perta_hub.merge.spec import MergeSpec
     from perta_hub.merge.task_vector import task_vector
 
@@ -152,8 +155,12 @@ def test_stream_fits_a_disk_smaller_than_the_output(hub: HubServer, make_model: 
                 "user/big-tv")
     args = ["apply", "user/big", "--task-vector", "user/big-tv", "--alpha", "1", "--max-shard-size", "40KB"]
     spec = MergeSpec("user/big", "user/big-tv", alphas=("1",), device="cpu", max_shard_size="40KB")
-    with header_job(spec, tmp_path / "x") as (_, plan):
-        bound, output = plan.stream_disk_bound(), plan.output_bytes
+    with HubSource(tmp_path / "headers") as source:  # the run's plan, from the headers
+        job = PerTAMergeJob(spec, tmp_path / "x", source=source)
+        sink = HubSink("user/small", private=None, revision=None, skip_card_check=False, state_dir=tmp_path)
+        plan = plan_job(job, spec.max_shard_size, sink)
+        bound, output = plan.needed_bytes, plan.output_bytes
+        job.close()
     small = [v for r in ("user/big", "user/big-tv") for k, v in hub.files(r).items() if not k.endswith(".safetensors")]
     pages = sum(-(-len(v) // 4096) * 4096 for v in small) + 4096 * 16  # JSON and tokenizer files, folders
     quota = (bound * 5 // 4 + 2 * pages) // 4096 * 4096
