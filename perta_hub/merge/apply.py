@@ -212,7 +212,7 @@ class PerTAMergeJob(Job):
             "device": self.device,
             "run_id": self.run_ids[index],
         })
-        return record, model_card(record.to_dict())
+        return record, model_card(record.to_dict(), target_card=self.target.root / "README.md")
 
     def close(self) -> None:
         self.hasher.shutdown(wait=True)
