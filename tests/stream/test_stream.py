@@ -199,3 +199,29 @@ def test_a_cut_download_resumes_with_range_requests(hub: HubServer, tmp_path: Pa
     fetch_into(repo, out, len(data), Arrivals(threading.Condition()), lambda: None)
     assert out.read_bytes() == data
     assert hub.served - served == (3 + 2 + 1) << 20  # the whole file, then from 1 MiB, then from 2 MiB
+
+
+def test_hub_inputs_are_opened_and_checked_once(hub: HubServer, published: Published, tmp_path: Path,
+                                                monkeypatch: Any) -> None:
+    """``apply`` with Hub inputs (local mode) makes exactly the requests of opening them from their headers (those
+    of ``--dry-run``: the repo listings with their sizes and hashes, the small files, a range read of each header),
+    plus one download of each weight file: no input is listed, read or checked a second time."""
+    from perta_hub.hub import remote_headers
+
+    monkeypatch.setattr(remote_headers, "FIRST_READ", 2048)  # these tiny shards are smaller than 100 kB
+    start = len(hub.log)
+    assert run_cli(*apply_args(published, tmp_path / "dry", "--dry-run")).exit_code == 0
+    middle = len(hub.log)
+    result = run_cli(*apply_args(published, tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    opening, run = hub.log[start:middle], hub.log[middle:]
+    downloads = [path for method, path, status in run if status == 200 and path.endswith(".safetensors")]
+    assert sorted(r for r in run if r[2] != 200 or not r[1].endswith(".safetensors")) == sorted(opening)
+    weights = [f"/{repo}/resolve/{hub.repo(repo).refs['main']}/{name}" for repo in ("user/target", "user/tv", "user/wm")
+               for name in hub.files(repo) if name.endswith(".safetensors")]
+    assert sorted(downloads) == sorted(weights)  # each weight file downloaded once
+    assert not staging_left(tmp_path / "out")
+
+
+def staging_left(out: Path) -> bool:
+    return (out.parent / f".{out.name}.perta-inputs").exists()
