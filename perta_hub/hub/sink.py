@@ -43,6 +43,7 @@ from perta_hub.io.hub_source import _hub_errors, split_repo_id
 from perta_hub.io.sharding import SHARD_METADATA
 from perta_hub.jobs.sink import Sink
 from perta_hub.records import CONFIG_NAME
+from perta_hub.runtime.workers import Workers
 
 if TYPE_CHECKING:
     from perta_hub.io.output_folder import OutputFolder
@@ -260,10 +261,6 @@ def _confirmed(api: Any, repo_id: str, uploaded: dict[str, dict[str, Any]]) -> s
     return {name for name, v in uploaded.items() if (v["sha256"], int(v["size"])) in held}
 
 
-class _Failed(Exception):
-    """Raised in the uploader when the run is stopping."""
-
-
 class _Uploads:
     """The uploader thread and the output slots it gives back (see the module docstring)."""
 
@@ -271,40 +268,30 @@ class _Uploads:
         self.sink = sink
         self.queue: queue.Queue = queue.Queue()
         self.slots = threading.Semaphore(OUTPUT_SLOTS)
-        self.error: BaseException | None = None
-        self.stop = threading.Event()
+        self.workers = Workers()
         self.stats = sink.upload_stats
-        self.thread = threading.Thread(target=self._run, name="perta-upload", daemon=True)
-
-    def _check(self) -> None:
-        if self.error is not None or self.stop.is_set():
-            raise self.error or _Failed()
 
     def take_slot(self) -> None:
         """Wait until fewer than ``OUTPUT_SLOTS`` output shards are on disk (written, queued or uploading)."""
         while not self.slots.acquire(timeout=0.5):
-            self._check()
-        self._check()
+            self.workers.check()
+        self.workers.check()
 
     def put(self, path: Path, digest: str) -> None:
-        self._check()
+        self.workers.check()
         self.queue.put((path, digest))
 
     def _run(self) -> None:
-        try:
-            while True:
-                try:
-                    item = self.queue.get(timeout=0.5)
-                except queue.Empty:
-                    if self.stop.is_set():
-                        return
-                    continue
-                if item is None:
-                    return
-                self._upload(*item)
-        except BaseException as err:  # handed to the merge's threads
-            self.error = err
-            self.stop.set()
+        """Upload the shards queued, in order, until the end mark (or the run stops)."""
+        while True:
+            try:
+                item = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                self.workers.check()
+                continue
+            if item is None or self.workers.stop.is_set():
+                return
+            self._upload(*item)
 
     def _upload(self, path: Path, digest: str) -> None:
         """Pre-upload one shard (``preupload_lfs_files``), keep its operation for the commit, delete it."""
@@ -332,16 +319,12 @@ class _Uploads:
         self.slots.release()
 
     def __enter__(self) -> _Uploads:
-        self.thread.start()
+        self.workers.start(self._run, "perta-upload")
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if exc[0] is not None:
-            self.stop.set()
         self.queue.put(None)  # after the shards queued: the uploader drains them first
-        self.thread.join()
-        if exc[0] is None and self.error is not None:
-            raise self.error
+        self.workers.__exit__(*exc)
 
 
 class ShardGone(HubError):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +38,7 @@ from perta_hub.hub.stream_plan import INPUT_AHEAD
 from perta_hub.io.atomic import write_atomic
 from perta_hub.jobs.plan import InputFile, StreamPlan
 from perta_hub.jobs.source import Input, Source
+from perta_hub.runtime.workers import Workers
 
 if TYPE_CHECKING:
     from perta_hub.io.reader import Checkpoint
@@ -159,10 +159,6 @@ def window(plan: StreamPlan) -> int:
                 for k in range(len(plan.shards))), default=0)
 
 
-class _Failed(Exception):
-    """Raised in a download thread when the run is stopping."""
-
-
 class _Fetching:
     """The downloads of one planned stream and the bounds they keep (see the module docstring)."""
 
@@ -171,31 +167,12 @@ class _Fetching:
         self.position = {shard.filename: k for k, shard in enumerate(plan.shards)}
         self.last_use = plan.last_use()
         self.fetched = {f.path: f for files in plan.needs for f in files if f.fetched}
-        self.cond = threading.Condition()
+        self.workers = Workers()
+        self.cond = self.workers.cond
         self.arrivals = Arrivals(self.cond)
         self.verified: set[Path] = set()  # fetched files complete and checked against what the Hub lists
         self.written_count = 0  # output shards written (their inputs deleted)
         self.download_end = 0.0
-        self.error: BaseException | None = None
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._guard(self._download), name="perta-download", daemon=True)
-
-    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                fn()
-            except _Failed:
-                pass
-            except BaseException as err:  # handed to the merge's threads
-                self.error = self.error or err
-                self.stop.set()
-                with self.cond:
-                    self.cond.notify_all()
-        return run
-
-    def _check(self) -> None:
-        if self.error is not None or self.stop.is_set():
-            raise self.error or _Failed()
 
     def _download(self) -> None:
         """Start the fetched files of each output shard in first-use order once at most ``INPUT_AHEAD`` shards
@@ -204,18 +181,18 @@ class _Fetching:
         with ThreadPoolExecutor(FETCHERS, thread_name_prefix="perta-fetch") as pool:
             for k, files in enumerate(self.plan.needs):
                 with self.cond:
-                    while k > self.written_count + INPUT_AHEAD and not self.stop.is_set():
+                    while k > self.written_count + INPUT_AHEAD and not self.workers.stop.is_set():
                         self.cond.wait(0.5)
-                self._check()
+                self.workers.check()
                 for f in files:
                     if f.fetched and f.path not in started:
                         started.add(f.path)
-                        pool.submit(self._guard(lambda f=f: self._fetch(f)))
+                        pool.submit(self.workers.guard(lambda f=f: self._fetch(f)))
 
     def _fetch(self, f: InputFile) -> None:
-        self._check()
+        self.workers.check()
         start = time.perf_counter()
-        fetch_into(self.repos[f.path], f.path, f.size, self.arrivals, self._check)
+        fetch_into(self.repos[f.path], f.path, f.size, self.arrivals, self.workers.check)
         with self.cond:  # download_s: the time any download was running
             self.verified.add(f.path)
             self.cond.notify_all()
@@ -225,8 +202,8 @@ class _Fetching:
 
     def wait(self, path: Path, end: int) -> None:
         if path in self.fetched:
-            self.arrivals.wait(path, end, self._check)
-        self._check()
+            self.arrivals.wait(path, end, self.workers.check)
+        self.workers.check()
 
     def written(self, shard: PlannedShard) -> None:
         """Delete the fetched inputs no later shard reads; let the next shard's inputs start."""
@@ -244,21 +221,15 @@ class _Fetching:
         needs = [f.path for f in self.plan.needs[self.position[shard.filename]] if f.fetched]
         with self.cond:
             while not all(path in self.verified for path in needs):
-                self._check()
+                self.workers.check()
                 self.cond.wait(0.5)
 
     def __enter__(self) -> _Fetching:
-        self.thread.start()
+        self.workers.start(self._download, "perta-download")
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if exc[0] is not None:
-            self.stop.set()
-            with self.cond:
-                self.cond.notify_all()
-        self.thread.join()
-        if exc[0] is None and self.error is not None:
-            raise self.error
+        self.workers.__exit__(*exc)
 
 
 @contextlib.contextmanager
