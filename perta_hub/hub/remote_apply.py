@@ -18,7 +18,7 @@ from typing import Any
 
 from perta_hub.errors import InputError
 from perta_hub.hub.remote_headers import is_remote
-from perta_hub.hub.sink import HubSink
+from perta_hub.hub.sink import STATE, HubSink
 from perta_hub.hub.source import HubSource, staging_for
 from perta_hub.hub.stream_plan import INPUT_AHEAD, OUTPUT_SLOTS, describe, free_bytes, save_rates
 from perta_hub.jobs.plan import plan_job
@@ -72,23 +72,22 @@ def apply_from_hub(spec: MergeSpec, o: Any, push: Any, console: Any) -> tuple[li
     """Run the merge with its inputs from a :class:`HubSource`; returns the output folders and whether they were
     published already (streamed to ``--push``)."""
     staging = staging_for(o.out_dir)
-    fresh = not staging.exists()
-    with gc_paused(), HubSource(staging) as source:
-        try:
+    try:
+        with gc_paused(), HubSource(staging) as source:
             job = PerTAMergeJob(spec, o.out_dir, source=source)  # every check, once, from the headers
-        except BaseException:
-            if fresh:  # nothing of an earlier run to resume: leave nothing behind
-                shutil.rmtree(staging, ignore_errors=True)
-            raise
-        try:
-            stream = o.stream or _too_big_for_disk(job, o, push, console)
-        except BaseException:
-            job.close()
-            raise
-        sink = _sink(stream, push, staging)
-        start = time.perf_counter()
-        outs = run_merge(job, sink=sink, progress=console.progress)
-        wall = time.perf_counter() - start
+            try:
+                stream = o.stream or _too_big_for_disk(job, o, push, console)
+            except BaseException:
+                job.close()
+                raise
+            sink = _sink(stream, push, staging)
+            start = time.perf_counter()
+            outs = run_merge(job, sink=sink, progress=console.progress)
+            wall = time.perf_counter() - start
+    except BaseException:
+        if not _resumable(staging):  # only the small files of the headers: leave nothing behind
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     upload = getattr(sink, "upload_stats", None)
     save_rates(download=source.rate(), merge=job.target.total_bytes * len(job.alphas) / wall if wall else 0,
                upload=upload["upload_bytes"] / upload["upload_s"] if upload and upload["upload_s"] else 0)
@@ -99,6 +98,11 @@ def apply_from_hub(spec: MergeSpec, o: Any, push: Any, console: Any) -> tuple[li
     result = sink.result
     console.result(f"Streamed the unlearned model to {result.repo_id}@{result.revision}: commit {result.commit}")
     return outs, True
+
+
+def _resumable(staging: Path) -> bool:
+    """Whether a failed run left something a re-run resumes from: downloaded weights, or uploads to commit."""
+    return any(staging.rglob("*.safetensors")) or (staging / STATE).is_file()
 
 
 def _too_big_for_disk(job: PerTAMergeJob, o: Any, push: Any, console: Any) -> bool:

@@ -78,16 +78,16 @@ class PerTAMergeJob(Job):
     def __init__(self, spec: MergeSpec, out_dir: str | Path, *, source: Source | None = None) -> None:
         self.spec = spec
         self.alphas = alphas = list(spec.alphas)
-        self.device = resolve_device(spec.device)
         self.model, self.task_vector, self.weights = model, task_vector, weights = (spec.model, spec.task_vector,
                                                                                   spec.weights)
         self.source = source = source or Source()
         if weights is None and any(v is not None for v in (spec.p, spec.lam, spec.eps)):
             raise InputError("--p, --lam and --eps only apply with --weights")
-        opening = source.open([
+        opening = source.open([  # a Hub source starts reading headers now, while torch is imported below
             Input("target", model, allow_pickle=spec.allow_pickle, scratch=scratch_for(out_dir)),
             Input("task_vector", task_vector, "task_vector"),
             *([] if weights is None else [Input("weight_map", weights, "weight_map")])])
+        self.device = resolve_device(spec.device)
         self.target = target = opening[0]()
         self.tv_artifact = opening[1]()
         target_arch = architecture(target.config)

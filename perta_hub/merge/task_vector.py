@@ -44,14 +44,14 @@ class TaskVectorJob(Job):
     def __init__(self, base: str | Path, finetuned: str | Path, out_dir: str | Path, *, dtype: str,
                  max_shard_size: int | str, allow_pickle: bool, extra_provenance: dict[str, Any] | None,
                  source: Source | None = None) -> None:
-        import torch
-
         check_float_dtype(dtype)
         self.base, self.finetuned, self.out, self.dtype = base, finetuned, Path(out_dir), dtype
-        self.store = getattr(torch, dtype)
         self.source = source = source or Source()
         opening = source.open([Input(role, model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
                                for role, model in (("base", base), ("finetuned", finetuned))])
+        import torch  # while a Hub source reads the headers
+
+        self.store = getattr(torch, dtype)
         self.anchor = opening[0]()
         self.tuned = opening[1]()
         self.extra = extra_provenance

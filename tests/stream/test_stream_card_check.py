@@ -49,8 +49,9 @@ def stream(out: Path, *extra: str) -> Any:
 
 
 def assert_nothing_published(hub: HubServer, uploads_before: int, out: Path) -> None:
+    """No repo created, no LFS object uploaded, no output folder, no staging folder left beside it."""
     assert ("model", "user/out") not in hub.repos and hub.uploaded[uploads_before:] == []
-    assert not out.exists()
+    assert not out.exists() and not (out.parent / f".{out.name}.perta-inputs").exists()
 
 
 def test_a_side_file_quoting_forget_data_is_refused_before_any_upload(hub: HubServer, make_model: Any,
