@@ -18,8 +18,8 @@ w ⊙ tau|| / ||tau||``, the demo's matched-norm axis):
 * **the front near the budget**: TV, PerTA-grad (the demo's map) and PerTA-fisher with more retain data at the
   further step norms ``--front-steps``.
 
-Writes ``investigate/results.json`` and ``results.md`` (the demo's table format), ``results.png`` (the demo's
-curves with the follow-up points and variants added) and prints the table.
+Writes ``investigate/results.json`` and ``results.md`` (the demo's report format), ``results.png`` (the demo's
+curves with the follow-up points and variants added) and prints the summary and where they are.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from perta_hub.data.loading import BUNDLED_TOFU
 from perta_hub.demo.model import MODEL_DEFAULT, QUESTIONS_PER_AUTHOR, evaluate_cached
 from perta_hub.demo.steps import Steps
 from perta_hub.evaluation.plot import plot_methods
-from perta_hub.evaluation.report import results_markdown, summarise
+from perta_hub.evaluation.report import Setup, report_location, report_markdown, summarise, terminal_summary
 from perta_hub.importance.summary import summarise_folder
 from perta_hub.importance.weight_map import compute_weights
 from perta_hub.merge.apply import apply
@@ -119,18 +119,31 @@ def main() -> None:
     for alpha, folder in zip(alphas, folders, strict=True):
         evaluate(Path(folder), label, alpha, alpha * ratio)
 
-    summary = summarise(results, cfg, names,
+    setup = Setup(
+        title=f"Follow-ups on {demo} (`examples/investigate_perta.py`)",
+        model=(json.loads((demo / "results.json").read_text()).get("setup") or {}).get("model") or str(target),
+        data=(("demo", f"the target, task vector, maps, data and retain model's logs of {demo}"),
+              ("more retain data", f"the fisher map over the demo's retain rows and {a.more_retain_authors} further "
+                                   f"authors ({len(json.loads(retain_more.read_text()))} rows)")),
+        seeds=(cfg.seed,),
+        methods={"target": "the demo's target",
+                 "perta-fisher-more-retain": "PerTA-fisher with the retain importance over more retain data",
+                 "tv-from-base": "TV with tau = target - the pre-trained base (the anchor: the base)",
+                 "tv": "the demo's task vector at further step norms",
+                 "perta-grad": "the demo's grad map at further step norms",
+                 label: f"the demo's fisher map with lam = {a.lam:g}"})
+    summary = summarise(results, cfg, names, setup=setup,
                         methods=("perta-fisher-more-retain", "tv-from-base", "tv", "perta-grad", label))
     summary["selectivity_more_retain"] = {k: v for k, v in selectivity.items() if k != "groups"} | {
         "all": selectivity["groups"]["all"]}
     summary["timings_s"] = step.with_total()
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    (out / "results.md").write_text(results_markdown(summary))
+    (out / "results.md").write_text(report_markdown(summary))
     demo_rows = json.loads((demo / "results.json").read_text())["rows"]  # one figure: the demo's curves extended
     plot_methods({**summary, "rows": demo_rows + [r for r in summary["rows"] if r["method"] != "target"]},
                  out / "results.png", title="TOFU forget01, demo + follow-ups")
-    print(results_markdown(summary))
-
+    print(terminal_summary(summary))
+    print(report_location([out / "results.md", out / "results.png"]))
 
 if __name__ == "__main__":
     main()

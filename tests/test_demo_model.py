@@ -36,7 +36,7 @@ def test_demo_with_a_given_model_runs_every_method(tmp_path, make_model, monkeyp
         assert [round(r["step_norm"], 2) for r in rows] == [1.0, 2.0]
     for label in ("tv", "perta-fisher"):  # tune's chosen alpha, evaluated beside the sweeps
         chosen = summary["tune"][label]["chosen_alpha"]
-        assert 0.02 <= chosen <= 0.5
+        assert 0.02 <= chosen <= 0.5 and 1 <= summary["tune"][label]["alphas_evaluated"] <= 3
         assert [r["alpha"] for r in summary["rows"] if r["method"] == f"tune {label}"] == [chosen]
     assert sorted(r["setting"] for r in summary["rows"] if r["method"] == "npo") == ["lr=0.001,ep=1", "lr=0.003,ep=1"]
     assert {"ga", "gd"} <= set(methods)
@@ -47,7 +47,10 @@ def test_demo_with_a_given_model_runs_every_method(tmp_path, make_model, monkeyp
     retain = json.loads((out / "retain" / "perta_config.json").read_text())
     assert retain["data"]["num_rows"] == 20
     assert summary["compute_s"]["npo"]["lr=0.003,ep=1"] > 0 and summary["compute_s"]["perta-grad"]["weight_map"] > 0
-    assert "| npo | lr=0.003,ep=1 |" in (out / "results.md").read_text()
+    report = (out / "results.md").read_text()
+    assert "| npo | lr=0.003,ep=1 |" in report and "`tune` on perta-fisher chose alpha" in report
+    assert "| gradient baselines |" in report and "**npo**: NPO" in report
+    assert result.output.rstrip().endswith(f"  {(out / 'report.html').resolve()}")
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     gd = json.loads((out / "unlearned" / "gd-lr0.001-ep1" / "perta_config.json").read_text())
     assert gd["kind"] == "unlearned_model" and gd["retain_data"]["num_examples"] == 20

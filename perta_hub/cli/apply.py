@@ -17,13 +17,17 @@ from perta_hub.options.push import PushOptions
 @bind(ApplyOptions, "options")
 @push_options
 def apply_command(model: str, options: ApplyOptions, push_options: PushOptions, console: Console) -> None:
-    """Unlearn: theta = theta_MODEL - alpha * (w * tau), streamed shard by shard."""
+    """Unlearn: theta = theta_MODEL - alpha * (w * tau), streamed shard by shard.
+
+    Give the scale (--alpha A) or the step norm ||alpha w*tau|| / ||tau|| to reach (--step S); every output
+    records both (alpha and step_norm in perta_config.json) and the result line prints them.
+    """
     from perta_hub.hub import remote_apply
-    from perta_hub.merge.apply import apply_spec
+    from perta_hub.merge.apply import apply_spec, merge_summary
     from perta_hub.merge.spec import MergeSpec
 
-    push_options.check_outputs(len(options.alphas))
-    spec = MergeSpec.from_options(model, options)
+    spec = MergeSpec.from_options(model, options)  # alpha, --step: one line before anything is opened
+    push_options.check_outputs(spec.outputs)
     if not remote_apply.needs_hub_route(spec, options, push_options):
         outs, published = apply_spec(spec, options.out_dir, progress=console.progress), False
     elif options.dry_run:
@@ -34,5 +38,5 @@ def apply_command(model: str, options: ApplyOptions, push_options: PushOptions, 
     if published:
         return
     for folder in outs:
-        console.result(f"unlearned model written to {folder}")
+        console.result(f"unlearned model written to {folder}: {merge_summary(folder)}")
     push_after(console, push_options, outs[0])

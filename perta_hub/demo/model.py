@@ -5,8 +5,8 @@ authors (the **target**: retain + forget authors) and on the retain authors only
 forget-quality reference). Then, through the public Python API: the task vector (the target fine-tuned on
 the forget authors), grad and fisher weight maps, ``apply`` over an alpha sweep for TV, PerTA-grad and
 PerTA-fisher; ``unlearn`` over a small grid for GradAscent, GradDiff and NPO; ``evaluate`` on every output
-with the retain model as reference. The same ``results.json`` / ``results.md`` / ``results.png`` as the
-tiny demo, one curve per method, plus the compute each method needed.
+with the retain model as reference. The same ``results.json`` and report (``results.md``, ``results.png``,
+``report.html``) as the tiny demo, one curve per method, plus the compute each method needed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.data.loading import BUNDLED_TOFU
+from perta_hub.demo.steps import epoch_count, weight_map_rows
+from perta_hub.evaluation.report import Setup, finish_experiment, method_lines, summarise
 from perta_hub.importance.methods import METHODS as IMPORTANCE_METHODS
 from perta_hub.unlearning.methods import UNLEARN_METHODS
 
@@ -129,8 +131,6 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
     or a run stopped part-way, loses no evaluation); the retain model is evaluated first (the reference).
     """
     from perta_hub.demo.steps import Steps
-    from perta_hub.evaluation.plot import plot_methods
-    from perta_hub.evaluation.report import results_markdown, summarise
     from perta_hub.importance.summary import summarise_folder
     from perta_hub.importance.weight_map import compute_weights
     from perta_hub.merge.apply import apply
@@ -212,28 +212,67 @@ def run_model_demo(model: str, cfg: ModelDemoConfig, out: Path, device: str,
         else:
             gradient(stage)
     tuned = run_tune(cfg, perta, target, tv, maps, data, out, device, step) if cfg.tune else {}
-    for label, (alpha, folder) in tuned.items():
+    for label, (alpha, folder, _) in tuned.items():
         names[str(folder)] = f"tune {label}"
         evaluate(folder, f"tune-{label}-{alpha:g}", reference)["meta"]["step_norm"] = alpha * norm_ratio[label]
-    summary = summarise(results, cfg, names, methods=cfg.methods)
+    summary = summarise(results, cfg, names, methods=cfg.methods,
+                        setup=model_setup(model, cfg, data, target, maps))
     summary["model"] = model
     summary["weight_maps"] = selectivity
     summary["tune"] = tune_report(summary, tuned)
     summary["compute_s"] = compute_per_method(step.timings, cfg)
     summary["timings_s"] = step.with_total()
     summary["peak_rss_gib"] = step.peaks
-    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    (out / "results.md").write_text(results_markdown(summary))
-    plot_methods(summary, out / "results.png", title=f"TOFU {cfg.forget_split} on {Path(model).name}")
-    echo(results_markdown(summary))
-    return summary
+    return finish_experiment(summary, out, echo, plot_title=f"TOFU {cfg.forget_split} on {Path(model).name}")
+
+
+def model_setup(model: str, cfg: ModelDemoConfig, data: dict[str, Path], target: Path,
+                maps: dict[str, Path]) -> Setup:
+    """The report's setup of a ``demo --model`` run: the model, every training's rows, the sweeps, the seed and a
+    line per method."""
+    def rows(name: str) -> int:
+        return len(json.loads(data[name].read_text()))
+
+    params = json.loads((target / "perta_config.json").read_text())["num_parameters"]
+    forget, retain = rows("forget"), rows("retain")
+    recipe = (f"{epoch_count(cfg.memorise_epochs)}, lr {cfg.memorise_lr:g}, batch {cfg.batch_size} x {cfg.grad_accum}, "
+              f"at most {cfg.max_length} tokens per example")
+    steps = ", ".join(f"{a:g}" for a in cfg.alphas)
+    sweep = (f"matched step norms ‖αw⊙τ‖/‖τ‖ = {steps} (TV's alpha is the step; a PerTA map's alpha is the step "
+             f"divided by its ‖w⊙τ‖/‖τ‖)" if cfg.match_steps else f"alphas {steps} for every method")
+    grid = "; ".join(f"{m}: " + ", ".join(f"lr {lr:g} for {epoch_count(ep)}" for lr, ep in settings)
+                     for m, settings in cfg.gradient_grid.items())
+    search = (f"budget 0.95 on the retain answers' probability, alphas in [{cfg.tune_alpha_range[0]:g}, "
+              f"{cfg.tune_alpha_range[1]:g}], at most {cfg.tune_max_evals} evaluated")
+    data_lines = [
+        ("target", f"{rows('target')} rows: {cfg.retain_authors} retain author(s) ({retain} rows) and the "
+                   f"{FORGET_AUTHORS[cfg.forget_split]} {cfg.forget_split} authors ({forget} rows); {recipe}"),
+        ("retain model", f"{retain} rows: the retain authors only; {recipe}"),
+        ("task vector", f"the target fine-tuned on the {forget} forget rows ({epoch_count(cfg.forget_epochs)}, lr "
+                        f"{cfg.forget_lr:g}) minus the target"),
+        ("weight maps", weight_map_rows(maps)),
+        ("task-arithmetic sweeps", sweep),
+    ]
+    if grid:
+        data_lines.append(("gradient baselines", f"`perta-hub unlearn` on the {forget} forget rows (with the {retain} "
+                                                 f"retain rows where the method uses them): {grid}"))
+    if cfg.tune:
+        data_lines.append(("tune", f"`perta-hub tune` on {', '.join(cfg.tune)}: {search}"))
+    labels = ("target", "retain", *(m for m in cfg.methods if m in {"tv", *(p[0] for p in cfg.perta)}
+                                    or m in cfg.gradient_grid), *(f"tune {label}" for label in cfg.tune))
+    return Setup(title=f"TOFU {cfg.forget_split} unlearning report: {Path(model).name} (`perta-hub demo --model`)",
+                 model=f"{model} ({params:,} parameters), fine-tuned into the target and the retain model with its "
+                       f"own tokenizer and chat template",
+                 data=tuple(data_lines), seeds=(cfg.seed,),
+                 methods=method_lines(labels, cfg.perta, {label: search for label in cfg.tune}))
 
 
 def run_tune(cfg: ModelDemoConfig, perta: dict[str, tuple[str, float]], target: Path, tv: Path,
              maps: dict[str, Path], data: dict[str, Path], out: Path, device: str,
-             step: Callable[[str, Callable[[], Any]], Any]) -> dict[str, tuple[float, Path]]:
+             step: Callable[[str, Callable[[], Any]], Any]) -> dict[str, tuple[float, Path, dict[str, Any]]]:
     """``perta-hub tune`` on the TV and PerTA candidates ``cfg.tune`` (budget 0.95 on the retain answers'
-    probability, the demo's forget and retain rows as signals); label -> (chosen alpha, chosen model folder)."""
+    probability, the demo's forget and retain rows as signals); label -> (chosen alpha, chosen model folder,
+    tune's record of the search)."""
     from perta_hub.errors import InputError
     from perta_hub.tuning.command import tune
 
@@ -247,19 +286,25 @@ def run_tune(cfg: ModelDemoConfig, perta: dict[str, tuple[str, float]], target: 
     except InputError as err:  # e.g. no alpha of the range keeps the budget: reported, the sweeps still stand
         step(f"tune found no alpha: {err}", lambda: None)
         return {}
-    chosen = list(run["chosen"].values())
-    return {label: (float(alpha), Path(folder))
-            for label, alpha, folder in zip(labels, chosen, run["outputs"], strict=True)}
+    records = list(run["records"].values())
+    return {label: (float(record["chosen"]), Path(folder), record)
+            for label, record, folder in zip(labels, records, run["outputs"], strict=True)}
 
 
-def tune_report(summary: dict[str, Any], tuned: dict[str, tuple[float, Path]]) -> dict[str, Any]:
-    """Per tuned label: tune's chosen alpha next to the sweep's best alpha within the utility budget by the full
-    TOFU evaluation (forget quality at model utility >= 0.95 x the target's)."""
+def tune_report(summary: dict[str, Any], tuned: dict[str, tuple[float, Path, dict[str, Any]]]) -> dict[str, Any]:
+    """Per tuned label: tune's chosen alpha, how many alphas it evaluated over which span and a warning when the
+    choice is at that span's edge, next to the sweep's best alpha within the utility budget by the full TOFU
+    evaluation."""
+    from perta_hub.tuning.report import edge_warning, searched
+
     report = {}
-    for label, (alpha, _) in tuned.items():
-        best = (summary["best"].get(label) or {}).get("best_forget_quality_at_utility_95pct")
+    for label, (alpha, _, record) in tuned.items():
+        best = (summary["best"].get(label) or {}).get("within_budget")
         row = next((r for r in summary["rows"] if r["method"] == f"tune {label}"), None)
-        report[label] = {"chosen_alpha": alpha, "best_sweep_alpha_in_budget": best["alpha"] if best else None,
+        count, lo, hi = searched(record)
+        report[label] = {"chosen_alpha": alpha, "alphas_evaluated": count, "range": [lo, hi],
+                         "edge": edge_warning(record),
+                         "best_sweep_alpha_in_budget": best["alpha"] if best else None,
                          "chosen": {k: row[k] for k in ("forget_quality", "model_utility")} if row else None,
                          "best_sweep": {k: best[k] for k in ("forget_quality", "model_utility")} if best else None}
     return report

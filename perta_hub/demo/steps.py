@@ -1,12 +1,14 @@
-"""The demos' step timer: each named step echoed, its wall time and the peak RSS after it kept (shared by the
-tiny demo, ``demo --model`` and ``examples/investigate_perta.py``)."""
+"""What the demos share: the step timer (each named step echoed, its wall time and the peak RSS after it kept;
+also used by ``examples/investigate_perta.py``) and pieces of the report's setup (the weight maps' line, epochs)."""
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -37,3 +39,15 @@ class Steps:
 def peak_rss_gib() -> float:
     """This process's peak resident set size so far (GiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+def weight_map_rows(maps: dict[str, Path]) -> str:
+    """``grad and fisher importances at the target: N forget rows against M retain rows``, from the maps' records."""
+    record = json.loads((next(iter(maps.values())) / "perta_config.json").read_text())
+    return (f"{' and '.join(maps)} importances at the target: {record['forget_data']['num_examples']} forget rows "
+            f"against {record['retain_data']['num_examples']} retain rows")
+
+
+def epoch_count(n: float) -> str:
+    """``1 epoch``, ``2.5 epochs``."""
+    return f"{n:g} epoch" + ("" if n == 1 else "s")

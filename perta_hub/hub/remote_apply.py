@@ -23,7 +23,7 @@ from perta_hub.hub.source import HubSource, staging_for
 from perta_hub.hub.stream_plan import INPUT_AHEAD, OUTPUT_SLOTS, describe, free_bytes, save_rates
 from perta_hub.jobs.plan import plan_job
 from perta_hub.jobs.sink import Sink
-from perta_hub.merge.apply import PerTAMergeJob, run_merge
+from perta_hub.merge.apply import PerTAMergeJob, merge_summary, run_merge
 from perta_hub.merge.spec import MergeSpec
 from perta_hub.runtime.buffers import gc_paused
 
@@ -48,6 +48,9 @@ def _sink(stream: bool, push: Any, staging: Path) -> Sink:
 
 def dry_run(spec: MergeSpec, o: Any, push: Any, console: Any) -> None:
     """Open the job from headers (into a temporary folder), print the plan of the run ``o`` asks for."""
+    if spec.steps:
+        console.result("--step: alpha is set when the run starts, from one pass over the task vector and the "
+                       "weight map")
     staging = Path(tempfile.mkdtemp(prefix="perta-headers-"))
     try:
         with HubSource(staging) as source:
@@ -77,6 +80,7 @@ def apply_from_hub(spec: MergeSpec, o: Any, push: Any, console: Any) -> tuple[li
             job = PerTAMergeJob(spec, o.out_dir, source=source)  # every check, once, from the headers
             try:
                 stream = o.stream or _too_big_for_disk(job, o, push, console)
+                job.prepare(whole_inputs=not stream)  # a streaming run stages no whole input (its disk bound)
             except BaseException:
                 job.close()
                 raise
@@ -96,7 +100,8 @@ def apply_from_hub(spec: MergeSpec, o: Any, push: Any, console: Any) -> tuple[li
     for note in sink.notes:
         console.warning(note)
     result = sink.result
-    console.result(f"Streamed the unlearned model to {result.repo_id}@{result.revision}: commit {result.commit}")
+    console.result(f"Streamed the unlearned model to {result.repo_id}@{result.revision}: commit {result.commit}; "
+                   f"{merge_summary(o.out_dir)}")
     return outs, True
 
 
@@ -115,4 +120,4 @@ def _too_big_for_disk(job: PerTAMergeJob, o: Any, push: Any, console: Any) -> bo
         return False
     console.warning(f"the disk under {o.out_dir} cannot hold the output and the inputs being read "
                     f"({plan.needed_bytes / 1e9:.2f} GB); streaming instead (--stream)")
-    return len(o.alphas) == 1 and not push.create_pr and not push.include
+    return job.requested.outputs == 1 and not push.create_pr and not push.include

@@ -115,7 +115,7 @@ class HubSink(Sink):
         upload each shard written until the block ends (and wait for the last upload)."""
         folder = folders[0].path
         job.finish_folder(0, folder)  # the side files, card and record as they will be published, checked now
-        record, card = job.record(0, folder)
+        record, card = job.preview(0, folder)
         if card is not None:
             write_atomic(folder / "README.md", str(card))
         write_atomic(folder / CONFIG_NAME, self.record(record).to_json())

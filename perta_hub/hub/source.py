@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -62,6 +63,7 @@ class HubSource(Source):
     def __init__(self, staging: Path) -> None:
         self.staging = staging
         self.repos: dict[Path, Any] = {}  # fetched input file -> its RemoteRepo
+        self.complete: set[Path] = set()  # files fetched whole before the run (fetch_whole), checked
         self.stats = {"download_bytes": 0, "download_s": 0.0}
         self._opening = ThreadPoolExecutor(3, thread_name_prefix="perta-headers")
         self._run: _Fetching | None = None
@@ -84,10 +86,30 @@ class HubSource(Source):
 
     def input_file(self, ckpt: Checkpoint, path: Path) -> InputFile:
         repo = remote_of(ckpt)
-        if repo is None:
+        if repo is None or path in self.complete:
             return super().input_file(ckpt, path)
         self.repos[path] = repo
         return InputFile(path, repo.sizes[path.name], fetched=True)
+
+    def on_disk(self, ckpt: Checkpoint) -> bool:
+        """A local checkpoint, or a Hub one whose files :meth:`fetch_whole` brought."""
+        return remote_of(ckpt) is None or all(path in self.complete for path in ckpt.files)
+
+    def fetch_whole(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Download every file of the Hub ``checkpoints`` now, :data:`FETCHERS` at a time, each checked as it
+        arrives (as while streaming); they stay staged until :meth:`done` and are not fetched again."""
+        files = {path: repo for ckpt in checkpoints if (repo := remote_of(ckpt)) is not None
+                 for path in ckpt.files if path not in self.complete}
+        self._forget_other_commits(files)
+        arrivals = Arrivals(threading.Condition())
+
+        def fetch(path: Path) -> None:
+            fetch_into(files[path], path, files[path].sizes[path.name], arrivals, lambda: None)
+            self.complete.add(path)
+
+        with ThreadPoolExecutor(FETCHERS, thread_name_prefix="perta-fetch") as pool:
+            for done in [pool.submit(fetch, path) for path in files]:
+                done.result()
 
     def needed_bytes(self, plans: Sequence[StreamPlan]) -> int:
         """The fetched files of ``INPUT_AHEAD + 1`` consecutive output shards, at most (an input is kept until the
@@ -100,7 +122,7 @@ class HubSource(Source):
         if not any(f.fetched for files in plan.needs for f in files):
             yield  # every input is local: nothing to fetch
             return
-        self._forget_other_commits(plan)
+        self._forget_other_commits({f.path: self.repos[f.path] for files in plan.needs for f in files if f.fetched})
         self._run = _Fetching(plan, self.repos, self.stats)
         try:
             with self._run, _gil_handoff():  # as apply: threads overlap, torch's own only contend
@@ -125,11 +147,10 @@ class HubSource(Source):
         s = self.stats
         return s["download_bytes"] / s["download_s"] if s["download_s"] else 0.0
 
-    def _forget_other_commits(self, plan: StreamPlan) -> None:
+    def _forget_other_commits(self, files: dict[Path, Any]) -> None:
         """Delete the weights of a role folder downloaded from another commit (an earlier run of other inputs),
-        then mark each folder with the commit its files come from."""
-        folders = {path.parent: self.repos[path] for files in plan.needs for path in (f.path for f in files)
-                   if path in self.repos}
+        then mark each folder of ``files`` (path -> its RemoteRepo) with the commit its files come from."""
+        folders = {path.parent: repo for path, repo in files.items()}
         for folder, repo in folders.items():
             marker, stamp = folder / MARKER, f"{repo.repo_id}@{repo.sha}\n"
             if not (marker.is_file() and marker.read_text() == stamp):

@@ -82,6 +82,11 @@ class Job(ABC):
     def record(self, index: int, folder: Path) -> tuple[Record, Any]:
         """The record and card (or None) of output ``index`` once its tensors are written."""
 
+    def preview(self, index: int, folder: Path) -> tuple[Record, Any]:
+        """The record and card of output ``index`` as far as they are known before its tensors are written (a sink
+        that publishes checks them first); by default :meth:`record`'s."""
+        return self.record(index, folder)
+
     def started(self) -> None:  # noqa: B027 - optional hook
         """Called once the folders are claimed, before streaming (start background work here)."""
 

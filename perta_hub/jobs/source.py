@@ -67,6 +67,14 @@ class Source:
 
         return InputFile(path, path.stat().st_size)
 
+    def on_disk(self, ckpt: Checkpoint) -> bool:
+        """Whether every byte of ``ckpt`` (an opened checkpoint) can be read now, before any streaming: yes."""
+        return True
+
+    def fetch_whole(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Bring every file of ``checkpoints`` to disk now, checked (a pass that reads them whole before the
+        merge: ``apply --step``); they are there already."""
+
     def needed_bytes(self, plans: Sequence[StreamPlan]) -> int:
         """Local disk the source takes while the job streams (bytes): nothing, its files are there."""
         return 0
