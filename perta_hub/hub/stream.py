@@ -54,7 +54,7 @@ from perta_hub.io.output_folder import OutputFolder, claimed
 from perta_hub.io.sharding import SHARD_METADATA, index_json
 from perta_hub.io.writer import Output, stream_shards
 from perta_hub.merge.apply import PerTAMergeJob
-from perta_hub.records import CONFIG_NAME
+from perta_hub.records import CONFIG_NAME, read_record
 from perta_hub.runtime.devices import one_torch_thread
 
 STATE = ".perta-stream.json"
@@ -442,8 +442,9 @@ def _merge_and_upload(job: RemoteMergeJob, plan: MergePlan, api: Any, repo_id: s
         if path.is_file() and not path.name.startswith(".") and path.name not in ("README.md", CONFIG_NAME):
             files.setdefault(path.name, file_sha256(path))
     record = dataclasses.replace(record, files=dict(sorted(files.items())), mode="stream")
-    out.finish(record, card)  # hashes the files on disk; the uploaded shards are no longer there:
-    write_atomic(folder / CONFIG_NAME, record.to_json())  # the record lists them too (hashed while written)
+    out.finish(record, card)  # hashes the files on disk; the uploaded shards are no longer there: the record
+    finished = read_record(folder)  # lists them too (hashed while written), with what finish added (a recipe step)
+    write_atomic(folder / CONFIG_NAME, dataclasses.replace(finished, files=record.files).to_json())
     job.close()
     return pipeline.ops
 
