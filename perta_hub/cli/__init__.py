@@ -11,6 +11,7 @@ from perta_hub.cli import (  # noqa: F401
     evaluate,
     finetune,
     push,
+    run,
     task_vector,
     tune,
     unlearn,

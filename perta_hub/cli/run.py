@@ -1,0 +1,40 @@
+"""``perta-hub run``: a whole experiment described in one YAML file (docs/recipes.md)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from perta_hub.cli.bind import bind
+from perta_hub.cli.console import Console
+from perta_hub.cli.main import command
+from perta_hub.errors import InputError
+from perta_hub.options.run import RunOptions
+
+
+@command("run")
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@bind(RunOptions, "options")
+def run_command(recipe: str | None, options: RunOptions, console: Console) -> None:
+    """Run the experiment of RECIPE (YAML): its steps in order, each finished step reused.
+
+    \b
+    A step is a perta-hub command with exactly its options (as on the command line, without the dashes);
+    ${name} names the output of step `name`, a model or a data entry. Re-running resumes: a step whose
+    options and inputs did not change is not run again. Examples (perta_hub/resources/recipes/):
+      perta-hub run quick.yaml -o quick_out
+      perta-hub run smollm2.yaml --set models.base=/tmp/smollm2 --dry-run
+      perta-hub run OUT/recipe.resolved.yaml          (the run as it was, every finished step reused)
+    """
+    from perta_hub.recipes import load_recipe, recipe_schema, run_recipe
+
+    if options.schema:
+        console.result(json.dumps(recipe_schema(), indent=2))
+        return
+    if recipe is None:
+        raise InputError("pass a RECIPE.yaml (or --schema for the recipe format)")
+    loaded = load_recipe(recipe, sets=options.set, seeds=options.seeds)
+    flags = ["-q"] if console.options.quiet else ["-v"] if console.options.verbose else []
+    echo = console.result if options.dry_run else console.status
+    run_recipe(loaded, options.out_dir, only=options.only, dry_run=options.dry_run, echo=echo, flags=flags)
