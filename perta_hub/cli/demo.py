@@ -1,8 +1,6 @@
-"""``perta-hub demo``: TOFU-mini unlearning end to end, offline."""
+"""``perta-hub demo``: a bundled recipe (TOFU-mini, or the real-model experiment of docs/results.md) end to end."""
 
 from __future__ import annotations
-
-import click
 
 from perta_hub.cli.bind import bind
 from perta_hub.cli.console import Console
@@ -16,14 +14,17 @@ def demo_command(options: DemoOptions, console: Console) -> None:
     """TOFU-mini unlearning end to end, offline: train, forget with TV / PerTA-grad / PerTA-fisher, evaluate.
 
     With --model MODEL: fine-tune that pretrained model instead (target and retain model), and compare TV and
-    PerTA with GradAscent, GradDiff and NPO in one table and plot (docs/results.md).
+    PerTA with GradAscent, GradDiff and NPO in one table and plot (docs/results.md). The demo is a bundled
+    recipe (`perta-hub run quick|tiny|smollm2|smollm2-quick`, perta_hub/resources/recipes/): the same steps,
+    resumable, each reused when it is finished.
     """
-    from perta_hub.demo import run_demo
-    from perta_hub.evaluation.report import results_markdown
+    from pathlib import Path
 
-    if console.options.quiet:  # only the final table
-        summary = run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model,
-                           echo=lambda _line: None)
-        console.result(results_markdown(summary))
-    else:
-        run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model, echo=click.echo)
+    from perta_hub.demo import run_demo
+
+    flags = ["-q"] if console.options.quiet else ["-v"] if console.options.verbose else []
+    run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model, seeds=options.seeds,
+             echo=console.status, flags=flags)
+    report = Path(options.out_dir).resolve() / "results.md"
+    console.result(report.read_text())
+    console.result(f"Report: {report} (and results.json, results.png)")

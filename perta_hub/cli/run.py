@@ -22,19 +22,25 @@ def run_command(recipe: str | None, options: RunOptions, console: Console) -> No
     \b
     A step is a perta-hub command with exactly its options (as on the command line, without the dashes);
     ${name} names the output of step `name`, a model or a data entry. Re-running resumes: a step whose
-    options and inputs did not change is not run again. Examples (perta_hub/resources/recipes/):
-      perta-hub run quick.yaml -o quick_out
+    options and inputs did not change is not run again. RECIPE is a file, or the name of a bundled
+    recipe (quick, tiny, smollm2, smollm2-quick, own-model: perta_hub/resources/recipes/). Examples:
+      perta-hub run quick -o quick_out
       perta-hub run smollm2.yaml --set models.base=/tmp/smollm2 --dry-run
       perta-hub run OUT/recipe.resolved.yaml          (the run as it was, every finished step reused)
     """
     from perta_hub.recipes import load_recipe, recipe_schema, run_recipe
+    from perta_hub.recipes.bundled import find_recipe
 
     if options.schema:
         console.result(json.dumps(recipe_schema(), indent=2))
         return
     if recipe is None:
         raise InputError("pass a RECIPE.yaml (or --schema for the recipe format)")
-    loaded = load_recipe(recipe, sets=options.set, seeds=options.seeds)
+    loaded = load_recipe(find_recipe(recipe), sets=options.set, seeds=options.seeds)
     flags = ["-q"] if console.options.quiet else ["-v"] if console.options.verbose else []
     echo = console.result if options.dry_run else console.status
-    run_recipe(loaded, options.out_dir, only=options.only, dry_run=options.dry_run, echo=echo, flags=flags)
+    result = run_recipe(loaded, options.out_dir, only=options.only, dry_run=options.dry_run, echo=echo, flags=flags)
+    if not options.dry_run:
+        console.result(f"{len(result.ran)} step(s) run, {len(result.reused)} reused; outputs in {result.out}")
+        for path in result.reports:
+            console.result(f"Report: {path} (beside it: its .json and .png)")

@@ -324,7 +324,7 @@ def parse_defaults(value: Any) -> dict[str, dict[str, tuple[str, Any]]]:
                 if not any(canonical(kind, str(key)) for kind in table.values()):
                     every = sorted({k for kind in table.values() for k in kind.keys})
                     raise unknown_key(where, key, every, "no command has it; keys")
-            else:
+            elif not (key == STEP_KEY and table[command].has_step_key):
                 key_name(table[command], str(key), where)
         out[command] = {str(k): (f"{where}.{k}", v) for k, v in keys.items()}
     return out
@@ -364,8 +364,12 @@ def parse_step(name: str, raw: Any, defaults: dict[str, dict[str, tuple[str, Any
     for key, (path, value) in defaults.get("all", {}).items():
         if canonical(kind, key) is not None:
             given[canonical(kind, key) or key] = (path, value)
+    steps: tuple[str, Any] | None = None  # apply's step norms: (YAML path, value)
     for key, (path, value) in defaults.get(command, {}).items():
-        given[key_name(kind, key, f"defaults.{command}")] = (path, value)
+        if key == STEP_KEY and kind.has_step_key:
+            steps = (path, value)
+        else:
+            given[key_name(kind, key, f"defaults.{command}")] = (path, value)
     step = Step(name, kind, {}, {})
     for key, value in raw.items():
         key = str(key)
@@ -378,12 +382,19 @@ def parse_step(name: str, raw: Any, defaults: dict[str, dict[str, tuple[str, Any
                 raise RecipeError(f"{where}.seeded: must be true or false (got {shown(value)})")
             step.seeded = value
         elif key == STEP_KEY and kind.has_step_key:
-            values = value if isinstance(value, list) else [value]
-            step.steps = tuple(float(check_number(f"{where}.step[{i}]", v, float)) for i, v in enumerate(values))
-            if not step.steps or any(s <= 0 for s in step.steps):
-                raise RecipeError(f"{where}.step: must be step norms > 0 (got {shown(value)})")
+            steps = (f"{where}.{key}", value)
+            given.pop("alpha", None)  # a step's own step norms win over a default alpha
         else:
-            given[key_name(kind, key, where)] = (f"{where}.{key}", value)
+            canonical_key = key_name(kind, key, where)
+            given[canonical_key] = (f"{where}.{key}", value)
+            if canonical_key == "alpha" and steps is not None and steps[0].startswith("defaults."):
+                steps = None  # a step's own alpha wins over default step norms
+    if steps is not None and steps[1] is not None:
+        path, value = steps
+        values = value if isinstance(value, list) else [value]
+        step.steps = tuple(float(check_number(f"{path}[{i}]", v, float)) for i, v in enumerate(values))
+        if not step.steps or any(s <= 0 for s in step.steps):
+            raise RecipeError(f"{path}: must be step norms > 0 (got {shown(value)})")
     for key_id, (path, value) in given.items():
         key = kind.keys[key_id]
         step.values[key.field] = check_value(path, key, value, base_dir)

@@ -45,9 +45,11 @@ def needed(inst: Instance) -> list[Instance]:
     return list(seen.values())
 
 
-def labels(insts: list[Instance], out: Path) -> dict[str, str]:
-    """Model folder -> row name, for every output of ``insts`` (unlearn models are named by their record)."""
-    names: dict[str, str] = {}
+def labels(plan: Plan, insts: list[Instance]) -> dict[str, str]:
+    """Model (resolved path or Hub id) -> row name: a ``models:`` entry by its name, every output of ``insts`` by
+    its step's label (unlearn models are named by their record)."""
+    out = plan.out
+    names = {str(Path(value).resolve()): name for name, value in plan.recipe.models.items()}
     for inst in insts:
         state = inst.state() or {}
         outputs = [str((out / p).resolve()) for p in state.get("outputs", [])]
@@ -111,7 +113,7 @@ def write_report(plan: Plan, inst: Instance, values: dict[str, Any]) -> list[Pat
     out = plan.out
     insts = needed(inst)
     results = gather(plan, inst)
-    names = labels(insts, out)
+    names = labels(plan, insts)
     names = {str(Path(r["meta"]["model"])): names[str(Path(r["meta"]["model"]).resolve())] for r in results
              if str(Path(r["meta"]["model"]).resolve()) in names}
     step_norms(results, insts, out)

@@ -96,19 +96,25 @@ def duration(seconds: float) -> str:
 
 
 @contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """torch's CPU threads set to ``count`` for the block (nothing imported when None)."""
-    if count is None:
-        yield
-        return
-    import torch
+def torch_threads(count: int | None) -> Iterator[Callable[[], None]]:
+    """Yields a function that sets torch's CPU threads to ``count`` (torch imported then, the first time a step
+    runs, not for a run that reuses every step); the count is restored after the block."""
+    before: list[int] = []
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
+    def ready() -> None:
+        if count is not None and not before:
+            import torch
+
+            before.append(torch.get_num_threads())
+            torch.set_num_threads(count)
+
     try:
-        yield
+        yield ready
     finally:
-        torch.set_num_threads(before)
+        if before:
+            import torch
+
+            torch.set_num_threads(before[0])
 
 
 def run_recipe(recipe: Recipe, out: str | Path | None = None, *, only: Sequence[str] = (), dry_run: bool = False,
@@ -129,16 +135,14 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, *, only: Sequence[
             echo(line)
         return result
     folder.mkdir(parents=True, exist_ok=True)
-    with locked(folder), torch_threads(recipe.torch_threads):
+    with locked(folder), torch_threads(recipe.torch_threads) as ready:
         recipe_file = save_recipe(recipe, folder)
         for name, entry in recipe.data.items():
             if is_derived(entry):
                 plan.data.write(name, folder / "data")
         for n, inst in enumerate(selected, 1):
-            run_one(plan, inst, f"[{n}/{len(selected)}]", recipe_file, result, echo, list(flags))
+            run_one(plan, inst, f"[{n}/{len(selected)}]", recipe_file, result, echo, list(flags), ready)
         result.reports = write_seed_index(plan, selected)
-    for path in result.reports:
-        echo(f"Report: {path} (and its .json, .png)")
     return result
 
 
@@ -158,8 +162,8 @@ def save_recipe(recipe: Recipe, folder: Path) -> Path:
 
 
 def run_one(plan: Plan, inst: Instance, counter: str, recipe_file: Path, result: RunResult,
-            echo: Callable[[str], None], flags: list[str]) -> None:
-    """Reuse, resume or run one instance, recording its state."""
+            echo: Callable[[str], None], flags: list[str], ready: Callable[[], None]) -> None:
+    """Reuse, resume or run one instance, recording its state (``ready``: called before a step runs)."""
     from perta_hub.demo.steps import peak_rss_gib
     from perta_hub.records import RecipeRef
     from perta_hub.runtime.invocation import in_recipe_step
@@ -176,6 +180,7 @@ def run_one(plan: Plan, inst: Instance, counter: str, recipe_file: Path, result:
         clear([p for p in (plan.out / o for o in previous.get("outputs", [])) if plan.out in p.parents]
               + [inst.folder])
     echo(f"== {counter} {inst.title}: {inst.step.kind.name}" + (" (resuming)" if state_now == "resume" else ""))
+    ready()
     started = time.perf_counter()
     write_state(inst.root, inst.name, {"step": inst.name, "seed": inst.seed, "command": inst.step.kind.name,
                                        "key": key, "status": "running", "started": now()})
