@@ -62,20 +62,32 @@ class Step:
         """Every reference with the YAML path of its key."""
         return [(self.paths[f], r) for f, v in self.values.items() for r in refs_in(v)]
 
+    def reseeded(self) -> bool:
+        """Whether ``seeds`` sets this step's own ``seed``: ``seeded`` when given, else a task vector made by
+        fine-tuning, an unlearn baseline, or a weight map with a retain subsample (:mod:`perta_hub.recipes.plan`)."""
+        if self.seeded is not None:
+            return self.seeded
+        kind, values = self.kind.name, self.values
+        return (kind == "unlearn" or (kind == "task-vector" and "forget" in values)
+                or (kind == "compute-weights" and ("retain_fraction" in values or "max_examples" in values)))
+
     def effective(self) -> dict[str, Any]:
         """Every key's value, the defaults of the keys not set included (by field)."""
         out = {k.field: k.default for k in self.kind.keys.values()}
         out.update(self.values)
         return out
 
-    def resolved(self) -> dict[str, Any]:
-        """The step as ``recipe.resolved.yaml`` writes it: every key with a value, defaults included."""
+    def resolved(self, seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
+        """The step as ``recipe.resolved.yaml`` writes it: every key with a value, defaults included (not the seed
+        of a step that ``seeds`` re-seeds)."""
         doc: dict[str, Any] = {"command": self.kind.name}
         if self.label is not None:
             doc["label"] = plain(self.label)
         if self.seeded is not None:
             doc["seeded"] = self.seeded
         values = self.effective()
+        if seeds and self.reseeded():
+            values.pop("seed", None)
         for key in self.kind.keys.values():
             value = values.get(key.field)
             if value is not None and value != () and value is not False:
@@ -118,7 +130,7 @@ class Recipe:
             doc["torch-threads"] = self.torch_threads
         doc["models"] = dict(self.models)
         doc["data"] = {name: data_mod.plain(entry) for name, entry in self.data.items()}
-        doc["steps"] = {name: step.resolved() for name, step in self.steps.items()}
+        doc["steps"] = {name: step.resolved(self.seeds) for name, step in self.steps.items()}
         return doc
 
     def sha256(self) -> str:
@@ -160,7 +172,8 @@ def parse_yaml(text: str, where: str) -> Any:
         mark = getattr(err, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise RecipeError(f"{where}:{at}: not valid YAML: {problem}") from None
+        hint = ' (a reference inside [ ] or { } is quoted: "${name}")' if "${" in text else ""
+        raise RecipeError(f"{where}:{at}: not valid YAML: {problem}{hint}") from None
 
 
 def dump_yaml(doc: Any) -> str:
@@ -266,7 +279,19 @@ def parse_recipe(doc: dict[str, Any], base_dir: Path, source: Path | None = None
     for name, raw in (doc.get("steps") or {}).items():
         recipe.steps[name] = parse_step(name, raw, defaults, base_dir)
     check_step_refs(recipe)
+    for step in recipe.steps.values():
+        check_seed(step, recipe.seeds)
     return recipe
+
+
+def check_seed(step: Step, seeds: tuple[int, ...] | None) -> None:
+    """``seeded: true`` only on a step with a seed option; under ``seeds`` a re-seeded step sets no seed itself."""
+    if step.seeded and "seed" not in {k.field for k in step.kind.keys.values()}:
+        raise RecipeError(f"{step.path}.seeded: {step.kind.name} has no seed option; it runs once per seed when it "
+                          "uses the output of a seeded step")
+    if seeds and step.reseeded() and "seed" in step.values:
+        raise RecipeError(f"{step.paths['seed']}: set by seeds (each seed runs the step with its own seed); drop it, "
+                          "or drop seeds")
 
 
 def parse_seeds(value: Any) -> tuple[int, ...] | None:

@@ -64,19 +64,6 @@ class Instance:
         return next(i for i in self.needs if i.name == name)
 
 
-def reseeded(step: Step) -> bool:
-    """Whether ``seeds`` sets this step's own ``seed`` (see the module's docstring)."""
-    has_seed = "seed" in {k.field for k in step.kind.keys.values()}
-    if step.seeded is not None:
-        if step.seeded and not has_seed:
-            raise RecipeError(f"{step.path}.seeded: {step.kind.name} has no seed option; it runs once per seed when "
-                              "it uses the output of a seeded step")
-        return step.seeded
-    kind, values = step.kind.name, step.values
-    return (kind == "unlearn" or (kind == "task-vector" and "forget" in values)
-            or (kind == "compute-weights" and ("retain_fraction" in values or "max_examples" in values)))
-
-
 @dataclass
 class Plan:
     """Every instance of a recipe in run order, and what is needed to key and run them."""
@@ -201,11 +188,7 @@ def make_plan(recipe: Recipe, out: Path) -> Plan:
     per_seed: dict[str, bool] = {}
     own_seed: dict[str, bool] = {}
     for name in order:
-        step = steps[name]
-        own_seed[name] = reseeded(step) if seeds else False
-        if own_seed[name] and "seed" in step.values:
-            raise RecipeError(f"{step.paths['seed']}: set by seeds (each seed runs the step with its own seed); drop "
-                              "it, or drop seeds")
+        own_seed[name] = bool(seeds) and steps[name].reseeded()
         per_seed[name] = bool(seeds) and (own_seed[name] or any(per_seed[d] for d in deps[name]))
     once = {name: Instance(steps[name], out) for name in order if not per_seed[name]}
     instances = [once[name] for name in order if name in once]

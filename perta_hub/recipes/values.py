@@ -109,7 +109,7 @@ def check_item(path: str, key: Key, value: Any, base_dir: Path) -> Any:
 def check_value(path: str, key: Key, value: Any, base_dir: Path) -> Any:
     """The checked value of ``key`` (None: unset, the default). Repeatable options and many-valued arguments give a
     tuple (a single value is a list of one); references stay :class:`Ref`."""
-    if value is None:
+    if value is None or value == []:
         if key.required:
             raise RecipeError(f"{path}: is required ({key.help})")
         return None
