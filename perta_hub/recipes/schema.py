@@ -3,8 +3,8 @@
 ``perta-hub run --schema > perta-recipe.schema.json``; an editor with a YAML language server then completes and
 checks a recipe (``# yaml-language-server: $schema=perta-recipe.schema.json`` as its first line). Each step is one
 of the kinds, told apart by ``command``; its keys, types, ranges, choices, defaults and help are the options'.
-The schema cannot say what the runner checks besides (a reference names something that exists, no cycle, the
-options' cross-field rules); ``perta-hub run --dry-run`` does.
+The schema cannot say what the runner checks besides (the keys a step needs, which ``defaults`` may give; a
+reference names something that exists; no cycle; the options' cross-field rules); ``perta-hub run --dry-run`` does.
 """
 
 from __future__ import annotations
@@ -51,10 +51,21 @@ def key_schema(key: Key) -> dict[str, Any]:
         out = {"anyOf": [item, {"type": "array", "items": item}]}
     else:
         out = item_schema(key)
+    out = nullable(out)  # null: the default (unsets a value of the defaults)
     out["description"] = key.help
     if key.default not in (None, (), False):
         out["default"] = list(key.default) if isinstance(key.default, tuple) else key.default
     return out
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` or null."""
+    if "type" in schema:
+        kinds_ = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        return {**schema, "type": [*kinds_, "null"]}
+    if "enum" in schema:
+        return {**schema, "enum": [*schema["enum"], None]}
+    return {**schema, "anyOf": [*schema["anyOf"], {"type": "null"}]}
 
 
 def step_schema(kind: StepKind) -> dict[str, Any]:
@@ -69,24 +80,24 @@ def step_schema(kind: StepKind) -> dict[str, Any]:
         props[key.name] = key_schema(key)
     for alias, name in kind.aliases.items():
         props[alias] = {**key_schema(kind.keys[name]), "description": f"Another name of {name}."}
-    required = [k.name for k in kind.keys.values() if k.required]
-    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
     if kind.has_step_key:
         props[STEP_KEY] = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
                                      {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}}],
                            "description": "Matched step norms ||alpha w ⊙ tau|| / ||tau||, one output each "
                                           "(alpha = S / (||w ⊙ tau|| / ||tau||)); instead of alpha."}
-        required.remove("alpha")
-        out["oneOf"] = [{"required": ["alpha"]}, {"required": [STEP_KEY]}]
-    out["required"] = ["command", *required]
-    return out
+    required = [k.name for k in kind.keys.values() if k.required]
+    return {"type": "object", "properties": props, "additionalProperties": False, "required": ["command"],
+            "description": f"perta-hub {kind.name}" + (f"; needs {', '.join(required)} (here or in defaults)"
+                                                      if required else "")}
 
 
 def recipe_schema() -> dict[str, Any]:
     """The JSON Schema of a recipe."""
     table = kinds()
-    defaults = {name: {"type": "object", "properties": {k.name: key_schema(k) for k in kind.keys.values()},
-                       "additionalProperties": False} for name, kind in table.items()}
+    recipe_keys = ("command", "label", "seeded")
+    defaults = {name: {"type": "object", "additionalProperties": False,
+                       "properties": {k: v for k, v in step_schema(kind)["properties"].items() if k not in recipe_keys}}
+                for name, kind in table.items()}
     every: dict[str, Any] = {}
     for kind in table.values():
         for key in kind.keys.values():
