@@ -63,7 +63,7 @@ def command_line(kind: StepKind, values: dict[str, Any], out: Path) -> list[str]
             argv += list(value) if key.many else [str(value)]
     for key in kind.keys.values():
         value = values.get(key.field)
-        if not key.is_argument and value is not None and value != key.default:
+        if not key.is_argument and value is not None and (value != key.default or key.required):
             argv += flag_tokens(key, value)
     if kind.name == "evaluate":
         argv += ["-o", str(out / EVAL_JSON), "--overwrite"]
@@ -86,7 +86,7 @@ def invoke(argv: list[str], where: str, flags: list[str]) -> None:
         try:
             ctx = cmd.make_context(argv[0], [*argv[1:], *flags])
         except click.ClickException as err:
-            raise RecipeError(f"{where}: {err.format_message()}") from None
+            raise RecipeError(f"{where}: {' '.join(err.format_message().split())}") from None
         cmd.invoke(ctx)
 
 
