@@ -49,10 +49,10 @@ def labels(plan: Plan, insts: list[Instance]) -> dict[str, str]:
     """Model (resolved path or Hub id) -> row name: a ``models:`` entry by its name, every output of ``insts`` by
     its step's label (unlearn models are named by their record)."""
     out = plan.out
-    names = {str(Path(value).resolve()): name for name, value in plan.recipe.models.items()}
+    names = {key(value): name for name, value in plan.recipe.models.items()}
     for inst in insts:
         state = inst.state() or {}
-        outputs = [str((out / p).resolve()) for p in state.get("outputs", [])]
+        outputs = [key(out / p) for p in state.get("outputs", [])]
         kind, label = inst.step.kind.name, inst.step.label
         if kind in ("evaluate", "report", "push"):
             continue
@@ -68,6 +68,12 @@ def labels(plan: Plan, insts: list[Instance]) -> dict[str, str]:
         elif kind != "unlearn":
             names.update(dict.fromkeys(outputs, inst.name))
     return names
+
+
+def key(model: str | Path) -> str:
+    """A model as the labels know it: its resolved path (a Hub id resolves to a path that does not exist, the same
+    every time)."""
+    return str(Path(model).resolve())
 
 
 def gather(plan: Plan, inst: Instance) -> list[dict[str, Any]]:
@@ -93,13 +99,12 @@ def step_norms(results: list[dict[str, Any]], insts: list[Instance], out: Path) 
         state = inst.state() or {}
         extra = state.get("extra") or {}
         if isinstance(extra.get("norm_ratio"), dict):  # tune: one per chosen model
-            ratio.update({str(Path(k).resolve()): v for k, v in extra["norm_ratio"].items() if v is not None})
+            ratio.update({key(k): v for k, v in extra["norm_ratio"].items() if v is not None})
         elif extra.get("norm_ratio") is not None:
-            ratio.update(dict.fromkeys((str((out / p).resolve()) for p in state.get("outputs", [])),
-                                       extra["norm_ratio"]))
+            ratio.update(dict.fromkeys((key(out / p) for p in state.get("outputs", [])), extra["norm_ratio"]))
     for result in results:
         meta = result["meta"]
-        model = str(Path(meta["model"]).resolve())
+        model = key(meta["model"])
         if model in ratio and meta.get("alpha") is not None:
             meta["step_norm"] = meta["alpha"] * ratio[model]
 
@@ -113,9 +118,9 @@ def write_report(plan: Plan, inst: Instance, values: dict[str, Any]) -> list[Pat
     out = plan.out
     insts = needed(inst)
     results = gather(plan, inst)
-    names = labels(plan, insts)
-    names = {str(Path(r["meta"]["model"])): names[str(Path(r["meta"]["model"]).resolve())] for r in results
-             if str(Path(r["meta"]["model"]).resolve()) in names}
+    by_path = labels(plan, insts)
+    names = {str(r["meta"]["model"]): by_path[key(r["meta"]["model"])] for r in results
+             if key(r["meta"]["model"]) in by_path}
     step_norms(results, insts, out)
     rows = [names.get(str(r["meta"]["model"])) or r["meta"].get("method") for r in results]
     if "target" not in rows:
@@ -129,9 +134,12 @@ def write_report(plan: Plan, inst: Instance, values: dict[str, Any]) -> list[Pat
     summary = summarise(results, config, names, methods=methods)
     summary["recipe"] = {"sha256": config.recipe_sha256, "step": inst.name, "seed": inst.seed,
                          "file": str(out / "recipe.resolved.yaml")}
-    summary["weight_maps"] = {names.get(str(out / p), i.name): (i.state() or {})["extra"]["selectivity"]
-                              for i in insts for p in (i.state() or {}).get("outputs", [])[:1]
-                              if "selectivity" in ((i.state() or {}).get("extra") or {})}
+    summary["weight_maps"] = {}  # label -> the selectivity of its map at its p, lam, eps (apply steps)
+    for i in insts:
+        state = i.state() or {}
+        if "selectivity" in (state.get("extra") or {}):
+            label = by_path.get(key(out / state["outputs"][0]), i.name)
+            summary["weight_maps"][label] = state["extra"]["selectivity"]
     tuned = {r["method"].removeprefix("tune "): (r["alpha"], r["model"]) for r in summary["rows"]
              if str(r["method"]).startswith("tune ")}
     summary["tune"] = tune_report(summary, tuned)

@@ -164,9 +164,9 @@ def save_recipe(recipe: Recipe, folder: Path) -> Path:
 def run_one(plan: Plan, inst: Instance, counter: str, recipe_file: Path, result: RunResult,
             echo: Callable[[str], None], flags: list[str], ready: Callable[[], None]) -> None:
     """Reuse, resume or run one instance, recording its state (``ready``: called before a step runs)."""
-    from perta_hub.demo.steps import peak_rss_gib
     from perta_hub.records import RecipeRef
     from perta_hub.runtime.invocation import in_recipe_step
+    from perta_hub.runtime.memory import peak_rss_gib
 
     state_now, key = status(plan, inst, set())
     assert key is not None  # every needed instance has finished
