@@ -387,8 +387,9 @@ def parse_step(name: str, raw: Any, defaults: dict[str, dict[str, tuple[str, Any
     kind = table[command]
     given: dict[str, tuple[str, Any]] = {}
     for key, (path, value) in defaults.get("all", {}).items():
-        if canonical(kind, key) is not None:
-            given[canonical(kind, key) or key] = (path, value)
+        known = canonical(kind, key)
+        if known is not None and not difference_form(kind, raw, known):
+            given[known] = (path, value)
     steps: tuple[str, Any] | None = None  # apply's step norms: (YAML path, value)
     for key, (path, value) in defaults.get(command, {}).items():
         if key == STEP_KEY and kind.has_step_key:
@@ -428,6 +429,15 @@ def parse_step(name: str, raw: Any, defaults: dict[str, dict[str, tuple[str, Any
     check_required(step)
     check_options(step)
     return step
+
+
+def difference_form(kind: StepKind, raw: dict[str, Any], key: str) -> bool:
+    """Whether ``key`` is a training option of a ``task-vector --base A --finetuned B`` step (the form that
+    fine-tunes nothing refuses them, so ``defaults.all`` does not give them to it)."""
+    from perta_hub.options.training import TrainingOptions
+
+    return (kind.name == "task-vector" and ("base" in raw or "finetuned" in raw)
+            and kind.keys[key].owner is TrainingOptions)
 
 
 def parse_label(path: str, value: Any) -> str | tuple[str, ...]:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from perta_hub.errors import PertaError
 from perta_hub.recipes import estimate as estimates
 from perta_hub.recipes.data import is_derived
 from perta_hub.recipes.execute import clear, run_step
@@ -187,7 +188,13 @@ def run_one(plan: Plan, inst: Instance, counter: str, recipe_file: Path, result:
     ref = RecipeRef.from_dict({"sha256": plan.recipe.sha256(), "step": inst.name, "file": str(recipe_file),
                                **({"seed": inst.seed} if inst.seed is not None else {})})
     with in_recipe_step(ref):
-        done = run_step(plan, inst, flags, echo)
+        try:
+            done = run_step(plan, inst, flags, echo)
+        except PertaError as err:  # the command's one line, named by its step
+            message = str(err)
+            if message.startswith(inst.step.path):
+                raise
+            raise type(err)(f"{inst.step.path}: {message}") from None
     seconds = round(time.perf_counter() - started, 1)
     write_state(inst.root, inst.name, {
         "step": inst.name, "seed": inst.seed, "command": inst.step.kind.name, "key": key, "status": "finished",

@@ -207,3 +207,10 @@ def test_keys_follow_the_options_and_the_inputs(tmp_path):
                         out)
     assert changed.key(changed.instances[0]) != key  # the derived data's rows changed
     assert plan.key(plan.instances[1]) is None  # the task vector waits for the target's outputs
+
+
+def test_defaults_all_gives_no_training_option_to_a_difference_task_vector(tmp_path):
+    recipe = load_recipe(write(tmp_path), sets=[
+        "defaults.all.max-length=128", "steps.diff={command: task-vector, base: '${base}', finetuned: '${target}'}"])
+    assert "device" not in recipe.steps["diff"].values and "max_length" not in recipe.steps["diff"].values
+    assert recipe.steps["task-vector"].values["max_length"] == 128
