@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -214,3 +215,32 @@ def test_defaults_all_gives_no_training_option_to_a_difference_task_vector(tmp_p
         "defaults.all.max-length=128", "steps.diff={command: task-vector, base: '${base}', finetuned: '${target}'}"])
     assert "device" not in recipe.steps["diff"].values and "max_length" not in recipe.steps["diff"].values
     assert recipe.steps["task-vector"].values["max_length"] == 128
+
+
+def test_a_failing_step_is_one_line_named_by_its_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    recipe = write(tmp_path, "steps:\n  tv: {command: apply, model: ./nowhere, task-vector: ./nowhere, alpha: 1}\n")
+    result = CliRunner().invoke(main, ["run", str(recipe), "-o", str(tmp_path / "out")])
+    assert result.exit_code == ExitCode.ERROR
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and error[0].startswith("Error: steps.tv: "), result.output
+    state = json.loads((tmp_path / "out" / ".recipe" / "tv.json").read_text())
+    assert state["status"] == "running"  # not finished: the next run tries it again
+
+
+def test_derived_data_is_written_with_the_rows_common_fields(tmp_path):
+    from perta_hub.recipes.data import DataSet, load_rows
+
+    recipe = load_recipe(write(tmp_path), sets=["data.mixed={concat: ['${forget}', {from: tofu:forget01_perturbed, "
+                                                "rows: '-2:'}]}"])
+    data = DataSet(recipe.data)
+    rows = data.rows(recipe.data["mixed"])
+    assert len(rows) == 42 and set(rows[0]) == {"question", "answer"}
+    assert rows[-1]["question"] == load_rows("tofu:forget01_perturbed")[-1]["question"]
+    assert data.rows(recipe.data["target-data"])[:8] == [
+        {"question": r["question"], "answer": r["answer"]} for r in load_rows("tofu:full")[:8]]
+    path = data.write("mixed", tmp_path / "data")
+    assert json.loads(path.read_text()) == rows
+    mtime = path.stat().st_mtime_ns
+    data.write("mixed", tmp_path / "data")
+    assert path.stat().st_mtime_ns == mtime  # the same rows: left as it is
