@@ -24,7 +24,7 @@ def demo_command(options: DemoOptions, console: Console) -> None:
 
     flags = ["-q"] if console.options.quiet else ["-v"] if console.options.verbose else []
     run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model, seeds=options.seeds,
-             echo=console.status, flags=flags)
+             echo=console.status, command_flags=flags)
     report = Path(options.out_dir).resolve() / "results.md"
     console.result(report.read_text())
     console.result(f"Report: {report} (and results.json, results.png)")

@@ -39,7 +39,8 @@ def run_command(recipe: str | None, options: RunOptions, console: Console) -> No
     loaded = load_recipe(find_recipe(recipe), sets=options.set, seeds=options.seeds)
     flags = ["-q"] if console.options.quiet else ["-v"] if console.options.verbose else []
     echo = console.result if options.dry_run else console.status
-    result = run_recipe(loaded, options.out_dir, only=options.only, dry_run=options.dry_run, echo=echo, flags=flags)
+    result = run_recipe(loaded, options.out_dir, only=options.only, dry_run=options.dry_run, echo=echo,
+                        command_flags=flags)
     if not options.dry_run:
         console.result(f"{len(result.ran)} step(s) run, {len(result.reused)} reused; outputs in {result.out}")
         for path in result.reports:

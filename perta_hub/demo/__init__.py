@@ -41,19 +41,19 @@ def demo_recipe(*, quick: bool = DEMO.quick, device: str = DEMO.device, model: s
 
 def run_demo(out_dir: str | Path = DEMO.out_dir, *, quick: bool = DEMO.quick, device: str = DEMO.device,
              model: str | None = DEMO.model, seeds: int | None = DEMO.seeds,
-             echo: Callable[[str], None] = print, flags: Sequence[str] = ()) -> dict[str, Any]:
+             echo: Callable[[str], None] = print, command_flags: Sequence[str] = ()) -> dict[str, Any]:
     """Run the demo's recipe into ``out_dir`` (re-running resumes: finished steps are reused).
 
     Args:
         model: a pretrained model (Hub id or folder) to fine-tune instead of the tiny Llama trained from
             scratch; then GradAscent, GradDiff and NPO run beside TV and PerTA.
         seeds: run the unlearning stage once per seed 0..K-1 (``OUT/seed-<s>/``).
-        echo: where the run's lines go; flags: ``-q``/``-v`` for every command.
+        echo: where the run's lines go; command_flags: ``-q``/``-v`` for every command.
     Returns:
         the report, as written to ``results.json`` (with seeds: every seed's, under ``seeds``).
     """
     from perta_hub.recipes import load_recipe, run_recipe
 
     path, sets = demo_recipe(quick=quick, device=device, model=model)
-    result = run_recipe(load_recipe(path, sets=sets, seeds=seeds), out_dir, echo=echo, flags=flags)
+    result = run_recipe(load_recipe(path, sets=sets, seeds=seeds), out_dir, echo=echo, command_flags=command_flags)
     return json.loads((result.out / "results.json").read_text())

@@ -119,13 +119,13 @@ def torch_threads(count: int | None) -> Iterator[Callable[[], None]]:
 
 
 def run_recipe(recipe: Recipe, out: str | Path | None = None, *, only: Sequence[str] = (), dry_run: bool = False,
-               echo: Callable[[str], None] = print, flags: Sequence[str] = ()) -> RunResult:
+               echo: Callable[[str], None] = print, command_flags: Sequence[str] = ()) -> RunResult:
     """Run (or, with ``dry_run``, plan) a checked recipe into ``out`` (see the module's docstring).
 
     Args:
         only: run these steps and the unfinished steps they need, nothing else.
         echo: where the run's own lines go (each step's, the plan); the commands print as on the command line.
-        flags: ``-q``/``-v`` passed to every command.
+        command_flags: ``-q``/``-v`` passed to every command.
     """
     folder = output_folder(recipe, out)
     plan = make_plan(recipe, folder)
@@ -142,7 +142,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, *, only: Sequence[
             if is_derived(entry):
                 plan.data.write(name, folder / "data")
         for n, inst in enumerate(selected, 1):
-            run_one(plan, inst, f"[{n}/{len(selected)}]", recipe_file, result, echo, list(flags), ready)
+            run_one(plan, inst, f"[{n}/{len(selected)}]", recipe_file, result, echo, list(command_flags), ready)
         result.reports = write_seed_index(plan, selected)
     return result
 
