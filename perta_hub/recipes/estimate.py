@@ -130,10 +130,24 @@ def work_of(plan: Plan, inst: Instance) -> tuple[str, float, float] | None:
         examples = min(forget, v["forget_examples"]) + min(retain, v["retain_examples"])
         return "tune", max(1, len(v.get("weights") or ())) * v["max_evals"] * examples * params, params
     if kind == "evaluate":
-        models = len(v["models"]) + (1 if v.get("retain_model") else 0)
+        models = sum(outputs_of(inst, m) for m in v["models"]) + (1 if v.get("retain_model") else 0)
         rows = min(v.get("max_examples") or 10**9, FORGET_ROWS.get(v["forget_split"], 40))
         return "evaluate", models * rows * params, params
     return None
+
+
+def outputs_of(inst: Instance, value: Any) -> int:
+    """How many models a value names: a sweep's outputs (apply: its alphas or step norms; tune: its weight maps),
+    else one."""
+    if not (isinstance(value, Ref) and any(d.name == value.name for d in inst.needs)):
+        return 1
+    step = inst.need(value.name).step
+    v = step.effective()
+    if step.kind.name == "apply":
+        return len(step.steps or v.get("alphas") or (1,))
+    if step.kind.name == "tune":
+        return max(1, len(v.get("weights") or ()))
+    return 1
 
 
 #: rows of each TOFU forget split (the evaluation's row count is bounded by it)
