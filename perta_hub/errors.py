@@ -13,12 +13,13 @@ class ExitCode(IntEnum):
     #: the command did what it was asked (``verify``: every requested check passed)
     OK = 0
     #: an input that cannot be used (a value, path, repo id, data, checkpoint, option combination) or a run that
-    #: failed (Hub, disk full, NaN): one ``Error:`` line. ``verify``: a check FAILED or could not be made
+    #: failed (Hub, disk full, NaN): one ``Error:`` line. ``verify``: a check FAILED
     ERROR = 1
     #: the command line could not be parsed (click: unknown command or option, missing argument, a value of the
     #: wrong type, out of range or not one of the choices); nothing ran
     USAGE = 2
-    #: reserved for ``verify``: a requested check could not be made (NOT VERIFIED); today that exits 1
+    #: ``verify``: no check failed, but a requested one could not be made (NOT VERIFIED: an input found nowhere, a
+    #: missing token, weights made by training under ``--recompute``, a requested level with nothing to check)
     NOT_VERIFIED = 3
     #: interrupted (Ctrl-C, SIGINT: 128 + 2); re-running the same command resumes
     INTERRUPTED = 130

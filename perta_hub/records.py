@@ -186,13 +186,15 @@ def _shown(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Source(_Typed):
-    """Where an input came from: what the user passed, the Hub repo (None for a local path) and the revision
-    (Hub commit sha, or ``sha256:<hex>`` of a local folder's files)."""
+    """Where an input came from: what the user passed, the Hub repo (None for a local path), the revision (Hub
+    commit sha, or ``sha256:<hex>`` of a local folder's files) and, for a local input, its resolved absolute
+    ``path`` (where ``verify`` looks first, from any directory; older records lack it)."""
 
     source: str
     repo_id: str | None = _opt()
     revision: str = _opt()
     temporary: bool = _opt()
+    path: str = _opt()
 
 
 @dataclass(frozen=True)
@@ -209,16 +211,18 @@ class RecipeRef(_Typed):
 
 @dataclass(frozen=True)
 class ArtifactRef(_Typed):
-    """An artifact an unlearned model was made from (task vector)."""
+    """An artifact an unlearned model was made from (task vector); ``path`` as :class:`Source`'s."""
 
     source: str
     revision: str
     repo_id: str | None = _opt()
+    path: str = _opt()
 
 
 @dataclass(frozen=True)
 class WeightsRef(_Typed):
-    """The weight map an unlearned model was made from, and the combination used (``w`` formula)."""
+    """The weight map an unlearned model was made from, and the combination used (``w`` formula); ``path`` as
+    :class:`Source`'s."""
 
     source: str
     revision: str
@@ -228,6 +232,7 @@ class WeightsRef(_Typed):
     lam: float = _opt()
     eps: float = _opt()
     unrestricted: Literal["w=0", "w=1"] = _opt()
+    path: str = _opt()
 
 
 @record_class
@@ -403,6 +408,10 @@ class ModelRecord(Record):
     card_tag, card_title = "unlearned-model", "Unlearned model (PerTA)"
 
     alpha: float
+    step: float  # ``apply --step``: the step norm asked for (alpha was set from it)
+    #: ``||alpha w ⊙ tau|| / ||tau||`` over every tensor of the task vector (``w = 1`` for plain task-vector
+    #: negation), summed while merging; dimensionless, 6 significant digits
+    step_norm: float
     method: str
     target: Source
     task_vector: ArtifactRef

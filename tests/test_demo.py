@@ -15,9 +15,8 @@ from perta_hub.cli import main
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--quick", "-o", str(out), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    assert f"Report: {out.resolve() / 'results.md'}" in result.output
+    run = CliRunner().invoke(main, ["demo", "--quick", "-o", str(out), "--device", "cpu"])
+    assert run.exit_code == 0, run.output
     summary = json.loads((out / "results.json").read_text())
     rows = {(r["method"], r["alpha"]): r for r in summary["rows"]}
     alphas = summary["config"]["recipe"]["steps"]["tv"]["alpha"]
@@ -46,9 +45,17 @@ def test_quick_demo_end_to_end(tmp_path):
     for method in ("tv", "perta-grad", "perta-fisher"):
         es = [rows[(method, a)]["forget_extraction_strength"] for a in sorted(alphas)]
         assert es[-1] < es[0]
-        assert set(summary["best"][method]) == {"best_forget_quality", "best_forget_quality_at_utility_95pct"}
+        assert set(summary["best"][method]) == {"within_budget", "highest_forget_quality"}
 
-    table = (out / "results.md").read_text()
-    assert "| perta-grad |" in table and "forget quality" in table
+    report = (out / "results.md").read_text()
+    assert report.startswith("# TOFU-mini unlearning report (`perta-hub demo --quick`)\n\n## Setup")
+    assert "| perta-grad |" in report and "## Caveats (computed from this run)" in report
+    assert f"{len(reference)} forget questions" in report and "| target | 160 rows:" in report
+    reached = any((b["within_budget"] or {}).get("forget_quality", 0) >= 0.05 for b in summary["best"].values())
+    assert ("**No method forgets on this toy.**" in report) is not reached
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    files = [str((out / name).resolve()) for name in ("results.md", "results.png", "report.html")]
+    assert summary["report_files"] == files
+    assert run.output.rstrip().endswith("\n".join(["Report:", *(f"  {f}" for f in files)]))
     assert summary["timings_s"]["total"] > 0

@@ -17,15 +17,20 @@ from perta_hub.options.push import PushOptions
 @bind(ApplyOptions, "options")
 @push_options
 def apply_command(model: str, options: ApplyOptions, push_options: PushOptions, console: Console) -> None:
-    """Unlearn: theta = theta_MODEL - alpha * (w * tau), streamed shard by shard."""
+    """Unlearn: theta = theta_MODEL - alpha * (w * tau), streamed shard by shard.
+
+    Give the scale (--alpha A) or the step norm ||alpha w*tau|| / ||tau|| to reach (--step S); every output
+    records both (alpha and step_norm in perta_config.json) and the result line prints them.
+    """
     from perta_hub.hub.remote_apply import run_apply
-    from perta_hub.merge.apply import apply_spec
+    from perta_hub.merge.apply import apply_spec, merge_summary
     from perta_hub.merge.spec import MergeSpec
 
-    push_options.check_outputs(len(options.alphas))
-    if run_apply(model, options, push_options, console) is not None:  # --dry-run, --stream, or Hub inputs checked
+    spec = MergeSpec.from_options(model, options)  # alpha, --step: one line before anything is opened
+    push_options.check_outputs(spec.outputs)
+    if run_apply(spec, options, push_options, console) is not None:  # --dry-run, --stream, or Hub inputs checked
         return
-    outs = apply_spec(MergeSpec.from_options(model, options), options.out_dir, progress=console.progress)
+    outs = apply_spec(spec, options.out_dir, progress=console.progress)
     for folder in outs:
-        console.result(f"unlearned model written to {folder}")
+        console.result(f"unlearned model written to {folder}: {merge_summary(folder)}")
     push_after(console, push_options, outs[0])

@@ -21,7 +21,8 @@ def compute_weights_command(model: str, options: ComputeWeightsOptions, push_opt
     """Per-parameter importances of MODEL for the forget and retain data, saved as a weight map.
 
     MODEL is a folder or a Hub id org/name[@revision]. Data-parallel: prefix with
-    `accelerate launch --num_processes N` (same result as one process).
+    `accelerate launch --num_processes N` (same result as one process). At the end it prints how selective the
+    map is (w per module type) and, with --task-vector, ||w*tau|| / ||tau|| (what apply --step divides by).
     """
     from perta_hub.importance.weight_map import compute_weights
 
@@ -34,8 +35,10 @@ def compute_weights_command(model: str, options: ComputeWeightsOptions, push_opt
         unrestricted_rest=o.unrestricted_rest, dtype=o.dtype,
         device=o.device, gradient_checkpointing=o.gradient_checkpointing, data_dir=o.data_dir,
         max_shard_size=o.max_shard_size, gradients_at=o.gradients_at, allow_pickle=o.allow_pickle,
-        progress=console.progress, echo=console.status_echo(),
+        task_vector=o.task_vector, progress=console.progress, echo=console.status_echo(),
     )
     if summary.is_main:
         console.result(summary.final_line())
+        for line in summary.selectivity_lines():
+            console.result(line)
         push_after(console, push_options, summary.out_dir)

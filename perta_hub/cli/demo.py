@@ -20,11 +20,10 @@ def demo_command(options: DemoOptions, console: Console) -> None:
     """
     from pathlib import Path
 
+    from perta_hub.cli.run import print_report
     from perta_hub.demo import run_demo
 
     flags = ["-q"] if console.options.quiet else ["-v"] if console.options.verbose else []
-    run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model, seeds=options.seeds,
-             echo=console.status, command_flags=flags)
-    report = Path(options.out_dir).resolve() / "results.md"
-    console.result(report.read_text())
-    console.result(f"Report: {report} (and results.json, results.png)")
+    summary = run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model,
+                       seeds=options.seeds, echo=console.status, command_flags=flags)
+    print_report(console, summary, Path(options.out_dir).resolve())

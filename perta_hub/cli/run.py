@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -43,5 +45,20 @@ def run_command(recipe: str | None, options: RunOptions, console: Console) -> No
                         command_flags=flags)
     if not options.dry_run:
         console.result(f"{len(result.ran)} step(s) run, {len(result.reused)} reused; outputs in {result.out}")
-        for path in result.reports:
-            console.result(f"Report: {path} (beside it: its .json and .png)")
+        if result.reports:  # the report's results.json (with seeds: the one gathering every seed's, last)
+            print_report(console, json.loads(result.reports[-1].read_text()), result.reports[-1].parent)
+
+
+def print_report(console: Console, summary: dict[str, Any], folder: Path) -> None:
+    """An experiment's end: its report's summary and where the report is (``summary``: a ``results.json``; with
+    seeds, ``{"seeds": {seed: results.json}}``: where each seed's report is and the page gathering them)."""
+    from perta_hub.evaluation.report import report_location, terminal_summary
+
+    reports = list(summary["seeds"].values()) if "seeds" in summary else [summary]
+    if len(reports) == 1:
+        console.result(terminal_summary(reports[0]))
+    files = [f for report in reports for f in report.get("report_files", [])]
+    if "seeds" in summary:
+        files.append(str(folder / "results.md"))
+    if files:
+        console.result(report_location(files))

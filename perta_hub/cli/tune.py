@@ -40,6 +40,10 @@ def tune_command(model: str, options: TuneOptions, push_options: PushOptions, co
                retain_model=o.retain_model, retain_logs=o.retain_logs, eval_max_examples=o.eval_max_examples,
                echo=console.status, progress=console.progress)
     console.result(run["table"])
+    for note in run["notes"]:
+        console.result(note)
+    for warning in run["warnings"]:
+        console.warning(warning)
     if run["evaluation"] is not None:
         console.result(run["evaluation"]["table"])
     for label, folder in zip(run["chosen"], run["outputs"], strict=True):

@@ -9,7 +9,7 @@ the forget set, grad and fisher weight maps, ``apply`` over an alpha sweep for T
 With ``--model M``: the experiment of docs/results.md on the pretrained model M (``smollm2.yaml``; ``--quick``:
 ``smollm2-quick.yaml``), PerTA beside GradAscent, GradDiff and NPO.
 
-Either way the report is ``OUT/results.json``, ``results.md`` and ``results.png``; ``--seeds K`` runs the
+Either way the report is ``OUT/results.json``, ``results.md``, ``results.png`` and ``report.html``; ``--seeds K`` runs the
 unlearning stage once per seed (``OUT/seed-<s>/``). There is no other pipeline: ``perta-hub run`` on the same
 recipe (``perta_hub/resources/recipes/``, copied in ``examples/recipes/``) does the same.
 """
@@ -50,7 +50,7 @@ def run_demo(out_dir: str | Path = DEMO.out_dir, *, quick: bool = DEMO.quick, de
         seeds: run the unlearning stage once per seed 0..K-1 (``OUT/seed-<s>/``).
         echo: where the run's lines go; command_flags: ``-q``/``-v`` for every command.
     Returns:
-        the report, as written to ``results.json`` (with seeds: every seed's, under ``seeds``).
+        the report's ``results.json`` (with seeds: ``{"seeds": {seed: its results.json}}``).
     """
     from perta_hub.recipes import load_recipe, run_recipe
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError
+from perta_hub.evaluation.metric_info import REACHED_FQ
 from perta_hub.io.atomic import write_atomic
 
 
@@ -82,8 +83,9 @@ def plot_sweep(results: Sequence[dict[str, Any]], path: str | Path, *, title: st
 def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: forgetting vs utility") -> Path:
     """Forget quality (log) against model utility: one curve per method (ordered by alpha, or by setting for
     the gradient methods), the target as a star, the retain model (the forget-quality reference, so it has
-    none) as a vertical line at its utility. Point labels (alpha or setting) are placed so that none overlaps
-    another label or a point (:func:`perta_hub.evaluation.plot.place_labels`)."""
+    none) as a vertical line at its utility, the utility budget as a dotted one and forget quality 0.05 (reaching
+    the retain model) as a dashed horizontal line. Point labels (alpha or setting) are placed so that none overlaps
+    another label or a point (:func:`perta_hub.evaluation.plot.place_labels`). A PNG, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,9 +114,12 @@ def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: f
     for r in (r for r in summary["rows"] if r["method"] == "target"):
         ax.scatter([r["model_utility"]], [max(r["forget_quality"] or floor, floor)], marker="*", s=110,
                    color="black", label="target", zorder=3)
-    if summary.get("target_model_utility"):
-        ax.axvline(0.95 * summary["target_model_utility"], color="black", linestyle=":", linewidth=1,
-                   label="0.95 x target's utility")
+    budget = summary.get("utility_budget")
+    if budget:
+        ax.axvline(budget["threshold"], color="black", linestyle=":", linewidth=1,
+                   label=f"utility budget ({budget['fraction']:g} x target's)")
+    ax.axhline(REACHED_FQ, color="tab:red", linestyle="--", linewidth=1,
+               label=f"forget quality {REACHED_FQ:g} (reaches the retain model)")
     for r in (r for r in summary["rows"] if r["method"] == "retain"):  # the reference: no forget quality
         ax.axvline(r["model_utility"], color="gray", linestyle="--", linewidth=1, label="retain model's utility")
     ax.set_yscale("log")
@@ -126,8 +131,11 @@ def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: f
     ax.legend(fontsize=8)
     fig.tight_layout()
     place_labels(ax, labels, fontsize=7)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buf.getvalue())
     return path
 
 

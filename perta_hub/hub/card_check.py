@@ -12,7 +12,7 @@ descriptions hold ``source`` and ``files: [{"path", "sha256"}]`` (absolute paths
 and checked against its sha256; a Hub dataset (no local files) is loaded at its recorded commit (``source`` =
 ``org/name@sha``). Older records without ``files`` fall back to the recorded spec (a local file, the bundled
 TOFU copy, a ``data_dir``). When the data cannot be read (moved, deleted, changed since, unreachable) ``push``
-is refused unless the check is skipped (``--skip-card-check``) and ``verify`` reports the scan NOT CHECKED.
+is refused unless the check is skipped (``--skip-card-check``) and ``verify`` reports the scan NOT VERIFIED.
 
 **What counts as a quote** (:func:`find_forget_examples`). Both sides are normalised (:func:`normalise`): HTML
 entities decoded, Unicode NFKC, zero-width characters and soft hyphens removed, markdown links and images
@@ -36,10 +36,13 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perta_hub.errors import InputError, PertaError
 from perta_hub.records import ArtifactRef, Record, WeightsRef
+
+if TYPE_CHECKING:
+    from perta_hub.verification.locate import InputSearch
 
 #: a forget-set text is quoted when this many consecutive words of it appear in a published text file
 QUOTE_WORDS = 8
@@ -117,10 +120,14 @@ class ForgetScan:
     scanned: tuple[str, ...] = ()
 
 
-def scan_folder(folder: Path, record: Record | None, files: Sequence[str]) -> ForgetScan:
-    """Apply the rule: the forget data of ``record`` and its forget-derived inputs (:func:`rule_forget_texts`),
-    searched for in each of ``files`` (relative to ``folder``) that is text (not a weight file)."""
-    forget = rule_forget_texts(record)
+def scan_folder(folder: Path, record: Record | None, files: Sequence[str],
+                where: InputSearch | None = None) -> ForgetScan:
+    """Apply the rule: the forget data of ``record`` and its forget-derived inputs (:func:`rule_forget_texts`;
+    ``where``: where local inputs are looked for, by default around ``folder``), searched for in each of ``files``
+    (relative to ``folder``) that is text (not a weight file)."""
+    from perta_hub.verification.locate import InputSearch
+
+    forget = rule_forget_texts(record, where or InputSearch.around(folder))
     if forget.missing:
         return ForgetScan(0, missing=forget.missing)
     scanned = tuple(name for name in files if not name.lower().endswith(BINARY_SUFFIXES)
@@ -180,9 +187,10 @@ def check_card_before_push(folder: Path, record: Record | None, *, skip_card_che
     return None
 
 
-def rule_forget_texts(record: Record | None) -> ForgetTexts:
+def rule_forget_texts(record: Record | None, where: InputSearch | None = None) -> ForgetTexts:
     """The forget data the rule scans for: ``record``'s own (:func:`forget_texts`), then that of each input it
-    declares ``forget_inputs``, followed down; an artifact input whose record cannot be read is ``missing``."""
+    declares ``forget_inputs``, followed down (found as :func:`perta_hub.verification.sources.input_record` says);
+    an artifact input whose record cannot be read is ``missing``."""
     from perta_hub.verification.integrity import recorded_inputs
     from perta_hub.verification.sources import input_record, reason
 
@@ -206,7 +214,7 @@ def rule_forget_texts(record: Record | None) -> ForgetTexts:
             seen.add(key)
             name = role.replace("_", " ")
             try:
-                sub = input_record(item)[1]
+                sub = input_record(item, where)[1]
             except PertaError as err:
                 if isinstance(item, (ArtifactRef, WeightsRef)):
                     return ForgetTexts([], f"the {name} record {item.source} cannot be read to find its forget data "

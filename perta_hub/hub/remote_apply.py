@@ -13,6 +13,7 @@ from perta_hub.errors import InputError
 from perta_hub.hub.remote_headers import is_remote
 from perta_hub.hub.stream import RemoteMergeJob, staging_for, stream_apply
 from perta_hub.hub.stream_plan import MergePlan, describe, free_bytes, plan_merge
+from perta_hub.merge.apply import merge_summary, resolve_steps
 from perta_hub.merge.spec import MergeSpec
 
 
@@ -39,19 +40,21 @@ def any_remote(*sources: str | None) -> bool:
     return any(is_remote(s) for s in sources if s is not None)
 
 
-def run_apply(model: str, o: Any, push: Any, console: Any) -> list[Path] | None:
+def run_apply(spec: MergeSpec, o: Any, push: Any, console: Any) -> list[Path] | None:
     """The ``apply`` command's Hub-aware part: returns the output folders when it did the work (dry run:
     ``[]``; streaming: the staging output), None when the plain local apply should run."""
     if o.stream and push.push is None:
         raise InputError("--stream uploads as it merges: give --push REPO")
     if o.stream and (push.create_pr or push.include):
         raise InputError("--stream commits to a branch: leave out --create-pr and --include")
-    remote = any_remote(model, o.task_vector, o.weights)
+    remote = any_remote(str(spec.model), o.task_vector, o.weights)
     if not (o.dry_run or o.stream or remote):
         return None
-    spec = MergeSpec.from_options(model, o)
     if o.dry_run:
-        with header_job(spec, o.out_dir) as (job, plan):
+        if spec.steps:
+            console.result("--step: alpha is set when the run starts, from one pass over the task vector and the "
+                           "weight map")
+        with header_job(spec.planned(), o.out_dir) as (job, plan):
             mode = "stream" if o.stream else "local"
             for line in describe(plan, mode=mode, push=push.push, tensors=len(job.target.names),
                                  held=max(job.held_bytes(s) for s in job.streams()[0].specs)):
@@ -62,10 +65,16 @@ def run_apply(model: str, o: Any, push: Any, console: Any) -> list[Path] | None:
         stream = _too_big_for_disk(spec, o, push, remote, console)
     if not stream:
         return None
+    if spec.steps or (spec.weights is not None and not is_remote(str(spec.weights))):
+        # before anything is written: a local map's zero weights, and --step's alpha (one pass over the task vector
+        # and the map); a Hub map is judged by the merge's step norm, before the commit
+        with tempfile.TemporaryDirectory(prefix="perta-headers-") as where:
+            spec = resolve_steps(spec, o.out_dir, RemoteMergeJob, staging=Path(where))
     with header_job(spec, o.out_dir, staging=staging_for(o.out_dir)) as (job, plan):
         result = stream_apply(job, plan, push.push, private=push.private, revision=push.revision,
                               commit_message=None, progress=console.progress)
-    console.result(f"Streamed the unlearned model to {result.repo_id}@{result.revision}: commit {result.commit}")
+    console.result(f"Streamed the unlearned model to {result.repo_id}@{result.revision}: commit {result.commit}; "
+                   f"{merge_summary(o.out_dir)}")
     return [Path(o.out_dir)]
 
 
@@ -73,10 +82,10 @@ def _too_big_for_disk(spec: MergeSpec, o: Any, push: Any, remote: bool, console:
     """Check the inputs from their headers; True when the run must stream because the disk cannot hold the
     downloaded inputs and the output (a Hub push, one alpha)."""
     stream = False
-    with header_job(spec, o.out_dir) as (job, plan):
+    with header_job(spec.planned(), o.out_dir) as (job, plan):
         needed = plan.download_bytes + plan.output_bytes
         if push.push is not None and not stream and remote and free_bytes(Path(o.out_dir)) < needed:
             console.warning(f"the disk under {o.out_dir} cannot hold the inputs and the output ({needed / 1e9:.2f} GB); "
                             "streaming instead (--stream)")
-            stream = len(o.alphas) == 1 and not push.create_pr and not push.include
+            stream = spec.outputs == 1 and not push.create_pr and not push.include
     return stream

@@ -8,7 +8,10 @@ per tensor), the scale of the importances next to ``eps``, and with a task vecto
 how far PerTA steps at a given alpha relative to TV (PerTA at alpha a moves as far as TV at ``a`` times it).
 
 ``compute-weights`` writes this summary (at the map's own p, lam, eps) into its card and ``perta_config.json``
-(``selectivity``); :func:`summarise_folder` recomputes it for a saved map at other p, lam or eps.
+(``selectivity``); :func:`summarise_folder` recomputes it for a saved map at other p, lam or eps, and with a task
+vector gives ``||w ⊙ tau|| / ||tau||`` over every tensor of the task vector as ``apply`` sums it (the kernel's
+:func:`~perta_hub.merge.math.step_sums`, the rest rule of a ``--params`` map included): what ``compute-weights
+--task-vector`` prints and ``apply --step`` divides by.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from perta_hub.merge.kernel import StepNorm
 
 BINS = 10
 SAMPLE_PER_TENSOR = 2000
@@ -33,7 +39,7 @@ def module_of(name: str) -> tuple[str, str]:
 
 def summarise_weights(names: Iterable[str], forget: Callable[[str], Any], retain: Callable[[str], Any], *,
                       p: float, lam: float, eps: float, task_vector: Callable[[str], Any] | None = None,
-                      per_layer: bool = True) -> dict[str, Any]:
+                      per_layer: bool = True, step: StepNorm | None = None) -> dict[str, Any]:
     """The selectivity summary of the map whose importances ``forget(name)`` / ``retain(name)`` return.
 
     Args:
@@ -41,6 +47,7 @@ def summarise_weights(names: Iterable[str], forget: Callable[[str], Any], retain
             float dtype, any shape (read one at a time: memory is one tensor's fp32 copies).
         p, lam, eps: the combination.
         per_layer: also the ``layer:<n>`` rows (the whole map and the module types always).
+        step: with ``task_vector``, each tensor's ``(||w ⊙ tau||^2, ||tau||^2)`` is also added to it.
     Returns:
         ``{"p", "lam", "eps", "w_quantiles_10_50_90", "I_forget_median", "I_retain_median",
         "eps_over_median_If_p", "groups": {"all" | "module:<type>" | "layer:<n>": {"mean_w",
@@ -49,7 +56,7 @@ def summarise_weights(names: Iterable[str], forget: Callable[[str], Any], retain
     """
     import torch
 
-    from perta_hub.merge.math import combine_weights
+    from perta_hub.merge.math import combine_weights, step_sums
 
     stats: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(float))
     samples: dict[str, list[Any]] = {"w": [], "f": [], "r": []}
@@ -59,7 +66,9 @@ def summarise_weights(names: Iterable[str], forget: Callable[[str], Any], retain
         w = combine_weights(f, r, p, lam, eps)
         kind, layer = module_of(name)
         histogram = torch.histc(w, bins=BINS, min=0.0, max=1.0)
-        tau = task_vector(name).float().flatten() if task_vector is not None else None
+        norms = step_sums(task_vector(name), (f, r, p, lam, eps)) if task_vector is not None else None
+        if norms is not None and step is not None:
+            step.add(name, norms)
         for key in ("all", f"module:{kind}", f"layer:{layer}")[:3 if per_layer else 2]:
             s = stats[key]
             s["n"] += w.numel()
@@ -67,9 +76,9 @@ def summarise_weights(names: Iterable[str], forget: Callable[[str], Any], retain
             s["above_0.5"] += int((w > 0.5).sum())
             s["below_0.1"] += int((w < 0.1).sum())
             s["histogram"] = histogram + s["histogram"] if isinstance(s["histogram"], torch.Tensor) else histogram
-            if tau is not None:
-                s["tau_sq"] += float((tau.double() ** 2).sum())
-                s["wtau_sq"] += float(((w * tau).double() ** 2).sum())
+            if norms is not None:
+                s["wtau_sq"] += norms[0]
+                s["tau_sq"] += norms[1]
         idx = torch.randint(0, w.numel(), (min(w.numel(), SAMPLE_PER_TENSOR),), generator=gen)
         for key, values in (("w", w), ("f", f), ("r", r)):
             samples[key].append(values[idx])
@@ -105,9 +114,18 @@ def _group_order(key: str) -> tuple[int, int, str]:
 
 def summarise_folder(weight_map: str | Path, task_vector: str | Path | None = None, *, p: float | None = None,
                      lam: float | None = None, eps: float | None = None) -> dict[str, Any]:
-    """:func:`summarise_weights` of a saved weight map (local folder) at its own or the given p, lam, eps;
-    with ``task_vector`` (a folder) also ``||w ⊙ tau|| / ||tau||``."""
+    """:func:`summarise_weights` of a saved weight map (folder or Hub id) at its own or the given p, lam, eps.
+
+    With ``task_vector`` (folder or Hub id; dense or low-rank) each group also gets ``||w ⊙ tau|| / ||tau||`` over
+    its tensors, and the summary gets ``norm_w_tau_over_norm_tau``: the same ratio over **every** tensor of the task
+    vector, as ``apply`` sums it (the tensors a ``--params`` map leaves out with ``w = 0`` or ``w = 1``, its
+    ``unrestricted`` rule): ``apply --alpha A`` then steps ``A`` times it, and ``apply --step S`` uses ``alpha = S /``
+    it.
+    """
     from perta_hub.io.artifacts import load_artifact
+    from perta_hub.merge.kernel import StepNorm
+    from perta_hub.merge.low_rank import open_task_vector
+    from perta_hub.merge.math import step_sums
 
     wmap = load_artifact(weight_map, "weight_map")
     record = wmap.record
@@ -115,10 +133,24 @@ def summarise_folder(weight_map: str | Path, task_vector: str | Path | None = No
     lam = record.lam if lam is None else lam
     eps = record.eps if eps is None else eps
     forget, retain = wmap.group("importance_forget"), wmap.group("importance_retain")
-    tau = load_artifact(task_vector, "task_vector").group("task_vector") if task_vector is not None else None
+    tau = None
+    if task_vector is not None:
+        # dense: the task vector's own tensors; low-rank: formed for the map's tensors and every adapted one
+        tau = open_task_vector(load_artifact(task_vector, "task_vector"), {n: forget.shape(n) for n in forget.names})
     names = [n for n in forget.names if tau is None or n in tau.names]
-    return {"weight_map": str(weight_map), "method": record.method, **summarise_weights(
-        names, forget.get, retain.get, p=p, lam=lam, eps=eps, task_vector=tau.get if tau is not None else None)}
+    step = StepNorm() if tau is not None else None
+    out = {"weight_map": str(weight_map), "method": record.method, **summarise_weights(
+        names, forget.get, retain.get, p=p, lam=lam, eps=eps, task_vector=tau.get if tau is not None else None,
+        step=step)}
+    if tau is not None and step is not None:
+        rest_unchanged = record.get("unrestricted") == "w=0"
+        for name in tau.names:
+            if name not in step.names:
+                tau_sq = step_sums(tau.get(name), None)[1]
+                step.add(name, (0.0 if rest_unchanged else tau_sq, tau_sq))
+        out["norm_w_tau_over_norm_tau"] = round(step.ratio, 4)
+        out["task_vector"] = str(task_vector)
+    return out
 
 
 def summary_of_groups(groups: Mapping[str, Mapping[str, Any]], *, p: float, lam: float, eps: float

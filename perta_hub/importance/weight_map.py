@@ -50,6 +50,8 @@ class WeightsSummary:
         peak_memory_bytes: peak memory (see ``peak_memory_kind``) of this process, in bytes.
         peak_memory_kind: ``"GPU max allocated"`` or ``"max RSS"``.
         is_main: True on the process that wrote the artifact (the only one, or rank 0).
+        selectivity: how ``w`` spreads (:mod:`perta_hub.importance.summary`; recorded as ``selectivity``); with a
+            task vector, read back from the saved map with ``norm_w_tau_over_norm_tau`` (None off the main process).
     """
 
     out_dir: Path
@@ -61,6 +63,23 @@ class WeightsSummary:
     peak_memory_bytes: int
     peak_memory_kind: str
     is_main: bool = True
+    selectivity: dict[str, Any] | None = None
+
+    def selectivity_lines(self) -> list[str]:
+        """The selectivity summary as lines (a table: the whole map and each module type), then, with a task
+        vector, ``||w*tau|| / ||tau||`` over every tensor of it."""
+        from perta_hub.importance.summary import selectivity_markdown
+
+        s = self.selectivity
+        if s is None:
+            return []
+        shown = {**s, "groups": {k: v for k, v in s["groups"].items() if not k.startswith("layer:")}}
+        lines = selectivity_markdown(shown).rstrip("\n").split("\n")
+        if "norm_w_tau_over_norm_tau" in s:
+            ratio = s["norm_w_tau_over_norm_tau"]
+            lines.append(f"||w*tau|| / ||tau|| = {ratio:.4g} over every tensor of the task vector {s['task_vector']}: "
+                         f"apply --alpha A steps A x {ratio:.4g}; apply --step S sets alpha = S / {ratio:.4g}")
+        return lines
 
     def final_line(self) -> str:
         """One line for the terminal: time, peak memory, underflow."""
@@ -94,6 +113,7 @@ def compute_weights(
     max_shard_size: int | str = COMPUTE_WEIGHTS.max_shard_size,
     gradients_at: str = COMPUTE_WEIGHTS.gradients_at,
     allow_pickle: bool = COMPUTE_WEIGHTS.allow_pickle,
+    task_vector: str | Path | None = COMPUTE_WEIGHTS.task_vector,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> WeightsSummary:
@@ -124,6 +144,8 @@ def compute_weights(
         max_shard_size: shard limit of the artifact (``5GB``, ``500MB`` or bytes).
         gradients_at: ``target`` or ``anchor``: which role ``model`` plays in the task arithmetic.
         allow_pickle: accept a pickle (.bin) model checkpoint.
+        task_vector: the task-vector artifact the map is for (folder or Hub id): checked against ``model`` before
+            any gradient, and ``||w ⊙ tau|| / ||tau||`` over its tensors added to the returned ``selectivity``.
         progress: report progress (main process): a bar per pass on a terminal, lines elsewhere.
         echo: where status lines go (default: stderr on the main process).
     Returns:
@@ -166,6 +188,12 @@ def compute_weights(
     from perta_hub.io.reader import open_checkpoint, scratch_for
 
     ckpt = open_checkpoint(model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
+    if task_vector is not None:  # before any gradient: the task vector is one, and made for this model
+        from perta_hub.io.artifacts import load_artifact
+        from perta_hub.io.compat import check_architecture
+
+        tv = load_artifact(task_vector, "task_vector")
+        check_architecture(tv.config.get("base_config") or {}, architecture(ckpt.config), "the task vector", str(model))
     tokenizer = load_tokenizer(ckpt.root, model)
     forget_data = _encode(forget, tokenizer, "forget", question_field, answer_field, max_length, data_dir, say)
     retain_data = _encode(retain, tokenizer, "retain", question_field, answer_field, max_length, data_dir, say,
@@ -252,8 +280,13 @@ def compute_weights(
                       inputs=[ckpt.root], progress=progress)
     state.wait_for_everyone()
     peak, kind = peak_memory(run_device)
+    selectivity = provenance.get("selectivity")
+    if is_main and task_vector is not None:
+        from perta_hub.importance.summary import summarise_folder
+
+        selectivity = summarise_folder(out, task_vector)  # the saved map, as apply reads it
     return WeightsSummary(out, {k: v[0] for k, v in counts.items()}, {k: v[1] for k, v in counts.items()},
-                          underflow, num_entries, time.perf_counter() - start, peak, kind, is_main)
+                          underflow, num_entries, time.perf_counter() - start, peak, kind, is_main, selectivity)
 
 
 @dataclass

@@ -115,8 +115,9 @@ class Checkpoint(TensorIndex):
         return self._hub_sha or "local:" + quick_fingerprint(self.files)
 
     def provenance(self) -> dict[str, Any]:
-        """``{"source", "repo_id", "revision"}`` as recorded in ``perta_config.json``."""
-        return {"source": self.source, "repo_id": self.repo_id, "revision": self.revision}
+        """``{"source", "repo_id", "revision"}`` (and a local input's ``path``) as recorded in ``perta_config.json``."""
+        return {"source": self.source, "repo_id": self.repo_id, "revision": self.revision,
+                **recorded_path(self.source, self.is_hub)}
 
     def _side_files(self) -> list[Path]:
         return [p for p in (self.root / "config.json",) if p.is_file()]
@@ -180,6 +181,12 @@ class Checkpoint(TensorIndex):
 
     def __repr__(self) -> str:
         return f"Checkpoint({self.source!r}, {len(self.entries)} tensors, {len(self.files)} files)"
+
+
+def recorded_path(source: str | Path, is_hub: bool) -> dict[str, str]:
+    """``{"path": <resolved absolute path>}`` of a local input, recorded beside its ``source`` so that ``verify``
+    finds it from any directory; ``{}`` for a Hub input (pinned by repo id and commit)."""
+    return {} if is_hub else {"path": str(Path(source).expanduser().resolve())}
 
 
 def find_weight_files(folder: Path, prefix: str | None = None, *, hub: bool = False) -> tuple[str, list[Path]]:

@@ -3,11 +3,17 @@
 Nothing is materialised beyond a few tensors: inputs are mapped one tensor at a time (at the
 safetensors header's offsets, joined by name whatever their sharding), combined in fp32 on the chosen
 device, cast to the target's dtype and appended to their shards in file order. Several alphas are
-written in one pass.
+written in one pass. The step norm ``||alpha w ⊙ tau|| / ||tau||`` is summed while merging and recorded
+(``step_norm``); ``--step`` sets alpha from one pass over the task vector and the weight map before the merge
+(:func:`resolve_steps`). A weight map whose every weight is zero is refused before anything is written
+(:meth:`PerTAMergeJob.check_weights`).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,23 +24,35 @@ from perta_hub.errors import InputError, MismatchError
 from perta_hub.io.artifacts import load_artifact
 from perta_hub.io.compat import architecture, check_architecture, check_same_tensors, is_tied
 from perta_hub.io.output_folder import copy_side_files, current_command, make_run_id
-from perta_hub.io.reader import open_checkpoint, scratch_for
+from perta_hub.io.reader import open_checkpoint, recorded_path, scratch_for
 from perta_hub.io.sharding import TensorSpec
 from perta_hub.io.writer import IN_FLIGHT_BYTES
 from perta_hub.jobs.engine import Job, Stream, run_job
-from perta_hub.merge.kernel import UNRESTRICTED, Weighting, merge_tensor, untouched
+from perta_hub.merge.kernel import (
+    UNRESTRICTED,
+    WARN_ZERO_SHARE,
+    ZERO_WEIGHT,
+    StepNorm,
+    Weighting,
+    merge_tensor,
+    untouched,
+    zero_weight_share,
+)
 from perta_hub.merge.low_rank import open_task_vector
-from perta_hub.merge.math import DEFAULT_EPS, DEFAULT_LAM, DEFAULT_P, check_combination
+from perta_hub.merge.math import DEFAULT_EPS, DEFAULT_LAM, DEFAULT_P, check_combination, step_sums
 from perta_hub.merge.spec import MergeSpec
 from perta_hub.options.apply import APPLY
 from perta_hub.records import ModelRecord
 from perta_hub.runtime.buffers import BufferPool, gc_paused
 from perta_hub.runtime.devices import Transfer, one_torch_thread, resolve_device
 
+log = logging.getLogger("perta_hub.merge")
 
-def alpha_folder(alpha: float) -> str:
-    """Subfolder name for one alpha of a sweep (``alpha-0.7``, ``alpha-1.0``)."""
-    return f"alpha-{float(alpha)}"
+
+def _on_disk(artifact: Any) -> bool:
+    """Whether an artifact's tensors can be read now: not a Hub artifact opened from its headers only (``apply
+    --stream``, :class:`perta_hub.hub.remote_headers.RemoteArtifact`, whose files arrive during the merge)."""
+    return getattr(artifact, "repo", None) is None
 
 
 class _WeightMap:
@@ -64,6 +82,22 @@ class _WeightMap:
         check_same_tensors({n: self.forget.shape(n) for n in self.forget.names},
                            {n: self.retain.shape(n) for n in self.retain.names},
                            "importance_forget", "importance_retain")
+        self.source = source
+
+    def check(self) -> None:
+        """Refuse the map when every weight it gives is below :data:`~perta_hub.merge.kernel.ZERO_WEIGHT` (the
+        merge would write the target back unchanged); warn in one line when at least
+        :data:`~perta_hub.merge.kernel.WARN_ZERO_SHARE` of them are."""
+        share = zero_weight_share(self.forget.names, self.forget.get, self.retain.get, self.weighting)
+        combination = f"p={self.p:g}, lam={self.lam:g}, eps={self.eps:g}"
+        if share == 1.0:
+            count = sum(math.prod(self.forget.shape(n)) for n in self.forget.names)
+            raise InputError(f"the weight map {self.source} gives w < {ZERO_WEIGHT:g} on all {count:,} parameters it "
+                             f"covers (100% zero weights at {combination}): the merge would write the target back "
+                             "unchanged; re-create the weight map or pass other --p/--lam/--eps")
+        if share >= WARN_ZERO_SHARE:
+            log.warning("warning: about %.0f%% of the weights of %s are below %g at %s (sampled): those parameters "
+                        "stay as the target's", 100 * share, self.source, ZERO_WEIGHT, combination)
 
 
 class PerTAMergeJob(Job):
@@ -75,9 +109,10 @@ class PerTAMergeJob(Job):
 
     def __init__(self, model: str | Path, task_vector: str | Path, *, alphas: list[float], out_dir: str | Path,
                  weights: str | Path | None, p: float | None, lam: float | None, eps: float | None, device: str,
-                 max_shard_size: int | str, allow_pickle: bool) -> None:
+                 max_shard_size: int | str, allow_pickle: bool, steps: tuple[float, ...] = (),
+                 allow_negative_alpha: bool = False) -> None:
         self.spec = MergeSpec(model, task_vector, weights, tuple(alphas), p, lam, eps, device, max_shard_size,
-                              allow_pickle)  # the alphas are checked first
+                              allow_pickle, steps, allow_negative_alpha)  # the alphas are checked first
         self.alphas = alphas = list(self.spec.alphas)
         self.device = resolve_device(device)
         self.model, self.task_vector, self.weights = model, task_vector, weights
@@ -104,8 +139,7 @@ class PerTAMergeJob(Job):
             if not target.dtype(name).is_floating_point:
                 raise MismatchError(f"tensor {name} of {model} is {target.dtype(name)}, not floating point; "
                                     "only float weights can be merged")
-        out = Path(out_dir)
-        self.folders = [out] if len(alphas) == 1 else [out / alpha_folder(a) for a in alphas]
+        self.folders = self.spec.folders(out_dir)
         identity = {"target": target.identity, "task_vector": tau.identity,
                     "weights": None if wmap is None else [wmap.forget.identity, wmap.retain.identity],
                     "p": getattr(wmap, "p", None), "lam": getattr(wmap, "lam", None),
@@ -148,16 +182,53 @@ class PerTAMergeJob(Job):
                        recycle=None if self.transfer.cuda else self.pool.give)]
 
     def started(self) -> None:
-        """Hash local inputs (for provenance) and import the card renderer while the merge runs."""
+        """Hash local inputs (for provenance) and import the card renderer while the merge runs; the step norm
+        starts from zero."""
         wmap = self.wmap
         self.revisions = self.hasher.submit(lambda: (self.target.revision, self.tv_artifact.revision,
                                                      None if wmap is None else wmap.artifact.revision))
         self.hasher.submit(preload_cards)
+        self.step_norm = StepNorm()
+
+    def check_weights(self) -> None:
+        """Refuse a weight map whose every weight is zero, before anything is written (warn in one line when
+        most are); a Hub map opened from its headers (``--stream``) is judged by the merge's step norm instead,
+        before anything is committed (:meth:`record`)."""
+        if self.wmap is not None and _on_disk(self.wmap.artifact):
+            self.wmap.check()
+
+    def step_ratio(self) -> float:
+        """``||w ⊙ tau|| / ||tau||`` over every tensor of the task vector (``w = 1`` without a map; outside a
+        restricted map, its rest rule): one pass over the task vector and the weight map, on the CPU, summed as
+        the merge sums them. What ``--step`` divides by.
+
+        Raises:
+            InputError: the task vector or the map is a Hub artifact opened from its headers (``--stream``).
+        """
+        if not (_on_disk(self.tv_artifact) and (self.wmap is None or _on_disk(self.wmap.artifact))):
+            raise InputError("--step with --stream needs the task vector and the weight map on local disk (alpha is "
+                             "set from one pass over them before the merge): download them first, or give --alpha")
+        step = StepNorm()
+        self.add_norms(step, self.target.names)
+        return step.ratio
+
+    def add_norms(self, step: StepNorm, names: list[str]) -> None:
+        """Add the squared norms of tensors ``names`` to ``step``, read from the task vector and the map (CPU)."""
+        wmap = self.wmap
+        for name in names:
+            tau = self.tau.get(name)
+            if wmap is not None and self.in_map(name):
+                combination = (wmap.forget.get(name), wmap.retain.get(name), wmap.p, wmap.lam, wmap.eps)
+                step.add(name, step_sums(tau, combination))
+            elif untouched(None if wmap is None else wmap.weighting, False):
+                step.add(name, (0.0, step_sums(tau, None)[1]))
+            else:
+                step.add(name, step_sums(tau, None))
 
     def held_bytes(self, spec: TensorSpec) -> int:
-        """Memory one tensor holds in flight: its inputs (mapped) and one result per alpha."""
+        """Memory one tensor holds in flight: its inputs (mapped) and one result per output."""
         read = spec.nbytes + sum(c.entries[spec.name].nbytes for c in self.inputs if spec.name in c.entries)
-        return read + spec.nbytes * len(self.alphas)
+        return read + spec.nbytes * self.spec.outputs
 
     def in_map(self, name: str) -> bool:
         """Whether the weight map holds importances for tensor ``name``."""
@@ -165,25 +236,19 @@ class PerTAMergeJob(Job):
 
     def reads(self, name: str) -> list[Any]:
         """The inputs :meth:`load` reads for tensor ``name``: the target, the task vector (its factor groups for
-        a low-rank one) unless the kernel leaves the tensor untouched, and the importances where the map has
-        them."""
-        wmap = self.wmap
-        if untouched(None if wmap is None else wmap.weighting, self.in_map(name)):
-            return [self.target]
+        a low-rank one; for a tensor the kernel leaves untouched, only for its norm) and the importances where
+        the map has them."""
         parts = getattr(self.tau, "parts", None)  # a low-rank task vector is read from its factor groups
         out = [self.target, *(parts(name) if parts is not None else [self.tau])]
-        if wmap is not None and self.in_map(name):
-            out += [wmap.forget, wmap.retain]
+        if self.in_map(name):
+            out += [self.wmap.forget, self.wmap.retain]  # type: ignore[union-attr]
         return out
 
     def load(self, name: str) -> tuple[list[Any], Any]:
         """``[theta, delta, I_f, I_r]`` of tensor ``name`` on the device (None where not read) and the copy's event."""
-        wmap = self.wmap
-        if untouched(None if wmap is None else wmap.weighting, self.in_map(name)):
-            return self.transfer.to_device([self.target.get(name), None, None, None])  # w = 0: target as is
         tensors = [self.target.get(name), self.tau.get(name), None, None]
-        if wmap is not None and self.in_map(name):
-            tensors[2], tensors[3] = wmap.forget.get(name), wmap.retain.get(name)
+        if self.in_map(name):
+            tensors[2], tensors[3] = self.wmap.forget.get(name), self.wmap.retain.get(name)  # type: ignore[union-attr]
         return self.transfer.to_device(tensors)
 
     def merge(self, name: str, tensors: list[Any], alphas: list[float]) -> Any:
@@ -196,27 +261,53 @@ class PerTAMergeJob(Job):
     def combine(self, name: str, loaded: tuple[list[Any], Any]) -> list[Any]:
         tensors, event = loaded
         self.transfer.wait(event)
-        return self.transfer.to_host(self.merge(name, tensors, self.alphas).checked())
+        merged = self.merge(name, tensors, self.alphas)
+        results = merged.checked()
+        self.step_norm.add(name, merged.norms)
+        return self.transfer.to_host(results)
 
     def finish_folder(self, index: int, folder: Path) -> None:
         copy_side_files(self.target.root, folder)
+
+    def finished_step_norm(self) -> StepNorm | None:
+        """The merge's step norm over every tensor: the tensors of shards an earlier run wrote (resume) are added
+        from the inputs (task vector and map only); None when they are not on disk (a resumed ``--stream``)."""
+        missing = [n for n in self.target.names if n not in self.step_norm.names]
+        if missing:
+            if not (_on_disk(self.tv_artifact) and (self.wmap is None or _on_disk(self.wmap.artifact))):
+                log.warning("warning: the step norm is not recorded: %d tensors were merged by an earlier run whose "
+                            "inputs are no longer here", len(missing))
+                return None
+            self.add_norms(self.step_norm, missing)
+        wmap = self.wmap
+        if wmap is not None and not _on_disk(wmap.artifact) and self.step_norm.ratio < ZERO_WEIGHT:
+            raise InputError(f"the weight map {wmap.source} moves the model by ||w*tau|| / ||tau|| = "
+                             f"{self.step_norm.ratio:.3g} (its weights are below {ZERO_WEIGHT:g}): the merge would "
+                             "write the target back unchanged; nothing is committed")
+        return self.step_norm
 
     def record(self, index: int, folder: Path) -> tuple[ModelRecord, Any]:
         assert self.revisions is not None
         target_rev, tv_rev, wm_rev = self.revisions.result()
         wmap, tv = self.wmap, self.tv_artifact
+        alpha = self.alphas[index]
+        step = self.finished_step_norm()
         record = ModelRecord.build({
             "command": current_command(),
-            "alpha": self.alphas[index],
+            "alpha": alpha,
+            **({"step": self.spec.steps[index]} if self.spec.steps else {}),
+            **({} if step is None else {"step_norm": step.step(alpha)}),
             "method": "tv" if wmap is None else f"perta-{wmap.method}",
             "target": {**self.target.provenance(), "revision": target_rev},
             "task_vector": {"source": str(self.task_vector), "revision": tv_rev,
-                            "repo_id": tv.source if tv.hub_sha else None},
+                            "repo_id": tv.source if tv.hub_sha else None,
+                            **recorded_path(self.task_vector, bool(tv.hub_sha))},
             "weights": None if wmap is None else {
                 "source": str(self.weights), "revision": wm_rev, "method": wmap.method,
                 "repo_id": wmap.artifact.source if wmap.artifact.hub_sha else None,
                 "p": wmap.p, "lam": wmap.lam, "eps": wmap.eps,
-                **({} if wmap.unrestricted is None else {"unrestricted": wmap.unrestricted})},
+                **({} if wmap.unrestricted is None else {"unrestricted": wmap.unrestricted}),
+                **recorded_path(self.weights, bool(wmap.artifact.hub_sha))},
             "device": self.device,
             "run_id": self.run_ids[index],
         })
@@ -232,8 +323,9 @@ def apply(
     model: str | Path,
     task_vector: str | Path,
     *,
-    alphas: list[float],
+    alphas: Sequence[float] = APPLY.alphas,
     out_dir: str | Path,
+    steps: Sequence[float] = APPLY.steps,
     weights: str | Path | None = APPLY.weights,
     p: float | None = APPLY.p,
     lam: float | None = APPLY.lam,
@@ -241,30 +333,85 @@ def apply(
     device: str = APPLY.device,
     max_shard_size: int | str = APPLY.max_shard_size,
     allow_pickle: bool = APPLY.allow_pickle,
+    allow_negative_alpha: bool = APPLY.allow_negative_alpha,
     progress: bool = True,
 ) -> list[Path]:
-    """Apply a task vector (optionally weighted per parameter) to ``model`` for each alpha.
+    """Apply a task vector (optionally weighted per parameter) to ``model`` for each alpha (or step norm).
 
     Args:
         model: the target to unlearn (folder, ``.safetensors`` or Hub id ``org/name[@revision]``).
         task_vector: a task-vector artifact (folder or Hub id).
-        alphas: scaling factors; one alpha writes ``out_dir``, several write ``out_dir/alpha-{a}``.
+        alphas: scaling factors (> 0 unless ``allow_negative_alpha``); one alpha writes ``out_dir``, several write
+            ``out_dir/alpha-{a}``.
         out_dir: output folder (a complete transformers checkpoint per alpha).
+        steps: instead of ``alphas``: step norms ``||alpha w ⊙ tau|| / ||tau||`` (> 0, dimensionless); each alpha is
+            set to ``step / (||w ⊙ tau|| / ||tau||)`` from one pass over the task vector and the map before merging;
+            several write ``out_dir/step-{s}``.
         weights: a weight-map artifact; without it ``w = 1`` (plain task-vector negation).
         p, lam, eps: override the weight map's recorded combination parameters.
         device: ``auto`` | ``cpu`` | ``cuda`` (math in fp32 there, result in the target's dtype).
         max_shard_size: output shard limit (``5GB``, ``500MB``, bytes).
+        allow_negative_alpha: accept alpha <= 0 (it adds the forget data's knowledge back, or, at 0, changes nothing).
     Returns:
-        the output folders, one per alpha.
+        the output folders, one per alpha; each records ``alpha``, ``step_norm`` (and ``step`` when asked).
+    Raises:
+        InputError: alpha <= 0 without ``allow_negative_alpha``, both or neither of ``alphas`` and ``steps``, a
+            weight map whose every weight is zero (one line; nothing written).
     """
-    spec = MergeSpec(model, task_vector, weights=weights, alphas=tuple(alphas), p=p, lam=lam, eps=eps, device=device,
-                     max_shard_size=max_shard_size, allow_pickle=allow_pickle)
+    from perta_hub.merge.spec import requested
+
+    spec = MergeSpec(model, task_vector, weights=weights, p=p, lam=lam, eps=eps, device=device,
+                     max_shard_size=max_shard_size, allow_pickle=allow_pickle,
+                     allow_negative_alpha=allow_negative_alpha, **requested(alphas, steps))
     return apply_spec(spec, out_dir, progress=progress)
+
+
+def resolve_steps(spec: MergeSpec, out_dir: str | Path, job_class: type[PerTAMergeJob] | None = None,
+                  **extra: Any) -> MergeSpec:
+    """Check ``spec`` without writing anything and set its alphas from its steps (``--step``).
+
+    Every input is opened and checked as the merge opens them (``job_class``, default :class:`PerTAMergeJob`,
+    with ``extra``), the weight map's zero weights are checked (:meth:`PerTAMergeJob.check_weights`) and, with
+    steps, one pass over the task vector and the map measures ``||w ⊙ tau|| / ||tau||``.
+
+    Returns:
+        ``spec`` with its alphas (unchanged without steps).
+    """
+    probe = (job_class or PerTAMergeJob).of(spec, out_dir, **extra)
+    try:
+        probe.check_weights()
+        return spec.at_steps(probe.step_ratio()) if spec.steps and not spec.alphas else spec
+    finally:
+        probe.close()
 
 
 def apply_spec(spec: MergeSpec, out_dir: str | Path, *, progress: bool = True) -> list[Path]:
     """:func:`apply` of a :class:`~perta_hub.merge.spec.MergeSpec`: the output folders, one per alpha."""
     with gc_paused():  # torch's import (in the job's set-up) and the run make no garbage cycles worth a collection
+        checked = bool(spec.steps and not spec.alphas)
+        if checked:
+            spec = resolve_steps(spec, out_dir)  # the weight map is checked there, then alpha set from the steps
         job = PerTAMergeJob.of(spec, out_dir)
+        try:
+            if not checked:
+                job.check_weights()
+        except BaseException:
+            job.close()
+            raise
         with one_torch_thread():
             return run_job(job, max_shard_size=spec.max_shard_size, progress=progress)
+
+
+def merge_summary(folder: str | Path) -> str:
+    """What an ``apply`` output's record says of its step, for the result line: ``alpha 2, step norm
+    ||alpha w*tau|| / ||tau|| = 0.84`` (with ``(--step 0.84)`` when it was asked for)."""
+    from perta_hub.records import read_record
+
+    record = read_record(folder)
+    alpha, step, norm = record.get("alpha"), record.get("step"), record.get("step_norm")
+    line = f"alpha {alpha:g}"
+    if norm is not None:
+        line += f", step norm ||alpha w*tau|| / ||tau|| = {norm:.4g}"
+    if step is not None:
+        line += f" (--step {step:g})"
+    return line

@@ -18,7 +18,7 @@ from typing import Any
 from perta_hub.errors import CheckpointError, MismatchError, NonFiniteError
 from perta_hub.io.fingerprint import content_hash
 from perta_hub.io.output_folder import make_run_id
-from perta_hub.io.reader import open_checkpoint, scratch_for
+from perta_hub.io.reader import open_checkpoint, recorded_path, scratch_for
 from perta_hub.io.sharding import TensorSpec, dtype_code
 from perta_hub.jobs.engine import Job, Stream, run_job
 from perta_hub.merge.low_rank import FACTORS, GROUP_A, GROUP_B, dense_delta
@@ -43,6 +43,12 @@ class LoraDelta:
     @property
     def rank(self) -> int:
         return int(self.config["r"])
+
+    @property
+    def revision(self) -> str:
+        """``sha256:`` over the adapter's config and weights: its content identity, as recorded."""
+        return "sha256:" + content_hash(sorted(p for p in self.folder.iterdir()
+                                               if p.name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS)))
 
     def delta(self, name: str) -> Any:
         """``scaling * B @ A`` in float32 for the base parameter ``name`` (shape of that weight)."""
@@ -118,8 +124,7 @@ class LoraDeltaJob(Job):
             if tuple(shape) != tuple(expected):
                 raise MismatchError(f"tensor {name} has shape {tuple(shape)} in {base} but the adapter's update "
                                     f"has shape {tuple(expected)}; the adapter was trained on another model")
-        adapter_files = sorted(p for p in lora.folder.iterdir() if p.name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
-        self.adapter_revision = "sha256:" + content_hash(adapter_files)
+        self.adapter_revision = lora.revision
         self.run_id = make_run_id({"kind": "task_vector", "base": anchor.identity, "adapter": self.adapter_revision,
                                    "dtype": dtype, "max_shard_size": str(max_shard_size), **self.stored})
 
@@ -158,7 +163,8 @@ class LoraDeltaJob(Job):
         lora = self.lora
         record = task_vector_record(
             self.anchor, self.dtype, self.run_id, self.extra,
-            adapter={"source": str(lora.folder), "revision": self.adapter_revision}, lora_rank=lora.rank,
+            adapter={"source": str(lora.folder), "revision": self.adapter_revision,
+                     **recorded_path(lora.folder, False)}, lora_rank=lora.rank,
             lora=self.lora_fields())
         return record, artifact_card("task_vector", record.to_dict())
 

@@ -6,7 +6,7 @@ Every function takes tensors and numbers and returns tensors; nothing here reads
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from perta_hub.errors import InputError
@@ -123,33 +123,104 @@ def _weighted_delta(delta: Any, combination: tuple | None) -> Any:
     return delta * combine_weights(i_f, i_r, p, lam, eps)
 
 
-def merge_whole(theta: Any, delta: Any, alphas: list[float], combination: tuple | None) -> tuple[list[Any], bool]:
+def merge_whole(theta: Any, delta: Any, alphas: list[float], combination: tuple | None
+                ) -> tuple[list[Any], bool, tuple[float, float]]:
     """``theta - alpha * (w ⊙ delta)`` for each alpha in one shot (GPU path), in fp32, cast to theta's dtype.
 
     Returns:
         (one tensor per alpha, whether everything is sound: the importances finite and >= 0, ``w ⊙ delta``
-        finite, and every result finite after the cast; on False the caller finds out which).
+        finite, and every result finite after the cast (on False the caller finds out which),
+        ``(||w ⊙ delta||^2, ||delta||^2)`` as Python floats, summed in fp32 over the whole tensor).
     """
     import torch
 
     ok = combination is None or importances_valid(combination[0], combination[1])
-    delta = _weighted_delta(delta, combination)
+    tau = delta.to(torch.float32)
+    tau_sq = torch.dot(tau.reshape(-1), tau.reshape(-1))
+    delta = _weighted_delta(tau, combination)
+    weighted_sq = tau_sq if combination is None else torch.dot(delta.reshape(-1), delta.reshape(-1))
     ok = ok and bool(torch.isfinite(delta).all())
     base = theta.to(torch.float32)
     results = [torch.sub(base, delta, alpha=a).to(theta.dtype) for a in alphas]
-    return results, ok and all(bool(torch.isfinite(r).all()) for r in results)
+    return results, ok and all(bool(torch.isfinite(r).all()) for r in results), (float(weighted_sq), float(tau_sq))
 
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32 per operand: the chunk stays in the CPU caches
 
 
+def _weighted_chunks(delta: Any, combination: tuple | None, norms: Any) -> Iterator[tuple[int, int, Any, bool]]:
+    """``w ⊙ delta`` chunk by chunk in fp32 (CPU): ``(start, stop, chunk, importances valid)`` per chunk.
+
+    The chunk is a reused buffer (or, for an fp32 delta without weights, a view of it): use it before the next
+    one. Fills ``norms`` (fp32, shape ``(2, number of chunks)``): row 0 the chunk's ``||w ⊙ delta||^2``, row 1 its
+    ``||delta||^2``, one dot product each while the chunk is in cache (without weights, once the caller has used
+    the chunk: an fp32 view is then read from memory once, not twice); complete once the generator is exhausted.
+    The one order of these operations for :func:`merge_chunked` and :func:`step_sums`, so both give the same bits.
+    """
+    import torch
+
+    deltas = delta.reshape(-1)
+    parts = None if combination is None else (combination[0].reshape(-1), combination[1].reshape(-1))
+    size = min(CHUNK_ELEMENTS, deltas.numel())
+    delta32 = torch.empty(size, dtype=torch.float32)
+    if parts is not None:
+        w_forget, w_retain = torch.empty(size, dtype=torch.float32), torch.empty(size, dtype=torch.float32)
+    in_place = deltas.dtype == torch.float32 and parts is None  # fp32 delta, nothing to weight: read as is
+    for k, start in enumerate(range(0, deltas.numel(), CHUNK_ELEMENTS)):
+        stop = min(start + CHUNK_ELEMENTS, deltas.numel())
+        if in_place:
+            d = deltas[start:stop]
+        else:
+            d = delta32[: stop - start]
+            d.copy_(deltas[start:stop])  # to fp32 without allocating
+        if parts is None:
+            yield start, stop, d, True
+            torch.dot(d, d, out=norms[1, k])  # after the caller used it: in cache now (an fp32 view is read once)
+            continue
+        torch.dot(d, d, out=norms[1, k])
+        i_f, i_r = parts[0][start:stop], parts[1][start:stop]
+        valid = importances_valid(i_f, i_r)
+        d.mul_(_combine_weights_into(w_forget[: stop - start], w_retain[: stop - start], i_f, i_r, *combination[2:]))
+        torch.dot(d, d, out=norms[0, k])
+        yield start, stop, d, valid
+    if parts is None:  # w = 1: ||w * delta|| = ||delta||
+        norms[0].copy_(norms[1])
+
+
+def _chunk_norms(numel: int) -> Any:
+    """The ``norms`` buffer of :func:`_weighted_chunks` for a tensor of ``numel`` elements."""
+    import torch
+
+    return torch.zeros((2, -(-numel // CHUNK_ELEMENTS)), dtype=torch.float32)
+
+
+def _summed(norms: Any) -> tuple[float, float]:
+    """``(||w ⊙ delta||^2, ||delta||^2)`` of a filled ``norms`` buffer: its chunk sums added in float64."""
+    import torch
+
+    weighted_sq, tau_sq = norms.sum(dim=1, dtype=torch.float64).tolist()
+    return weighted_sq, tau_sq
+
+
+def step_sums(delta: Any, combination: tuple | None) -> tuple[float, float]:
+    """``(||w ⊙ delta||^2, ||delta||^2)`` of one tensor (CPU), exactly as :func:`merge_chunked` sums them while
+    merging (``combination`` None: ``w = 1``): what ``apply --step`` measures before the merge, and the
+    ``||delta||^2`` of a tensor the merge leaves unchanged (``w = 0``)."""
+    norms = _chunk_norms(delta.numel())
+    for _ in _weighted_chunks(delta, combination, norms):
+        pass
+    return _summed(norms)
+
+
 def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tuple | None,
-                  empty: Callable[[tuple[int, ...], Any], Any] | None = None) -> tuple[list[Any], bool]:
+                  empty: Callable[[tuple[int, ...], Any], Any] | None = None
+                  ) -> tuple[list[Any], bool, tuple[float, float]]:
     """The same as :func:`merge_whole`, chunk by chunk on CPU, so every operand stays in cache and no
     full-size fp32 temporary is allocated (about 3x faster than whole-tensor ops here). The soundness
     checks run on each chunk while it is in cache: the importances (finite, >= 0) before they are used, and
     each result right after its cast, by one sum into a per-tensor row (a NaN or Inf anywhere makes it
-    non-finite; only a tensor whose sums are not all finite is looked at again, element by element).
+    non-finite; only a tensor whose sums are not all finite is looked at again, element by element). The
+    squared norms are two dot products per chunk on the chunk in cache (:func:`_weighted_chunks`).
 
     ``empty(shape, dtype)`` allocates the results (e.g. ``BufferPool.empty``; default ``torch.empty``).
     """
@@ -159,31 +230,16 @@ def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tupl
         empty = lambda shape, dtype: torch.empty(shape, dtype=dtype)  # noqa: E731
 
     flat = theta.reshape(-1)
-    deltas = delta.reshape(-1)
-    parts = None if combination is None else (combination[0].reshape(-1), combination[1].reshape(-1))
     outs = [empty(tuple(flat.shape), flat.dtype) for _ in alphas]
-    size = min(CHUNK_ELEMENTS, flat.numel())
-    work, delta32 = torch.empty(size, dtype=torch.float32), torch.empty(size, dtype=torch.float32)
-    if parts is not None:
-        w_forget, w_retain = torch.empty(size, dtype=torch.float32), torch.empty(size, dtype=torch.float32)
-    in_place = deltas.dtype == torch.float32 and parts is None  # fp32 delta, nothing to weight: read as is
+    work = torch.empty(min(CHUNK_ELEMENTS, flat.numel()), dtype=torch.float32)
     # one sum per chunk and alpha, in the result's dtype (fp16 in fp32, where a sum of finite values cannot
     # overflow); a sum that overflows anyway only sends the tensor to the element-wise look below
     sum_dtype = torch.float32 if flat.dtype == torch.float16 else flat.dtype
     sums = torch.empty((len(alphas), -(-flat.numel() // CHUNK_ELEMENTS)), dtype=sum_dtype)  # every entry set
+    norms = _chunk_norms(flat.numel())
     importances_ok = True
-    for k, start in enumerate(range(0, flat.numel(), CHUNK_ELEMENTS)):
-        stop = min(start + CHUNK_ELEMENTS, flat.numel())
-        if in_place:
-            d = deltas[start:stop]
-        else:
-            d = delta32[: stop - start]
-            d.copy_(deltas[start:stop])  # to fp32 without allocating
-        if parts is not None:
-            i_f, i_r = parts[0][start:stop], parts[1][start:stop]
-            importances_ok = importances_ok and importances_valid(i_f, i_r)
-            d.mul_(_combine_weights_into(w_forget[: stop - start], w_retain[: stop - start], i_f, i_r,
-                                         *combination[2:]))
+    for k, (start, stop, d, valid) in enumerate(_weighted_chunks(delta, combination, norms)):
+        importances_ok = importances_ok and valid
         w = work[: stop - start]
         for row, (alpha, out) in enumerate(zip(alphas, outs, strict=True)):
             torch.add(flat[start:stop], d, alpha=-alpha, out=w)  # theta promoted to fp32 inside the kernel
@@ -194,4 +250,4 @@ def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tupl
             torch.sum(chunk, 0, dtype=sum_dtype, out=sums[row, k])
     finite = importances_ok and (bool(torch.isfinite(sums).all())
                                  or all(bool(torch.isfinite(out).all()) for out in outs))
-    return [o.reshape(theta.shape) for o in outs], finite
+    return [o.reshape(theta.shape) for o in outs], finite, _summed(norms)

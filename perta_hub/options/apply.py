@@ -18,8 +18,19 @@ class ApplyOptions(Options):
     weights: str | None = option(
         "--weights", help="Weight-map artifact (folder or Hub id). Without it w = 1: plain task-vector negation.")
     alphas: tuple[str, ...] = option(
-        "--alpha", multiple=True, required=True, default=(),
-        help="Scale of the subtracted vector (a number). Repeat for a sweep: one output per alpha in OUT/alpha-A/.")
+        "--alpha", multiple=True, default=(),
+        help="Scale of the subtracted vector (a number > 0). Repeat for a sweep: one output per alpha in "
+             "OUT/alpha-A/. Give --alpha or --step.")
+    steps: tuple[str, ...] = option(
+        "--step", multiple=True, default=(),
+        help="Step norm ||alpha w*tau|| / ||tau|| to reach (a number > 0; 1 = the task vector's own step; w = 1 "
+             "without --weights): alpha is set to S / (||w*tau|| / ||tau||), measured in one pass over the task "
+             "vector and the weight map before merging. Repeat for a sweep: one output per step in OUT/step-S/. "
+             "Excludes --alpha.")
+    allow_negative_alpha: bool = option(
+        "--allow-negative-alpha", is_flag=True, default=False,
+        help="Accept --alpha <= 0: a negative alpha adds the forget data's knowledge back (learning it again), "
+             "alpha 0 writes the target unchanged [default: refused].")
     out_dir: str | None = option("-o", "--output", type=FOLDER, required=True,
                                  help="Output folder: a complete transformers checkpoint (or one per alpha).")
     p: float | None = p_option()

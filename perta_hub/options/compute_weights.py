@@ -30,6 +30,11 @@ class ComputeWeightsOptions(Options):
         help="; ".join(f"{m.name}: {m.help}" for m in methods.METHODS.values()) + ".")
     out_dir: str | None = option("-o", "--output", type=FOLDER, required=True,
                                  help="Weight-map artifact folder to create.")
+    task_vector: str | None = option(
+        "--task-vector",
+        help="Task-vector artifact (folder or Hub id) the map is for: checked against MODEL first, and at the end "
+             "||w*tau|| / ||tau|| over every tensor of it is printed (the step of apply --alpha 1; apply --step S "
+             "sets alpha = S / it) [default: the selectivity summary only].")
     question_field: str = option("--question-field", default="question", help="Column holding the question.")
     answer_field: str = option("--answer-field", default="answer", help="Column holding the answer.")
     max_length: int = option(

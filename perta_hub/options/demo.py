@@ -18,14 +18,16 @@ class DemoOptions(Options):
     out_dir: str = option("-o", "--output", type=FOLDER, default="demo_out",
                           help="Folder for every model, artifact and result (a re-run reuses finished steps).")
     quick: bool = option("--quick", is_flag=True, default=False,
-                         help="Fewer authors and a smaller model: about 3 minutes on 2 CPU cores.")
+                         help="Fewer authors and a smaller model: 3 min 53 s measured on 2 CPU cores, about 7 "
+                              "minutes while other jobs load them (docs/demo.md).")
     device: str = option("--device", type=DEVICES, default="auto",
                          help="Where training, importance, merging and evaluation run.")
     model: str | None = option(
         "--model",
         help="A pretrained model (Hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, or a folder) to fine-tune "
              "instead of the tiny Llama; then GradAscent, GradDiff and NPO run beside TV and PerTA "
-             "(docs/results.md: about 80 minutes for SmolLM2-135M on 2 CPU cores; --quick: fewer settings).")
+             "(docs/results.md: 34 min 36 s measured for SmolLM2-135M-Instruct on 2 CPU cores; --quick: fewer "
+             "settings).")
     seeds: int | None = option(
         "--seeds", type=Range(int, min=1),
         help="Run the unlearning stage (task-vector fine-tune, unlearn baselines and what follows them) once per "

@@ -16,6 +16,11 @@ from perta_hub.options.common import DEVICES, MODEL_DTYPES, data_dir
 EFFECTIVE_BATCH = 32
 #: --train-dtype: the weights' dtype while training
 TRAIN_DTYPES = Choice(("auto", "bfloat16", "float32"))
+#: ``unlearn``'s default warmup (``--warmup`` not given): open-unlearning's ``warmup_epochs: 1`` over its 10 epochs,
+#: i.e. one epoch but at most this percentage of the run's optimizer steps (rounded down), so that a short run is not
+#: warmup only (one epoch of forget01 at effective batch 32 is 2 steps: no warmup; 10 epochs: 2 of 20 steps)
+UNLEARN_WARMUP_EPOCHS = 1.0
+UNLEARN_WARMUP_MAX_PERCENT = 10
 #: optimizers (TrainingArguments ``optim`` names) that need the optional bitsandbytes package
 _BNB_MARKERS = ("bnb", "8bit", "paged", "lion_32bit", "ademamix")
 
@@ -31,7 +36,9 @@ class TrainingOptions(Options):
         grad_accum: micro-batches per optimizer step; None -> ``ceil(32 / (batch_size * processes))``,
             so that the effective batch ``batch_size * grad_accum * processes`` is 32.
         weight_decay: AdamW decoupled weight decay (0.01).
-        warmup: linear warmup length in epochs (1.0), converted to optimizer steps.
+        warmup: linear warmup length in epochs (1.0), converted to optimizer steps; None (``unlearn``'s default):
+            :data:`UNLEARN_WARMUP_EPOCHS`, at most :data:`UNLEARN_WARMUP_MAX_PERCENT` % of the steps
+            (:meth:`warmup_steps`).
         max_length: tokens per example (prompt + answer, 512); longer examples are cut.
         seed: seed of the data order and of the LoRA initialisation (0).
         gradient_checkpointing: recompute activations in backward (less memory, ~30% more time).
@@ -107,10 +114,17 @@ class TrainingOptions(Options):
     data_dir: str | None = data_dir("Folder of <config>.json files that 'repo:config' data specs resolve to "
                                     "(offline copy).")
 
+    def warmup_steps(self, steps_per_epoch: int, total_steps: int) -> int:
+        """The warmup in optimizer steps: ``round(warmup * steps_per_epoch)`` (at most the run); without a
+        ``warmup`` (unlearn's default) one epoch, at most :data:`UNLEARN_WARMUP_MAX_PERCENT` % of ``total_steps``."""
+        if self.warmup is None:
+            return min(round(UNLEARN_WARMUP_EPOCHS * steps_per_epoch), total_steps * UNLEARN_WARMUP_MAX_PERCENT // 100)
+        return min(total_steps, round(self.warmup * steps_per_epoch))
+
     def check(self) -> None:
         """What no field declares: the warmup within the run, LoRA where the command trains adapters, an
         optimizer whose package is installed."""
-        if self.max_steps is None and self.warmup > self.epochs:
+        if self.max_steps is None and self.warmup is not None and self.warmup > self.epochs:
             raise InputError(f"--warmup {self.warmup} epochs is longer than --epochs {self.epochs}; lower it")
         if self.lora_rank is not None and not self.adapters:
             raise InputError(f"{self.command} trains the whole model; --lora-rank is not supported here (drop it)")
@@ -137,3 +151,8 @@ class UnlearnTrainingOptions(TrainingOptions):
     epochs: float = option("--epochs", type=Range(float, min=0, min_open=True), default=10.0,
                            help="Passes over the forget data (open-unlearning TOFU unlearning: 10); a fraction stops "
                                 "part-way through the last one.")
+    warmup: float | None = option(  # type: ignore[assignment]
+        "--warmup", type=Range(float, min=0),
+        help=f"Linear learning-rate warmup, in epochs (converted to optimizer steps) [default: "
+             f"{UNLEARN_WARMUP_EPOCHS:g} epoch as open-unlearning, but at most {UNLEARN_WARMUP_MAX_PERCENT}% of the "
+             "optimizer steps, so a short run is not warmup only].")

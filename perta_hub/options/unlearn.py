@@ -10,7 +10,7 @@ from perta_hub.options.base import Choice, Options, Range, option
 from perta_hub.options.common import FOLDER, allow_pickle, data_spec_help, max_shard_size
 from perta_hub.unlearning.methods import METHODS, UNLEARN_METHODS, method_help, using
 
-DATA_HELP = data_spec_help("forget01") + " of question/answer rows."
+DATA_HELP = " of question/answer rows."
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,11 @@ class UnlearnOptions(Options):
     command = "unlearn"
 
     method: str | None = option("--method", type=Choice(METHODS), required=True, help=method_help())
-    forget: str | None = option("--forget", required=True, help="The data to forget: " + DATA_HELP)
-    retain: str | None = option("--retain", help="The data to keep (gd; optional for npo): " + DATA_HELP)
+    forget: str | None = option("--forget", required=True,
+                                help="The data to forget: " + data_spec_help("forget01") + DATA_HELP)
+    retain: str | None = option("--retain", help="The data to keep (gd; optional for npo; TOFU: retain99 beside forget01, "
+                                     "retain95 beside forget05, retain90 beside forget10): "
+                                     + data_spec_help("retain99") + DATA_HELP)
     out_dir: str | None = option(
         "-o", "--output", type=FOLDER, required=True,
         help="Model folder to create (refused if it holds anything else; returned as is if it already "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perta_hub.options.base import Options, Range, option
-from perta_hub.options.common import DEVICES, FILE
+from perta_hub.options.common import DEVICES, FILE, FOLDER
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class VerifyOptions(Options):
     report: str | None = option("--report", type=FILE, metavar="FILE",
                                 help="Write the JSON audit record (checks, revisions, hashes, time, version, "
                                      "outcome) to FILE.")
+    search: tuple[str, ...] = option(
+        "--search", type=FOLDER, metavar="DIR", multiple=True, default=(),
+        help="A folder where a local input that moved is looked for by content hash (DIR and the folders directly "
+             "inside it), after its recorded path and the output's sibling folders; repeatable.")
 
 
 VERIFY = VerifyOptions()

@@ -122,7 +122,7 @@ def work_of(plan: Plan, inst: Instance) -> tuple[str, float, float] | None:
             retain = min(retain, v["max_examples"])
         return f"compute-weights:{v.get('method')}", (forget + retain) * params, params
     if kind == "apply":
-        return "apply", len(step.steps or v.get("alphas") or ()) * params, params
+        return "apply", len(v.get("steps") or v.get("alphas") or ()) * params, params
     if kind == "tune":
         forget, retain = rows_of(plan, v.get("forget")), rows_of(plan, v.get("retain"))
         if forget is None or retain is None:
@@ -144,7 +144,7 @@ def outputs_of(inst: Instance, value: Any) -> int:
     step = inst.need(value.name).step
     v = step.effective()
     if step.kind.name == "apply":
-        return len(step.steps or v.get("alphas") or (1,))
+        return len(v.get("steps") or v.get("alphas") or (1,))
     if step.kind.name == "tune":
         return max(1, len(v.get("weights") or ()))
     return 1

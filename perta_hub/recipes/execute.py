@@ -4,7 +4,7 @@ A command step is its command line (:func:`command_line`: the positional argumen
 differs from its default, then ``-o OUT/<step>``), parsed and run by the command's own click callback, so a step
 does exactly what typing that line does; that line is what its outputs record as ``command``. The local kinds
 (``tiny-model``, ``report``) are Python functions. Each step returns its outputs (folders or files, in the order a
-later step's ``${name}`` lists them) and what the report needs (step norms, weight-map summaries).
+later step's ``${name}`` lists them).
 """
 
 from __future__ import annotations
@@ -103,41 +103,16 @@ def run_step(plan: Plan, inst: Instance, flags: list[str], echo: Callable[[str],
         from perta_hub.recipes.report import write_report
 
         return Done(write_report(plan, inst, values), extra={})
-    extra: dict[str, Any] = {}
-    if kind == "apply":
-        extra = norms(values, inst.step.steps)
-        if inst.step.steps is not None:
-            values["alphas"] = tuple(extra["alphas"])
     if kind == "evaluate":
         out.mkdir(parents=True, exist_ok=True)
     argv = command_line(inst.step.kind, values, out)
     invoke(argv, inst.step.path, flags)
     outputs = outputs_of(kind, values, out)
-    if kind == "tune":
+    if kind == "tune":  # the name of each chosen model's candidate (tv, or its weight map's folder)
         from perta_hub.tuning.command import _labels
 
-        extra = {"norm_ratio": {str(o): norms({**values, "weights": w}, None).get("norm_ratio")
-                                for o, w in zip(outputs, candidates(values), strict=True)},
-                 "labels": _labels(candidates(values))}
-    return Done(outputs, argv, extra)
-
-
-def norms(values: dict[str, Any], steps: tuple[float, ...] | None) -> dict[str, Any]:
-    """``||w ⊙ tau|| / ||tau||`` of the step's weight map (1 without one) and its selectivity summary; with
-    ``steps``, the alphas of those step norms: ``alpha = S / (||w ⊙ tau|| / ||tau||)`` (3 significant digits)."""
-    weights = values.get("weights")
-    extra: dict[str, Any] = {"norm_ratio": 1.0}
-    if weights:
-        from perta_hub.importance.summary import summarise_folder
-
-        summary = summarise_folder(weights, values["task_vector"], p=values.get("p"), lam=values.get("lam"),
-                                   eps=values.get("eps"))
-        extra["norm_ratio"] = summary["groups"]["all"]["norm_w_tau_over_norm_tau"]
-        summary["groups"] = {k: v for k, v in summary["groups"].items() if not k.startswith("layer:")}
-        extra["selectivity"] = summary
-    if steps is not None:
-        extra["alphas"] = [float(f"{s / extra['norm_ratio']:.3g}") for s in steps]
-    return extra
+        return Done(outputs, argv, {"labels": _labels(candidates(values))})
+    return Done(outputs, argv)
 
 
 def candidates(values: dict[str, Any]) -> list[str | None]:
@@ -150,10 +125,12 @@ def candidates(values: dict[str, Any]) -> list[str | None]:
 def outputs_of(kind: str, values: dict[str, Any], out: Path) -> list[Path]:
     """The outputs of a finished command step, in the order ``${step}`` lists them."""
     if kind == "apply":
-        from perta_hub.merge.apply import alpha_folder
+        from perta_hub.merge.spec import alpha_folder, step_folder
 
-        alphas = values["alphas"]
-        return [out] if len(alphas) == 1 else [out / alpha_folder(float(a)) for a in alphas]
+        steps, alphas = values.get("steps") or (), values.get("alphas") or ()
+        if len(steps or alphas) == 1:
+            return [out]
+        return [out / step_folder(float(s)) for s in steps] if steps else [out / alpha_folder(float(a)) for a in alphas]
     if kind == "tune":
         from perta_hub.tuning.command import _labels
 

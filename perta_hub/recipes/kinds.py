@@ -26,9 +26,8 @@ from perta_hub.options.base import Flag, Options
 
 #: keys of a step that are no option: the kind, the report's name for its rows, and whether it is re-seeded
 RECIPE_KEYS = ("command", "label", "seeded")
-#: apply's matched step norms ``||alpha w ⊙ tau|| / ||tau||`` (alpha = S / (||w ⊙ tau|| / ||tau||)), a recipe key
-#: while ``apply`` has no ``--step`` of its own (then the option is used as it is)
-STEP_KEY = "step"
+#: keys that exclude each other (the command refuses both): a step's own value drops the other key's default
+EXCLUSIVE = {"apply": (("alpha", "step"),)}
 #: fields the runner sets (output paths, overwrite, dry run): why a recipe may not
 OWNED = {
     "out_dir": "the runner writes every step to OUT/<step>",
@@ -95,11 +94,6 @@ class StepKind:
         """Other names of a key (a flag's second long name) -> the canonical one."""
         return _aliases(self)
 
-    @property
-    def has_step_key(self) -> bool:
-        """Whether ``step`` is the recipe's matched-step-norm key (apply without a ``--step`` option)."""
-        return self.name == "apply" and STEP_KEY not in self.keys
-
 
 def yaml_names(flag: Flag) -> list[str]:
     """The YAML names of a flag: its long names without dashes (``--private/--public`` -> ``private``)."""
@@ -161,7 +155,7 @@ def kinds() -> dict[str, StepKind]:
     out["tiny-model"] = StepKind("tiny-model", (), (TinyModelOptions,))
     out["report"] = StepKind("report", (), (ReportOptions,))
     for kind in out.values():
-        clash = set(kind.keys) & {*RECIPE_KEYS, *([STEP_KEY] if kind.has_step_key else [])}
+        clash = set(kind.keys) & set(RECIPE_KEYS)
         if clash:
             raise TypeError(f"{kind.name}: the option(s) {sorted(clash)} clash with recipe keys")
     return out

@@ -2,8 +2,8 @@
 
 A recipe is a YAML mapping with the keys of :data:`TOP_KEYS`. Each step is a mapping with ``command`` (a
 ``perta-hub`` command or a local kind, :mod:`perta_hub.recipes.kinds`), the keys of that command (its arguments
-and options, with the command line's dashes: ``retain-fraction``), ``label`` (the report's name for its rows),
-``seeded`` (re-seed it under ``seeds``) and, for ``apply``, ``step`` (matched step norms). ``defaults`` gives
+and options, with the command line's dashes: ``retain-fraction``), ``label`` (the report's name for its rows) and
+``seeded`` (re-seed it under ``seeds``). ``defaults`` gives
 values to every step of a command (``defaults.evaluate.max-examples``) or to every step that has the key
 (``defaults.all.device``); a step's own value wins. Paths are relative to the recipe's folder.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 from perta_hub.errors import InputError, RecipeError
 from perta_hub.recipes import data as data_mod
-from perta_hub.recipes.kinds import RECIPE_KEYS, STEP_KEY, StepKind, fields_of, kinds, owned_name
+from perta_hub.recipes.kinds import EXCLUSIVE, RECIPE_KEYS, StepKind, fields_of, kinds, owned_name
 from perta_hub.recipes.values import BUILTINS, NAME, Ref, check_number, check_value, placeholder, plain, refs_in, shown
 
 #: the top-level keys of a recipe and what each holds
@@ -52,7 +52,6 @@ class Step:
     paths: dict[str, str]  # field -> where it was set (for messages)
     label: str | tuple[str, ...] | None = None
     seeded: bool | None = None
-    steps: tuple[float, ...] | None = None  # apply's matched step norms
 
     @property
     def path(self) -> str:
@@ -92,8 +91,6 @@ class Step:
             value = values.get(key.field)
             if value is not None and value != () and value is not False:
                 doc[key.name] = plain(value)
-        if self.steps is not None:
-            doc[STEP_KEY] = list(self.steps)
         return doc
 
 
@@ -281,6 +278,10 @@ def parse_recipe(doc: dict[str, Any], base_dir: Path, source: Path | None = None
     check_step_refs(recipe)
     for step in recipe.steps.values():
         check_seed(step, recipe.seeds)
+    reports = [s.name for s in recipe.steps.values() if s.kind.name == "report"]
+    if len(reports) > 1:
+        raise RecipeError(f"steps.{reports[1]}: a recipe has one report step (it writes results.* into the output "
+                          f"folder), and {reports[0]} is one")
     return recipe
 
 
@@ -349,7 +350,7 @@ def parse_defaults(value: Any) -> dict[str, dict[str, tuple[str, Any]]]:
                 if not any(canonical(kind, str(key)) for kind in table.values()):
                     every = sorted({k for kind in table.values() for k in kind.keys})
                     raise unknown_key(where, key, every, "no command has it; keys")
-            elif not (key == STEP_KEY and table[command].has_step_key):
+            else:
                 key_name(table[command], str(key), where)
         out[command] = {str(k): (f"{where}.{k}", v) for k, v in keys.items()}
     return out
@@ -370,7 +371,7 @@ def key_name(kind: StepKind, key: str, where: str) -> str:
     why = owned_name(kind, key)
     if why is not None:
         raise RecipeError(f"{where}.{key}: not set in a recipe: {why}")
-    allowed = [*RECIPE_KEYS, *(["step"] if kind.has_step_key else []), *kind.keys]
+    allowed = [*RECIPE_KEYS, *kind.keys]
     raise unknown_key(where, key, allowed, f"{kind.name} takes")
 
 
@@ -390,13 +391,10 @@ def parse_step(name: str, raw: Any, defaults: dict[str, dict[str, tuple[str, Any
         known = canonical(kind, key)
         if known is not None and not difference_form(kind, raw, known):
             given[known] = (path, value)
-    steps: tuple[str, Any] | None = None  # apply's step norms: (YAML path, value)
     for key, (path, value) in defaults.get(command, {}).items():
-        if key == STEP_KEY and kind.has_step_key:
-            steps = (path, value)
-        else:
-            given[key_name(kind, key, f"defaults.{command}")] = (path, value)
+        given[key_name(kind, key, f"defaults.{command}")] = (path, value)
     step = Step(name, kind, {}, {})
+    own: set[str] = set()
     for key, value in raw.items():
         key = str(key)
         if key == "command":
@@ -407,20 +405,13 @@ def parse_step(name: str, raw: Any, defaults: dict[str, dict[str, tuple[str, Any
             if not isinstance(value, bool):
                 raise RecipeError(f"{where}.seeded: must be true or false (got {shown(value)})")
             step.seeded = value
-        elif key == STEP_KEY and kind.has_step_key:
-            steps = (f"{where}.{key}", value)
-            given.pop("alpha", None)  # a step's own step norms win over a default alpha
         else:
-            canonical_key = key_name(kind, key, where)
-            given[canonical_key] = (f"{where}.{key}", value)
-            if canonical_key == "alpha" and steps is not None and steps[0].startswith("defaults."):
-                steps = None  # a step's own alpha wins over default step norms
-    if steps is not None and steps[1] is not None:
-        path, value = steps
-        values = value if isinstance(value, list) else [value]
-        step.steps = tuple(float(check_number(f"{path}[{i}]", v, float)) for i, v in enumerate(values))
-        if not step.steps or any(s <= 0 for s in step.steps):
-            raise RecipeError(f"{path}: must be step norms > 0 (got {shown(value)})")
+            own.add(key_name(kind, key, where))
+            given[key_name(kind, key, where)] = (f"{where}.{key}", value)
+    for pair in EXCLUSIVE.get(command, ()):  # a step's own alpha drops a default step, and the other way round
+        for mine, other in (pair, pair[::-1]):
+            if mine in own and other not in own:
+                given.pop(other, None)
     for key_id, (path, value) in given.items():
         key = kind.keys[key_id]
         step.values[key.field] = check_value(path, key, value, base_dir)
@@ -450,26 +441,29 @@ def parse_label(path: str, value: Any) -> str | tuple[str, ...]:
 
 
 def check_required(step: Step) -> None:
-    """Every required key given (apply: ``alpha`` or ``step``, not both)."""
+    """Every required key given."""
     for key in step.kind.keys.values():
-        if not key.required or key.field in step.values:
-            continue
-        if step.kind.has_step_key and key.name == "alpha" and step.steps is not None:
-            continue
-        other = " (or step: matched step norms)" if step.kind.has_step_key and key.name == "alpha" else ""
-        raise RecipeError(f"{step.path}.{key.name}: is required{other}: {key.help}")
-    if step.steps is not None and "alphas" in step.values:
-        raise RecipeError(f"{step.path}: give alpha or step (matched step norms), not both")
+        if key.required and key.field not in step.values:
+            raise RecipeError(f"{step.path}.{key.name}: is required: {key.help}")
 
 
 def check_options(step: Step) -> None:
-    """The options classes' own checks (ranges across fields, ``needs``, a method's rules), on the given values."""
-    for cls in step.kind.options:
-        names = set(fields_of(cls))
-        try:
+    """The options classes' own checks (ranges across fields, ``needs``, a method's rules) and apply's choice of
+    alpha or step, on the given values."""
+    try:
+        for cls in step.kind.options:
+            names = set(fields_of(cls))
             cls(**{f: placeholder(v) for f, v in step.values.items() if f in names})
-        except InputError as err:
-            raise RecipeError(f"{step.path}: {err}") from None
+        if step.kind.name == "apply":
+            from perta_hub.merge.spec import check_alphas, check_steps, requested
+
+            asked = requested(step.values.get("alphas"), step.values.get("steps"))
+            if asked["alphas"]:
+                check_alphas(asked["alphas"], allow_negative=step.values.get("allow_negative_alpha", False))
+            else:
+                check_steps(asked["steps"])
+    except InputError as err:
+        raise RecipeError(f"{step.path}: {err}") from None
 
 
 def check_step_refs(recipe: Recipe) -> None:

@@ -161,7 +161,7 @@ class Plan:
                    if isinstance(v, Ref)):
                 return None
             values[name] = items if isinstance(value, tuple) else items[0]
-        payload = {"command": inst.step.kind.name, "values": values, "step": inst.step.steps,
+        payload = {"command": inst.step.kind.name, "values": values,
                    "label": inst.step.label if inst.step.kind.name == "report" else None,
                    "seed": inst.seed if inst.reseeded else None}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

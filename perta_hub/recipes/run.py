@@ -208,23 +208,20 @@ def run_one(plan: Plan, inst: Instance, counter: str, recipe_file: Path, result:
 
 
 def write_seed_index(plan: Plan, selected: list[Instance]) -> list[Path]:
-    """The reports' markdown files; a report run once per seed also gets ``OUT/<step>.md`` and ``.json`` listing
-    every seed's summary."""
+    """The ``results.json`` of every report the run has; a report run once per seed also gets ``OUT/results.md``
+    and ``OUT/results.json`` gathering every seed's (listed last)."""
     from perta_hub.io.atomic import write_atomic
 
-    reports = [i for i in selected if i.step.kind.name == "report"]
-    paths = []
-    for name in dict.fromkeys(i.name for i in reports):
-        mine = [i for i in reports if i.name == name]
-        if mine[0].seed is None:
-            paths.append(mine[0].root / f"{name}.md")
-            continue
-        summaries = {i.seed: json.loads((i.root / f"{name}.json").read_text()) for i in mine}
-        write_atomic(plan.out / f"{name}.json", json.dumps({"seeds": summaries}, indent=2, default=str) + "\n")
-        parts = [f"# {plan.recipe.name}: {len(mine)} seeds\n"]
-        for i in mine:
-            parts.append(f"## Seed {i.seed} ([{i.root.name}/{name}.md]({i.root.name}/{name}.md))\n\n"
-                         + (i.root / f"{name}.md").read_text())
-        write_atomic(plan.out / f"{name}.md", "\n".join(parts))
-        paths.append(plan.out / f"{name}.md")
+    reports = [i for i in selected if i.step.kind.name == "report" and (i.root / "results.json").is_file()]
+    paths = [i.root / "results.json" for i in reports]
+    seeded = [i for i in reports if i.seed is not None]
+    if seeded:
+        summaries = {i.seed: json.loads((i.root / "results.json").read_text()) for i in seeded}
+        write_atomic(plan.out / "results.json", json.dumps({"seeds": summaries}, indent=2, default=str) + "\n")
+        parts = [f"# {plan.recipe.name}: {len(seeded)} seeds\n"]
+        for i in seeded:
+            parts.append(f"## Seed {i.seed} ([{i.root.name}/results.md]({i.root.name}/results.md))\n\n"
+                         + (i.root / "results.md").read_text().replace("\n# ", "\n### ").replace("\n## ", "\n### "))
+        write_atomic(plan.out / "results.md", "\n".join(parts))
+        paths.append(plan.out / "results.json")
     return paths

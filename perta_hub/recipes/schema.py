@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from perta_hub.options.base import Choice, PathSpec, Range
-from perta_hub.recipes.kinds import STEP_KEY, Key, StepKind, kinds
+from perta_hub.recipes.kinds import Key, StepKind, kinds
 from perta_hub.recipes.load import TOP_KEYS
 
 REF = {"type": "string", "pattern": r"^\$\{[A-Za-z0-9][A-Za-z0-9_-]*\}$"}
@@ -80,11 +80,6 @@ def step_schema(kind: StepKind) -> dict[str, Any]:
         props[key.name] = key_schema(key)
     for alias, name in kind.aliases.items():
         props[alias] = {**key_schema(kind.keys[name]), "description": f"Another name of {name}."}
-    if kind.has_step_key:
-        props[STEP_KEY] = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                                     {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}}],
-                           "description": "Matched step norms ||alpha w ⊙ tau|| / ||tau||, one output each "
-                                          "(alpha = S / (||w ⊙ tau|| / ||tau||)); instead of alpha."}
     required = [k.name for k in kind.keys.values() if k.required]
     return {"type": "object", "properties": props, "additionalProperties": False, "required": ["command"],
             "description": f"perta-hub {kind.name}" + (f"; needs {', '.join(required)} (here or in defaults)"

@@ -113,5 +113,5 @@ def _finetuned_record(provenance: dict[str, Any], keep: bool) -> dict[str, Any]:
     """Provenance of the fine-tuned model; a temporary one is named as such (its folder is deleted)."""
     if keep:
         return provenance
-    return {**provenance, "source": "temporary fine-tune (deleted; re-create it with --finetuned-dir)",
-            "temporary": True}
+    kept = {k: v for k, v in provenance.items() if k != "path"}  # the folder is deleted
+    return {**kept, "source": "temporary fine-tune (deleted; re-create it with --finetuned-dir)", "temporary": True}

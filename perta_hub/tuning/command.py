@@ -47,12 +47,14 @@ def _grid(alphas: Sequence[Any], alpha_range: Sequence[float] | None, max_evals:
 
     if alphas and alpha_range:
         raise InputError("pass either --alpha (repeated) or --alpha-range LO HI, not both")
+    # apply's rule for alpha (> 0), without its --allow-negative-alpha: alpha 0 is the search's reference
+    remedy = "tune searches alpha > 0 (alpha 0, the target, is always evaluated as the reference)"
     if alphas:
-        values = check_alphas([part for a in alphas for part in (a.split(",") if isinstance(a, str) else [a])])
-        if min(values) <= 0:
-            raise InputError(f"--alpha values must be > 0 (alpha 0 is the target, always evaluated), got {values}")
+        values = check_alphas([part for a in alphas for part in (a.split(",") if isinstance(a, str) else [a])],
+                              remedy=remedy)
         return sorted(values)
     lo, hi = alpha_range or DEFAULT_ALPHA_RANGE
+    check_alphas([lo, hi] if lo != hi else [lo], option="--alpha-range", remedy=remedy)
     return linear_grid(float(lo), float(hi), grid_points or max(2, min(max_evals, (max_evals + 1) // 2)))
 
 
@@ -106,7 +108,8 @@ def tune(
             card, with ``forget_split``, ``retain_model`` / ``retain_logs`` and ``eval_max_examples``.
     Returns:
         ``{"outputs": [Path], "chosen": {label: alpha}, "records": {label: tune dict}, "table": str,
-        "evaluation": run_evaluation's dict or None, "seconds": {...}}``.
+        "notes": [str] (alphas evaluated per candidate), "warnings": [str] (a choice at the edge of the alphas
+        searched), "evaluation": run_evaluation's dict or None, "seconds": {...}}``.
     """
     from perta_hub.io.output_folder import refuse_unusable
     from perta_hub.tuning.search import check_budget
@@ -217,7 +220,7 @@ def _write(spec: MergeSpec, items: list[str | None], labels: list[str], folders:
            eval_max_examples: Any, data_dir: Any, batch_size: int, max_length: int, say: Any, progress: bool,
            seconds: dict[str, float], t0: float) -> dict[str, Any]:
     from perta_hub.merge.apply import apply_spec
-    from perta_hub.tuning.report import search_table
+    from perta_hub.tuning.report import edge_warnings, search_notes, search_table
 
     outputs = []
     t_write = time.perf_counter()
@@ -237,8 +240,10 @@ def _write(spec: MergeSpec, items: list[str | None], labels: list[str], folders:
                                     max_length=max_length, progress=progress, output=evaluation_path(folders),
                                     overwrite=True)
     seconds["total"] = time.perf_counter() - t0
+    runs = [(label, records[label]) for label in labels]
     return {"outputs": outputs, "chosen": {label: records[label]["chosen"] for label in labels}, "records": records,
-            "table": search_table([(label, records[label]) for label in labels]), "evaluation": evaluation,
+            "table": search_table(runs), "notes": search_notes(runs), "warnings": edge_warnings(runs),
+            "evaluation": evaluation,
             "seconds": {k: round(v, 3) for k, v in seconds.items()}}
 
 

@@ -24,9 +24,15 @@ from perta_hub.merge.spec import MergeSpec
 
 
 def open_job(spec: MergeSpec, out_dir: str | Path) -> PerTAMergeJob:
-    """Open and check the inputs of ``spec`` exactly as ``apply`` does (nothing is written; its alphas are
-    not used: :meth:`InPlaceMerge.set_alpha` gives one at a time)."""
-    return PerTAMergeJob.of(spec, out_dir)
+    """Open and check the inputs of ``spec`` exactly as ``apply`` does, the weight map's zero weights included
+    (nothing is written; its alphas are not used: :meth:`InPlaceMerge.set_alpha` gives one at a time)."""
+    job = PerTAMergeJob.of(spec, out_dir)
+    try:
+        job.check_weights()
+    except BaseException:
+        job.close()
+        raise
+    return job
 
 
 def target_dtype(job: PerTAMergeJob) -> Any:

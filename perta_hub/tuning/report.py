@@ -27,6 +27,41 @@ def tune_record(result: SearchResult, signals: dict[float, dict[str, float]], re
             "chosen": result.chosen.alpha, "data": data, "search_seconds": round(seconds, 3), "plot": PLOT_NAME}
 
 
+def searched(tune: dict[str, Any]) -> tuple[int, float, float]:
+    """How many alphas the search evaluated, and the lowest and highest of them."""
+    alphas = [p["alpha"] for p in tune["points"]]
+    return len(alphas), min(alphas), max(alphas)
+
+
+def edge_warning(tune: dict[str, Any]) -> str | None:
+    """A warning when the chosen alpha is the lowest or the highest alpha evaluated (the search's edge), else None."""
+    _, lo, hi = searched(tune)
+    chosen = tune["chosen"]
+    if chosen == hi:
+        return (f"the chosen alpha {chosen:g} is the highest alpha searched: a larger one may forget more within the "
+                f"budget; search higher (--alpha-range LO HI with HI > {chosen:g})")
+    if chosen == lo:
+        return (f"the chosen alpha {chosen:g} is the lowest alpha searched: every larger one broke the budget or "
+                f"forgot less; search lower (--alpha-range LO HI with LO < {chosen:g}) or relax --utility-budget")
+    return None
+
+
+def search_notes(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Per candidate (label, tune record): how many alphas were evaluated, over which span, and the choice."""
+    lines = []
+    for label, tune in runs:
+        count, lo, hi = searched(tune)
+        grid = sum(p["stage"] == "grid" for p in tune["points"])
+        lines.append(f"{label}: {count} alphas evaluated ({grid} on the grid, {count - grid} by bisection) from "
+                     f"{lo:g} to {hi:g}; chosen alpha {tune['chosen']:g}")
+    return lines
+
+
+def edge_warnings(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """``warning: <label>: ...`` for each candidate whose chosen alpha is at the edge (:func:`edge_warning`)."""
+    return [f"warning: {label}: {warning}" for label, tune in runs if (warning := edge_warning(tune))]
+
+
 def search_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     """One markdown table for every candidate (label, tune record): each alpha tried, its signals, the choice."""
     lines = ["| weights | alpha | stage | forget NLL | forget prob | retain prob | utility / target | kept | chosen |",

@@ -79,7 +79,8 @@ def unlearn(
             the weight of its forget term (gd, npo), NPO's beta and the weight of the retain NLL (default 1 when
             ``retain`` is given); checked as :class:`~perta_hub.options.unlearn.UnlearnOptions`.
         options, overrides: the recipe (:class:`~perta_hub.options.training.UnlearnTrainingOptions`; defaults
-            10 epochs, lr 1e-5, effective batch 32, weight decay 0.01, 1 warmup epoch).
+            10 epochs, lr 1e-5, effective batch 32, weight decay 0.01, 1 warmup epoch but at most 10% of the
+            steps).
         replace_other_run: delete ``out_dir`` when it holds an earlier perta-hub run with other inputs.
     Returns:
         :class:`UnlearnResult`.

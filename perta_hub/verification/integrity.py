@@ -15,7 +15,6 @@ from perta_hub.verification.sources import LOCAL_RE, SHA_RE, Subject
 LEVEL = "integrity"
 #: files that are never in ``files``: the card and the record change on push; git's own attributes
 UNRECORDED = ("README.md", CONFIG_NAME, ".gitattributes")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".index.json")
 
 
 def recorded_inputs(record: Record) -> dict[str, Any]:
@@ -27,7 +26,8 @@ def recorded_inputs(record: Record) -> dict[str, Any]:
         if item is UNSET or item is None:
             continue
         if isinstance(item, dict):
-            item = SimpleNamespace(source=str(item.get("source")), revision=str(item.get("revision")), repo_id=None)
+            item = SimpleNamespace(source=str(item.get("source")), revision=str(item.get("revision")), repo_id=None,
+                                   path=item.get("path"))
         out[role] = item
     return out
 
@@ -74,8 +74,6 @@ def check_files(result: VerifyResult, subject: Subject, local: dict[str, str]) -
             problems.append(f"{name}: sha256 {_short(local[name])} differs from the recorded {_short(want)}")
         elif name not in local and remote.get(name) is None:
             problems.append(f"{name}: not downloaded and not an LFS file, so its hash is unknown")
-    extra = [n for n in present if n not in recorded and n not in UNRECORDED and n.endswith(WEIGHT_SUFFIXES)]
-    problems += [f"{n} is present but not in the record's files" for n in extra]
     if problems:
         more = f" ({len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         result.add(LEVEL, "file hashes", "fail", problems[0] + more)
@@ -86,30 +84,27 @@ def check_files(result: VerifyResult, subject: Subject, local: dict[str, str]) -
 
 
 def check_indexes(result: VerifyResult, subject: Subject) -> None:
-    """Each ``*.safetensors.index.json`` names exactly the shards present; with the shards on disk, the
-    tensors of each shard's header are those the index maps to it."""
+    """Each ``*.safetensors.index.json`` at the top of the output names shards that are present; with the shards
+    on disk, the tensors of each shard's header are those the index maps to it. (Which weight files a loader picks
+    up is :func:`perta_hub.verification.loadable.check_weight_files`.)"""
     from perta_hub.errors import PertaError
     from perta_hub.io.safetensors_format import _entries
 
-    present = subject.present()
-    weights = {n for n in present if n.endswith(".safetensors")}
-    covered: set[str] = set()
+    present = set(subject.present())
     problems: list[str] = []
-    indexes = [n for n in present if n.endswith(".safetensors.index.json")]
+    indexes = sorted(n for n in present if n.endswith(".safetensors.index.json") and "/" not in n)
+    shards = 0
     for index in indexes:
         try:
             weight_map = json.loads((subject.folder / index).read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            named = set(weight_map.values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             problems.append(f"{index} is not a valid index ({err})")
             continue
-        named = set(weight_map.values())
-        prefix = index[: -len(".safetensors.index.json")]
-        own = {n for n in weights if n.startswith(prefix + "-")}
-        covered |= named
-        problems += [f"{index} names {n}, which is not present" for n in sorted(named - weights)]
-        problems += [f"{n} is present but {index} does not name it" for n in sorted(own - named)]
+        shards += len(named)
+        problems += [f"{index} names {n}, which is not present" for n in sorted(named - present)]
         if subject.weights_local:
-            for shard in sorted(named & weights):
+            for shard in sorted(named & present):
                 try:
                     names = {e.name for e in _entries(subject.folder / shard)}
                 except PertaError as err:
@@ -119,18 +114,13 @@ def check_indexes(result: VerifyResult, subject: Subject) -> None:
                 if names != mapped:
                     diff = sorted(names ^ mapped)[0]
                     problems.append(f"{shard} holds tensors other than {index} maps to it (first: {diff})")
-    single = {n for n in weights if "-of-" not in n}
-    loose = sorted(weights - covered - single)
-    problems += [f"{n} is present but no index names it" for n in loose]
     if problems:
         more = f" ({len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         result.add(LEVEL, "indexes", "fail", problems[0] + more)
-    elif not indexes and not single:
-        result.add(LEVEL, "indexes", "fail", "no safetensors weights or index present")
-    else:
+    elif indexes:
         what = "the shard headers and " if subject.weights_local else ""
-        result.add(LEVEL, "indexes", "pass", f"{len(indexes)} index(es) name exactly the {len(covered)} shard(s) "
-                   f"present ({what}file names checked)")
+        result.add(LEVEL, "indexes", "pass", f"{len(indexes)} index(es) name {shards} shard(s), all present ({what}"
+                   "file names checked)")
 
 
 def _card_claims(text: str) -> dict[str, Any]:
@@ -153,7 +143,33 @@ def _card_claims(text: str) -> dict[str, Any]:
     match = re.search(r"the files are those of commit `([0-9a-f]+)`", text)
     if match:
         claims["published"] = match.group(1)
+    claims["tags"] = _card_tags(text)
     return claims
+
+
+def _card_tags(text: str) -> list[str]:
+    """The ``tags`` of a card's YAML header (empty when it has none or does not parse)."""
+    from huggingface_hub import ModelCard
+
+    try:
+        tags = ModelCard(text, ignore_metadata_errors=True).data.to_dict().get("tags")
+    except Exception:  # noqa: BLE001 - a header that does not parse is the privacy level's "card scan" failure
+        return []
+    return [str(t) for t in tags] if isinstance(tags, list) else []
+
+
+def _kind_problems(tags: list[str], kind: str) -> list[str]:
+    """The card must be a card of the recorded kind: it carries the kind's tag and no other kind's (a record
+    relabelled as another kind, e.g. a training output, then disagrees with its card)."""
+    problems = []
+    for other, cls in RECORDS.items():
+        if cls.card_tag and cls.card_tag in tags and other != kind:
+            problems.append(f"the card is that of a {other.replace('_', ' ')} (tag {cls.card_tag}) but {CONFIG_NAME} "
+                            f"says the kind is {kind}")
+    own = RECORDS[kind].card_tag
+    if own and own not in tags:
+        problems.append(f"the card does not carry the tag {own} of a {kind.replace('_', ' ')} card")
+    return problems
 
 
 def check_card_matches_record(result: VerifyResult, subject: Subject) -> None:
@@ -164,7 +180,7 @@ def check_card_matches_record(result: VerifyResult, subject: Subject) -> None:
         return
     claims = _card_claims(card.read_text(encoding="utf-8"))
     record = subject.record
-    problems: list[str] = []
+    problems = _kind_problems(claims["tags"], record.kind)
     if record.kind == "model":
         if "alpha" not in claims:
             problems.append("the card does not state alpha")

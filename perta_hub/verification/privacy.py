@@ -15,6 +15,7 @@ from typing import Any
 from perta_hub.errors import PertaError
 from perta_hub.records import ArtifactRef, Record, WeightsRef
 from perta_hub.verification.integrity import recorded_inputs
+from perta_hub.verification.locate import InputSearch
 from perta_hub.verification.result import VerifyResult
 from perta_hub.verification.sources import Subject, input_record, reason
 
@@ -46,12 +47,12 @@ def _forget_derived(result: VerifyResult, subject: Subject) -> tuple[list[tuple[
     record = subject.record
     derived: list[tuple[str, Any]] = []
     records: list[Record] = [record] if record.private else []
-    _forget_inputs(result, record, derived, records)
+    _forget_inputs(result, record, derived, records, subject.inputs)
     return derived, records
 
 
 def _forget_inputs(result: VerifyResult, record: Record, derived: list[tuple[str, Any]], records: list[Record],
-                   parent: str | None = None) -> None:
+                   where: InputSearch, parent: str | None = None) -> None:
     """Add ``record``'s forget-derived inputs (its ``forget_inputs``) and, where readable, their records, then
     theirs (an unlearned model's task vector, then the task vector's fine-tuned model).
 
@@ -66,14 +67,14 @@ def _forget_inputs(result: VerifyResult, record: Record, derived: list[tuple[str
         item = inputs[role]
         derived.append((role if parent is None else f"{role} model (of the {parent.replace('_', ' ')})", item))
         try:
-            sub = input_record(item)[1]
+            sub = input_record(item, where)[1]
         except PertaError as err:
             if isinstance(item, (ArtifactRef, WeightsRef)):
                 result.add(LEVEL, f"{role} record", "unverified", f"cannot read the {role.replace('_', ' ')}'s "
                            f"record to find its fine-tuned model and forget data ({reason(err)})")
             continue
         records.append(sub)
-        _forget_inputs(result, sub, derived, records, role)
+        _forget_inputs(result, sub, derived, records, where, role)
 
 
 def check_repos(result: VerifyResult, subject: Subject, derived: list[tuple[str, Any]]) -> None:
@@ -127,14 +128,18 @@ def check_card_scan(result: VerifyResult, subject: Subject) -> None:
         result.add(LEVEL, "card scan", "unverified" if subject.is_hub else "fail",
                    f"cannot {'download the published' if subject.is_hub else 'list the'} text files ({reason(err)})")
         return
-    scan = scan_folder(folder, subject.record, files)
+    scan = scan_folder(folder, subject.record, files, subject.inputs)
     if scan.missing:
         result.add(LEVEL, "card scan", "unverified", f"cannot check the card for forget-set examples: {scan.missing}")
     elif not scan.scanned:
         result.add(LEVEL, "card scan", "skipped", "the output has no card (README.md) or other text file")
     elif not scan.texts:
-        result.add(LEVEL, "card scan", "skipped", "no forget data is recorded by the output or its inputs, so the "
-                   "card cannot be scanned for it")
+        kind = type(subject.record)
+        derives = bool(kind.forget_data_keys or kind.forget_inputs)  # the kind's definition, not the record's keys
+        result.add(LEVEL, "card scan", "unverified" if derives else "skipped",
+                   "no forget data is recorded by the output or its inputs, so the card cannot be scanned for it"
+                   + (f" (a {subject.record.kind.replace('_', ' ')} derives from forget data; --no-privacy verifies "
+                      "without this level)" if derives else ""))
     elif scan.quoted:
         result.add(LEVEL, "card scan", "fail", f"{quote_message(subject.folder, scan)}; remove them")
     else:

@@ -7,7 +7,9 @@ published tensors with the same math and cast as the command that wrote them, co
   apply refuses to write) fail with the kernel's diagnosis;
 - task vector: ``finetuned - base`` in fp32 cast to the stored dtype, or a LoRA adapter's ``scaling * B @ A``;
 - weight map: the stored importances recombined into ``w`` (finite, in [0, 1]); the importances themselves
-  are not recomputed (that needs gradient passes over the data).
+  are not recomputed (that needs gradient passes over the data): NOT VERIFIED, as is any kind made by training.
+
+Inputs are found by :mod:`perta_hub.verification.locate` (recorded path, then by content hash).
 
 Inputs are streamed tensor by tensor (memory-mapped, as ``apply`` reads them); nothing holds a whole model.
 """
@@ -23,8 +25,9 @@ from perta_hub.errors import PertaError
 from perta_hub.merge.kernel import Weighting, untouched
 from perta_hub.merge.low_rank import LowRankTaskVector, is_low_rank, open_task_vector
 from perta_hub.records import UNSET
+from perta_hub.verification.locate import InputSearch, is_hub_input, locate, pinned_source
 from perta_hub.verification.result import VerifyResult
-from perta_hub.verification.sources import Subject, is_local, pinned_source, reason
+from perta_hub.verification.sources import Subject, reason
 
 LEVEL = "provenance"
 
@@ -89,22 +92,28 @@ class _Tally:
             result.add(LEVEL, "tensors", "pass", f"{scope} recomputed as {what}: bit for bit identical")
 
 
-def _open_input(result: VerifyResult, role: str, item: Any, opener: Callable[[str], Any]) -> Any:
-    """Open a recorded input at its recorded revision; adds a line when it cannot be reached or changed."""
-    source = pinned_source(item)
+def _open_input(result: VerifyResult, role: str, item: Any, opener: Callable[[str], Any], where: InputSearch) -> Any:
+    """Open a recorded input at its recorded revision (a local one found as :mod:`~perta_hub.verification.locate`
+    says); adds a line when it cannot be reached, was found elsewhere by content hash, or changed."""
     try:
-        opened = opener(source)
+        found = locate(item, opener, where)
     except PertaError as err:
-        result.add(LEVEL, f"{role} input", "unverified", f"cannot fetch {source} ({reason(err)})")
+        result.add(LEVEL, f"{role} input", "unverified", f"cannot fetch {pinned_source(item)} ({reason(err)})"
+                   if is_hub_input(item) else reason(err))
         return None
+    opened, source = found.opened, found.where
     revision = opened.revision
     result.inputs.setdefault(role, {"source": str(item.source), "repo_id": getattr(item, "repo_id", None),
                                     "revision": str(item.revision)})
     result.inputs[role]["found_revision"] = revision
+    result.inputs[role]["found_at"] = source
     if revision != item.revision:
-        what = "its files' content hash" if is_local(source) else "the resolved commit"
+        what = "the resolved commit" if is_hub_input(item) else "its files' content hash"
         result.add(LEVEL, f"{role} input", "fail", f"{source}: {what} is {revision}, but the record says "
                    f"{item.revision} (the input changed since, or the record points elsewhere)")
+    elif found.moved_from is not None:
+        result.add(LEVEL, f"{role} input", "pass", f"{source} holds the recorded content {revision} (found by content "
+                   f"hash; the record says {found.moved_from})")
     else:
         result.add(LEVEL, f"{role} input", "pass", f"{source} is at the recorded revision {revision}")
     return opened
@@ -167,12 +176,13 @@ def recompute_model(result: VerifyResult, subject: Subject, *, sample: int | Non
     from perta_hub.runtime.buffers import BufferPool
 
     record = subject.record
-    target = _open_input(result, "target", record.target, lambda s: open_checkpoint(s))
-    tv = _open_input(result, "task_vector", record.task_vector, lambda s: load_artifact(s, "task_vector"))
+    where = subject.inputs
+    target = _open_input(result, "target", record.target, lambda s: open_checkpoint(s), where)
+    tv = _open_input(result, "task_vector", record.task_vector, lambda s: load_artifact(s, "task_vector"), where)
     wm = None
     weights = record.weights if record.weights is not UNSET else None
     if weights is not None:
-        wm = _open_input(result, "weights", weights, lambda s: load_artifact(s, "weight_map"))
+        wm = _open_input(result, "weights", weights, lambda s: load_artifact(s, "weight_map"), where)
     published = _published(result, subject, "model")
     if target is None or tv is None or published is None or (weights is not None and wm is None):
         if published is not None:
@@ -220,7 +230,8 @@ def recompute_model(result: VerifyResult, subject: Subject, *, sample: int | Non
 
 def _side_files(result: VerifyResult, folder: Path, target_root: Path) -> None:
     """The model's config, tokenizer and other copied files are byte for byte the target's."""
-    from perta_hub.verification.integrity import UNRECORDED, WEIGHT_SUFFIXES
+    from perta_hub.verification.integrity import UNRECORDED
+    from perta_hub.verification.loadable import WEIGHT_SUFFIXES
 
     names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                    and p.name not in UNRECORDED and not p.name.endswith(WEIGHT_SUFFIXES))
@@ -241,13 +252,13 @@ def recompute_task_vector(result: VerifyResult, subject: Subject, *, sample: int
 
     record = subject.record
     store = getattr(torch, record.dtype)
-    base = _open_input(result, "base", record.base, lambda s: open_checkpoint(s))
+    base = _open_input(result, "base", record.base, lambda s: open_checkpoint(s), subject.inputs)
     if is_low_rank(record.to_dict()):  # the stored factors, formed as apply forms them
         published = _published_low_rank(result, subject, base)
     else:
         published = _published(result, subject, "task_vector")
     if record.adapter is not UNSET:
-        delta = _open_adapter(result, record.adapter)
+        delta = _open_adapter(result, record.adapter, subject.inputs)
         if base is None or delta is None or published is None:
             _not_recomputed(result, published)
             return
@@ -263,7 +274,7 @@ def recompute_task_vector(result: VerifyResult, subject: Subject, *, sample: int
                        "--forget without --finetuned-dir), so the task vector cannot be recomputed")
             _not_recomputed(result, published)
             return
-        tuned = _open_input(result, "finetuned", record.finetuned, lambda s: open_checkpoint(s))
+        tuned = _open_input(result, "finetuned", record.finetuned, lambda s: open_checkpoint(s), subject.inputs)
         if base is None or tuned is None or published is None:
             _not_recomputed(result, published)
             return
@@ -282,22 +293,15 @@ def recompute_task_vector(result: VerifyResult, subject: Subject, *, sample: int
     tally.report(result, what, len(published.names))
 
 
-def _open_adapter(result: VerifyResult, adapter: dict[str, Any]) -> Any:
-    from perta_hub.io.fingerprint import content_hash
-    from perta_hub.merge.lora_delta import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
+def _open_adapter(result: VerifyResult, adapter: dict[str, Any], where: InputSearch) -> Any:
+    """The recorded LoRA adapter a task vector was computed from, at its recorded content hash."""
+    from types import SimpleNamespace
 
-    source = str(adapter.get("source"))
-    try:
-        delta = read_adapter(source)
-    except PertaError as err:
-        result.add(LEVEL, "adapter input", "unverified", f"cannot read the adapter {source} ({reason(err)})")
-        return None
-    files = sorted(p for p in Path(source).iterdir() if p.name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
-    revision = "sha256:" + content_hash(files)
-    status = "pass" if revision == adapter.get("revision") else "fail"
-    result.add(LEVEL, "adapter input", status, f"{source} is at the recorded revision {revision}" if status == "pass"
-               else f"{source}: content hash {revision} differs from the recorded {adapter.get('revision')}")
-    return delta
+    from perta_hub.merge.lora_delta import read_adapter
+
+    item = SimpleNamespace(source=str(adapter.get("source")), revision=adapter.get("revision"), repo_id=None,
+                           path=adapter.get("path"))
+    return _open_input(result, "adapter", item, read_adapter, where)
 
 
 def _not_recomputed(result: VerifyResult, published: Any) -> None:
@@ -336,8 +340,9 @@ def check_weight_map(result: VerifyResult, subject: Subject, *, sample: int | No
             return
     result.add(LEVEL, "weights", "pass", f"{len(names)} tensor(s) of importances recombine into w in [0, 1] with "
                f"p={p}, lam={lam}, eps={eps}")
-    result.add(LEVEL, "importances", "skipped", "not recomputed: that needs gradient passes over the recorded "
-               "forget and retain data (re-run compute-weights with the recorded command to compare)")
+    result.add(LEVEL, "importances", "unverified", "not recomputed: the stored importances come from gradient "
+               "passes over the forget and retain data, which verify does not re-run (verify the unlearned model "
+               "made from this map, or re-run compute-weights with the recorded command to compare)")
 
 
 def recompute(result: VerifyResult, subject: Subject, *, sample: int | None, seed: int, device: str) -> None:
@@ -351,7 +356,8 @@ def recompute(result: VerifyResult, subject: Subject, *, sample: int | None, see
         elif how == "importances":
             check_weight_map(result, subject, sample=sample, seed=seed)
         else:
-            result.add(LEVEL, "recompute", "skipped", f"a {kind.replace('_', ' ')} comes from training, which verify "
-                       "does not re-run; verify the task vector made from it instead")
+            result.add(LEVEL, "recompute", "unverified", f"this {kind.replace('_', ' ')} comes from training, which "
+                       "verify does not re-run, so its weights cannot be recomputed (verify what was made from it, "
+                       "such as its task vector)")
     except PertaError as err:
         result.add(LEVEL, "recompute", "unverified", f"stopped: {reason(err)}")

@@ -1,9 +1,12 @@
 """What ``perta-hub verify`` found: one :class:`Check` per line, and the JSON audit record.
 
-A check is ``pass``, ``fail``, ``skipped`` (not applicable to this output, e.g. the privacy of a local
-folder: said why, never counted as a pass) or ``unverified`` (requested but could not be done: a missing
-token, a revision that no longer exists, an input that moved). The outcome is ``pass`` only when no check
-failed and none was left unverified.
+A check is ``pass`` (ran and passed), ``fail`` (ran and failed), ``skipped`` (not applicable to this output by
+its kind's definition or its place, e.g. the privacy of a local folder: said why, never counted as a pass) or
+``unverified`` (requested but could not run: a missing token, a revision that no longer exists, an input found
+nowhere, a kind whose weights come from training under ``--recompute``). The outcome is ``pass`` only when no
+check failed and none was left unverified (a requested level whose checks were all not applicable gets a NOT
+VERIFIED line: :meth:`VerifyResult.cover_levels`); it decides the exit status (:attr:`VerifyResult.exit_code`: 0,
+1 for a FAIL, 3 for NOT VERIFIED).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from perta_hub._version import __version__
+from perta_hub.errors import ExitCode
 
 Status = Literal["pass", "fail", "skipped", "unverified"]
 LABELS = {"pass": "PASS", "fail": "FAIL", "skipped": "NOT CHECKED", "unverified": "NOT VERIFIED"}
@@ -72,6 +76,19 @@ class VerifyResult:
     def ok(self) -> bool:
         return self.outcome == "pass"
 
+    @property
+    def exit_code(self) -> ExitCode:
+        """``OK`` (every requested check passed), ``ERROR`` (a check failed) or ``NOT_VERIFIED``."""
+        return {"pass": ExitCode.OK, "fail": ExitCode.ERROR, "unverified": ExitCode.NOT_VERIFIED}[self.outcome]
+
+    def cover_levels(self) -> None:
+        """A NOT VERIFIED line for each requested level that holds no check or only not-applicable ones: a level
+        asked for is never passed unchecked."""
+        for level in self.levels:
+            if all(c.status == "skipped" for c in self.checks if c.level == level):
+                self.add(level, level, "unverified", f"no {level} check could be made on this output (see the lines "
+                         "above)")
+
     def lines(self) -> list[str]:
         """The summary: one line per check, then the outcome."""
         failed = [c for c in self.checks if c.status in ("fail", "unverified")]
@@ -90,7 +107,10 @@ class VerifyResult:
             "seconds": round(self.seconds, 3),
             "subject": {"source": self.source, "kind": self.kind, "repo_id": self.repo_id, "revision": self.revision},
             "levels": self.levels, "inputs": self.inputs, "files": self.files, "sample": self.sample,
-            "checks": [asdict(c) for c in self.checks], "outcome": self.outcome,
+            "checks": [asdict(c) for c in self.checks],
+            "summary": {status: [f"{c.level} {c.name}" for c in self.checks if c.status == status]
+                        for status in ("pass", "fail", "unverified", "skipped")},
+            "outcome": self.outcome, "exit_code": int(self.exit_code),
         }
 
     def write_report(self, path: str | Path) -> Path:

@@ -168,7 +168,8 @@ def test_unlearned_model_with_unreachable_task_vector_needs_skip_card_check(
         via: str, unlearned: Path, hub: HubServer, tmp_path: Path) -> None:
     from perta_hub.hub.publish import publish
 
-    shutil.move(tmp_path / "tv", tmp_path / "tv-moved")
+    (tmp_path / "archive" / "old").mkdir(parents=True)  # beyond the siblings verify and push search by content
+    shutil.move(tmp_path / "tv", tmp_path / "archive" / "old" / "tv")
     line = push_refused(via, unlearned, hub)
     assert line.startswith(f"Error: cannot check the card {unlearned / 'README.md'} for forget-set examples: the "
                            f"task vector record {tmp_path / 'tv'} cannot be read to find its forget data (")
@@ -292,7 +293,7 @@ def test_a_record_naming_itself_as_its_task_vector_terminates(unlearned: Path) -
     from perta_hub.records import read_record
 
     config = json.loads((unlearned / "perta_config.json").read_text())
-    config["task_vector"]["source"] = str(unlearned)
+    config["task_vector"].update(source=str(unlearned), path=str(unlearned))
     (unlearned / "perta_config.json").write_text(json.dumps(config))
     assert rule_forget_texts(read_record(unlearned)).texts == []
 

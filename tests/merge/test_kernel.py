@@ -6,6 +6,7 @@ alpha sweeps."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from pathlib import Path
@@ -160,6 +161,45 @@ def test_merge_spec_from_options_and_apply_signature(tmp_path):
     assert spec.replace(weights=None, alphas=(1.0,)).weights is None
     with pytest.raises(InputError, match="--alpha values repeat"):
         MergeSpec("model", "tv", alphas=(1, 1.0))
+    steps = MergeSpec.from_options("model", dataclasses.replace(options, alphas=(), steps=("0.5",)))
+    assert steps.steps == (0.5,) and steps.alphas == () and steps.folders(tmp_path) == []
+    assert steps.at_steps(0.25).alphas == (2.0,) and steps.at_steps(0.25).folders(tmp_path) == [tmp_path]
+    assert MergeSpec("model", "tv", alphas=(), steps=(1, 2)).at_steps(0.5).folders(tmp_path) == [
+        tmp_path / "step-1.0", tmp_path / "step-2.0"]
+    with pytest.raises(InputError, match="--alpha and --step exclude each other"):
+        MergeSpec.from_options("model", dataclasses.replace(options, steps=("0.5",)))
     assert list(inspect.signature(apply).parameters) == [
-        "model", "task_vector", "alphas", "out_dir", "weights", "p", "lam", "eps", "device", "max_shard_size",
-        "allow_pickle", "progress"]
+        "model", "task_vector", "alphas", "out_dir", "steps", "weights", "p", "lam", "eps", "device",
+        "max_shard_size", "allow_pickle", "allow_negative_alpha", "progress"]
+
+
+def test_the_kernel_sums_the_step_norm():
+    """Each merged tensor gives (||w*tau||^2, ||tau||^2): the chunked path exactly as step_sums (what --step reads),
+    the whole-tensor (CUDA) path to fp32 rounding, a tensor outside a w=0 map only its ||tau||^2; StepNorm adds them
+    up into ||alpha w*tau|| / ||tau||."""
+    from perta_hub.merge.kernel import StepNorm
+    from perta_hub.merge.math import merge_whole, step_sums
+
+    gen = torch.Generator().manual_seed(0)
+    theta = torch.randn(600_000, generator=gen).to(torch.bfloat16)  # three chunks
+    delta = torch.randn(600_000, generator=gen) * 1e-2
+    i_f, i_r = torch.rand(600_000, generator=gen), torch.rand(600_000, generator=gen)
+    w = i_f.double() / (i_f.double() + i_r.double() + 1e-12)
+    exact = (float(((w * delta.double()) ** 2).sum()), float((delta.double() ** 2).sum()))
+    weighting = Weighting(1.0, 1.0, 1e-12, "w=0")
+    merged = merge_tensor("t", theta, delta, [0.5, 2.0], weighting=weighting, importances=(i_f, i_r))
+    assert merged.norms == step_sums(delta, (i_f, i_r, 1.0, 1.0, 1e-12))
+    assert merged.norms == pytest.approx(exact, rel=1e-5)
+    assert merge_whole(theta, delta, [1.0], (i_f, i_r, 1.0, 1.0, 1e-12))[2] == pytest.approx(exact, rel=1e-5)
+    for bf16 in (False, True):  # plain task arithmetic: ||w*tau|| = ||tau||, an fp32 delta read in place
+        tau = delta.to(torch.bfloat16) if bf16 else delta
+        plain = merge_tensor("t", theta, tau, [1.0]).norms
+        assert plain[0] == plain[1] == step_sums(tau, None)[1] == pytest.approx(float((tau.double() ** 2).sum()),
+                                                                                 rel=1e-5)
+    outside = merge_tensor("t", theta, delta, [1.0], weighting=weighting)  # w = 0: the target, tau only measured
+    assert same_bits(outside.checked()[0], theta) and outside.norms == (0.0, step_sums(delta, None)[1])
+    step = StepNorm()
+    step.add("a", merged.norms)
+    step.add("b", outside.norms)
+    assert step.ratio == pytest.approx((exact[0] / (2 * exact[1])) ** 0.5, rel=1e-5)
+    assert step.step(-3.0) == float(f"{3 * step.ratio:.6g}") and StepNorm().ratio == 0.0

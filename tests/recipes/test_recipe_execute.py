@@ -31,8 +31,6 @@ def test_every_bundled_step_is_a_command_line_its_command_parses(name):
         if step.kind.local:
             continue
         values = {k: stand_in(v) for k, v in step.effective().items()}
-        if step.steps is not None:
-            values["alphas"] = tuple(step.steps)
         argv = command_line(step.kind, values, Path("/out") / step.name)
         cmd = main.commands[argv[0]]
         ctx = cmd.make_context(argv[0], argv[1:])  # raises on anything the command line refuses

@@ -60,7 +60,7 @@ def test_a_valid_recipe_is_read_with_its_defaults_and_references(tmp_path):
     assert target.values["epochs"] == 1 and target.values["lr"] == 1e-4  # 1e-4 is a number (YAML 1.2)
     assert target.values["device"] == "cpu"  # defaults.all
     assert recipe.steps["eval"].values["max_examples"] == 4  # defaults.evaluate
-    assert recipe.steps["perta"].steps == (1.0, 2.0)
+    assert recipe.steps["perta"].values["steps"] == (1, 2)  # apply --step
     assert str(recipe.steps["eval"].values["models"][1]) == "${perta}"
 
 
@@ -84,8 +84,10 @@ def test_a_valid_recipe_is_read_with_its_defaults_and_references(tmp_path):
                                       r"target -> perta -> target$"),
     (["data.forget={from: '${target-data}', rows: '0:2'}"], r"^data: the entries refer to each other in a cycle: "),
     (["data.forget={from: tofu:full, rows: 'a:b'}"], r"^data\.forget\.rows: must be START:STOP with integers"),
-    (["steps.perta.alpha=[1]"], r"^steps\.perta: give alpha or step \(matched step norms\), not both$"),
-    (["steps.perta.step=[0]"], r"^steps\.perta\.step: must be step norms > 0"),
+    (["steps.perta.alpha=[1]"], r"^steps\.perta: --alpha and --step exclude each other"),
+    (["steps.perta.step=[0]"], r"^steps\.perta: --step 0 is not > 0"),
+    (["steps.perta.step=null"], r"^steps\.perta: give --alpha A \(the scale of tau\) or --step S"),
+    (["steps.ga2={command: report, evaluations: '${eval}'}"], r"^steps\.ga2: a recipe has one report step"),
     (["steps.ga.retain=${forget}"], r"^steps\.ga: --method ga uses only the forget data; drop --retain"),
     (["steps.target.warmup=3"], r"^steps\.target: --warmup 3(\.0)? epochs is longer than --epochs 1"),
     (["defaults.all.lrr=1"], r"^defaults\.all\.lrr: unknown key; did you mean lr\?; no command has it; keys: "),
@@ -127,7 +129,7 @@ def test_the_cli_prints_one_line_and_exits_non_zero(tmp_path):
 
 def test_set_changes_values_adds_keys_and_steps(tmp_path):
     recipe = load_recipe(write(tmp_path), sets=[
-        "steps.ga.lr=3e-5", "models.base=./local-model", "steps.extra={command: report, evaluations: '${eval}'}",
+        "steps.ga.lr=3e-5", "models.base=./local-model", "steps.extra={command: evaluate, models: '${ga}'}",
         "defaults.all.device=auto", "steps.wm.max-examples=2"])
     assert recipe.steps["ga"].values["lr"] == 3e-5
     assert recipe.models["base"] == str((tmp_path / "local-model").resolve())  # relative to the recipe
@@ -139,7 +141,7 @@ def test_set_changes_values_adds_keys_and_steps(tmp_path):
 def test_a_steps_own_value_wins_over_the_defaults(tmp_path):
     recipe = load_recipe(write(tmp_path), sets=["defaults.apply.step=[3]", "defaults.apply.alpha=[5]",
                                                 "steps.eval.max-examples=2", "steps.eval.retain-model=null"])
-    assert recipe.steps["perta"].steps == (1.0, 2.0) and "alphas" not in recipe.steps["perta"].values
+    assert recipe.steps["perta"].values["steps"] == (1, 2)  # apply --step and "alphas" not in recipe.steps["perta"].values
     assert recipe.steps["eval"].values["max_examples"] == 2
     assert "retain_model" not in recipe.steps["eval"].values  # null unsets a default or a value
 

@@ -74,17 +74,24 @@ def test_a_recipe_runs_end_to_end_records_itself_and_reuses_what_did_not_change(
     recipe.write_text(TINY)
     out = tmp_path / "out"
     output = run(str(recipe), "-o", str(out))
-    assert f"10 step(s) run, 0 reused; outputs in {out}" in output and f"Report: {out / 'results.md'}" in output
+    report = [str(out / name) for name in ("results.md", "results.png", "report.html")]
+    assert f"10 step(s) run, 0 reused; outputs in {out}" in output
+    assert output.rstrip().endswith("\n".join(["Report:", *(f"  {f}" for f in report)]))
 
     summary = json.loads((out / "results.json").read_text())
     rows = summary["rows"]
     assert [r["method"] for r in rows] == ["retain", "target", "tv", "tv", "perta-fisher", "perta-fisher", "ga"]
-    ratio = json.loads((out / ".recipe" / "perta-fisher.json").read_text())["extra"]["norm_ratio"]
+    ratio = summary["weight_maps"]["perta-fisher"]["groups"]["all"]["norm_w_tau_over_norm_tau"]
     fisher = [r for r in rows if r["method"] == "perta-fisher"]
-    assert [r["alpha"] for r in fisher] == [float(f"{s / ratio:.3g}") for s in (1, 2)]  # matched step norms
-    assert [round(r["step_norm"], 1) for r in fisher] == [1.0, 2.0]
+    assert [r["alpha"] for r in fisher] == pytest.approx([s / ratio for s in (1, 2)], rel=1e-3)  # apply --step
+    assert [r["step_norm"] for r in fisher] == pytest.approx([1.0, 2.0])
+    assert [r["step_norm"] for r in rows if r["method"] == "tv"] == pytest.approx([1.0, 2.0])
+    assert (out / "perta-fisher" / "step-2.0").is_dir() and (out / "tv" / "alpha-2.0").is_dir()
     assert [r["setting"] for r in rows if r["method"] == "ga"] == ["lr=0.001,ep=1"]
-    assert "| perta-fisher |" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert md.startswith("# TOFU forget01 unlearning report (`perta-hub run tiny`)")
+    assert "| target | 16 rows: target-data = retain-authors (8) + forget-few (8); 2 epochs" in md
+    assert "| perta-fisher |" in md and "**perta-fisher**: PerTA (" in md
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert summary["config"]["recipe_sha256"] == summary["recipe"]["sha256"]
 
@@ -126,7 +133,7 @@ def test_seeds_repeat_the_unlearning_stage(tmp_path, isolated):
     out = tmp_path / "out"
     output = run(str(recipe), "-o", str(out), "--seeds", "2", "--only", "results",
                  "--set", "steps.eval.models=['${target}', '${tv}', '${ga}']")
-    assert f"Report: {out / 'results.md'}" in output
+    assert output.rstrip().endswith(f"  {out / 'seed-1' / 'report.html'}\n  {out / 'results.md'}")
     # the target and retain models run once; --only results runs what the report needs (no weight map here)
     assert {p.stem for p in (out / ".recipe").glob("*.json")} == {"init", "target", "retain"}
     for seed in (0, 1):

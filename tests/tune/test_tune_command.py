@@ -50,6 +50,8 @@ def test_tune_writes_apply_bytes_and_records_the_search(tmp_path, pair):
         assert config["alpha"] == alpha and tune["budget"] == 0.99
         stages = ["grid", "grid", "bisect", "bisect"] if tune["bracket"] else ["grid", "grid"]
         assert [p["stage"] for p in tune["points"]] == stages
+        # tune's report says how many alphas it evaluated
+        assert f"{label}: {len(stages)} alphas evaluated (2 on the grid, {len(stages) - 2} by bisection)" in out
         kept = [p for p in tune["points"] if p["feasible"]]
         assert all(p["retain_prob"] >= 0.99 * tune["reference"]["retain_prob"] for p in kept)
         assert max(kept, key=lambda p: p["forget_nll"])["alpha"] == alpha
@@ -75,7 +77,9 @@ def test_python_api(tmp_path, pair):
                          utility_budget=0.5, alphas=[0.5, 2.0], max_evals=2, forget_examples=4, retain_examples=4,
                          device="cpu", progress=False)
     assert run["outputs"] == [tmp_path / "out"] and set(run["chosen"]) == {"tv"}
-    assert json.loads((tmp_path / "out" / "perta_config.json").read_text())["tune"]["grid"] == [0.5, 2.0]
+    config = json.loads((tmp_path / "out" / "perta_config.json").read_text())
+    assert config["tune"]["grid"] == [0.5, 2.0]
+    assert config["step_norm"] == config["alpha"] == run["chosen"]["tv"]  # TV: ||alpha tau|| / ||tau|| = alpha
 
 
 def assert_one_line_error(code, output, *needles):

@@ -108,8 +108,45 @@ def test_defaults_are_the_reference_frameworks():
     from perta_hub.options.unlearn import UNLEARN
 
     t = UnlearnTrainingOptions()
-    assert (t.epochs, t.lr, t.weight_decay, t.warmup) == (10.0, 1e-5, 0.01, 1.0)
+    assert (t.epochs, t.lr, t.weight_decay, t.warmup) == (10.0, 1e-5, 0.01, None)  # None: 1 epoch, <= 10% of steps
     assert (UNLEARN.gamma, UNLEARN.beta, UNLEARN.retain_weight) == (1.0, 0.1, None)
+
+
+def test_the_default_warmup_never_fills_a_short_run():
+    """One epoch, at most 10% of the optimizer steps: forget01 (40 rows, effective batch 32) for 1 epoch is 2 steps and
+    no warmup (it was 2 steps, both warmup); for the reference's 10 epochs it is its 1 epoch (2 of 20 steps). A
+    --warmup given is honoured as it is."""
+    from perta_hub.options.training import UnlearnTrainingOptions
+    from perta_hub.training.run import plan_steps
+
+    def plan(**options: float) -> tuple[int, int]:
+        p = plan_steps(len(tofu_rows("forget01")), UnlearnTrainingOptions(**options), 1)
+        return p["warmup_steps"], p["total_steps"]
+
+    assert plan(epochs=1) == (0, 2)
+    assert plan(epochs=5) == (1, 10)
+    assert plan() == (2, 20)
+    assert plan(epochs=1, warmup=1.0) == (2, 2)  # asked for: every step is warmup
+
+
+def test_one_epoch_of_forget01_at_the_defaults_trains_at_a_non_zero_lr(tmp_path, make_model):
+    """Every optimizer step of a 1-epoch forget01 run at the default batch and warmup has lr > 0 (with the old
+    1-epoch warmup the first of its 2 steps had lr 0 and the second half the peak)."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from perta_hub.unlearning.command import unlearn
+
+    base = make_model("base")
+    lrs: list[float] = []
+    handle = register_optimizer_step_pre_hook(lambda opt, *_: lrs.append(opt.param_groups[0]["lr"]))
+    try:
+        result = unlearn(base, "tofu:forget01", tmp_path / "ga", method="ga", epochs=1, device="cpu", progress=False,
+                         echo=lambda _line: None)
+    finally:
+        handle.remove()
+    training = json.loads((tmp_path / "ga" / "perta_config.json").read_text())["training"]
+    assert (training["total_steps"], training["warmup_steps"], training["effective_batch"]) == (2, 0, 32)
+    assert result.steps == 2 and lrs == [1e-5, 5e-6], lrs
 
 
 def test_bad_input_is_one_clear_line(tmp_path, make_model, data):

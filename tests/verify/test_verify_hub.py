@@ -10,6 +10,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from perta_hub.cli import main
+from perta_hub.errors import ExitCode
 from tests.hub_server import HubServer, point_client_at
 
 
@@ -74,7 +75,9 @@ def test_published_model_verifies_and_each_tampering_fails(hub: HubServer, make_
     audit = json.loads(report.read_text())
     assert audit["outcome"] == "pass" and audit["subject"]["repo_id"] == "user/model"
     assert audit["inputs"]["task_vector"] == {"source": "user/tv", "repo_id": "user/tv", "revision": shas["tv_head"],
-                                              "found_revision": shas["tv_head"]}
+                                              "found_revision": shas["tv_head"],
+                                              "found_at": f"user/tv@{shas['tv_head']}"}
+    assert audit["exit_code"] == 0 and not audit["summary"]["fail"] and not audit["summary"]["unverified"]
     files = hub.files("user/model")
     record = json.loads(files["perta_config.json"])
     assert record["hub"]["commit"] == shas["model"] and set(record["files"]) <= set(files)
@@ -136,7 +139,7 @@ def test_private_input_without_token_is_not_verified(hub: HubServer, make_model:
                   max_shard_size="40KB", progress=False)[0]
     point_client_at(monkeypatch, hub.url, tmp_path / "anonymous", token=None)
     result = run_cli("verify", str(model), "--recompute")
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.NOT_VERIFIED
     unverified = lines_with(result.output, "NOT VERIFIED")
     assert any("task_vector input: cannot fetch user/tv@" in line and "HF_TOKEN" in line for line in unverified)
     assert any("provenance tensors: not recomputed" in line for line in unverified)

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from perta_hub.cli import main
+from perta_hub.errors import ExitCode
 from perta_hub.records import CONFIG_NAME
 
 
@@ -80,11 +81,17 @@ def test_recompute_passes_for_model_task_vector_and_weight_map(outputs: dict[str
     assert audit["files"] == json.loads((outputs["model"] / CONFIG_NAME).read_text())["files"]
     assert audit["perta_hub_version"] and audit["checked_at"]
 
-    for key, what in (("tv", "(finetuned - base) in float32 cast to bfloat16"), ("wm", "recombine into w")):
-        result = run_cli("verify", str(outputs[key]), "--recompute")
-        assert result.exit_code == 0, result.output
-        assert what in result.output
-    assert "importances: not recomputed" in run_cli("verify", str(outputs["wm"]), "--recompute").output
+    result = run_cli("verify", str(outputs["tv"]), "--recompute", "--no-privacy")  # no forget data recorded
+    assert result.exit_code == 0, result.output
+    assert "(finetuned - base) in float32 cast to bfloat16" in result.output
+    # a weight map's importances come from gradient passes: recombined and checked, but never passed as recomputed
+    result = run_cli("verify", str(outputs["wm"]), "--recompute")
+    assert result.exit_code == ExitCode.NOT_VERIFIED == 3, result.output
+    assert "recombine into w" in result.output
+    assert lines_with(result.output, "NOT VERIFIED") == [
+        "NOT VERIFIED provenance importances: not recomputed: the stored importances come from gradient passes over "
+        "the forget and retain data, which verify does not re-run (verify the unlearned model made from this map, "
+        "or re-run compute-weights with the recorded command to compare)"]
 
 
 def test_sample_is_seeded_and_recorded(outputs: dict[str, Path], tmp_path: Path) -> None:
@@ -132,7 +139,7 @@ def test_record_pointing_at_another_input(outputs: dict[str, Path], make_model: 
                         max_shard_size="40KB", progress=False)
     path = outputs["model"] / CONFIG_NAME
     config = json.loads(path.read_text())
-    config["task_vector"]["source"] = str(other)
+    config["task_vector"].update(source=str(other), path=str(other))
     path.write_text(json.dumps(config, indent=2))
     result = run_cli("verify", str(outputs["model"]), "--recompute", "--no-privacy")
     assert result.exit_code == 1
@@ -157,19 +164,25 @@ def test_branch_revision_is_not_pinned(outputs: dict[str, Path]) -> None:
 def test_missing_input_is_not_verified(outputs: dict[str, Path], tmp_path: Path) -> None:
     path = outputs["model"] / CONFIG_NAME
     config = json.loads(path.read_text())
-    config["task_vector"]["source"] = str(tmp_path / "moved-away")
+    gone = tmp_path / "moved-away"
+    card = outputs["model"] / "README.md"
+    card.write_text(card.read_text().replace(f"`{config['task_vector']['source']}`", f"`{gone}`"))
+    config["task_vector"].update(source=str(gone), path=str(gone))
     path.write_text(json.dumps(config, indent=2))
     result = run_cli("verify", str(outputs["model"]), "--recompute", "--no-privacy")
-    assert result.exit_code == 1
-    assert any("task_vector input: cannot fetch" in line for line in lines_with(result.output, "NOT VERIFIED"))
+    assert result.exit_code == ExitCode.NOT_VERIFIED
+    assert lines_with(result.output, "NOT VERIFIED")[0] == (
+        f"NOT VERIFIED provenance task_vector input: cannot find {gone}: it is not there, and no folder searched by "
+        f"content hash holds its content {config['task_vector']['revision']} (searched: {tmp_path}); pass --search "
+        "DIR where it now is")
     assert "provenance tensors: not recomputed" in result.output
-    assert not any("tensors" in line for line in lines_with(result.output, "PASS"))
+    assert not any("provenance tensors" in line for line in lines_with(result.output, "PASS")), result.output
 
 
 def test_not_an_output_and_unrecorded_hashes(make_model: Any, tmp_path: Path) -> None:
     plain = make_model("plain")
     result = run_cli("verify", str(plain), "--report", str(tmp_path / "r.json"))
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.NOT_VERIFIED
     assert lines_with(result.output, "NOT VERIFIED") == [
         f"NOT VERIFIED integrity  record: {plain} cannot be verified: {plain} is not a perta-hub output "
         "(no perta_config.json)"]
