@@ -35,6 +35,10 @@ class InputError(PertaError):
     """A command-line value, a path or a repo id that cannot be used as given."""
 
 
+class RecipeError(InputError):
+    """A recipe (``perta-hub run``) that cannot be run as written; the message names the YAML path."""
+
+
 class CheckpointError(PertaError):
     """A checkpoint or artifact that is missing, unreadable, corrupt or not safetensors."""
 

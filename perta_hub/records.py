@@ -198,6 +198,18 @@ class Source(_Typed):
 
 
 @dataclass(frozen=True)
+class RecipeRef(_Typed):
+    """The recipe step that wrote an output (``perta-hub run``): the recipe's sha256 (of its resolved form,
+    ``recipe.resolved.yaml``), the step's name, its seed when the recipe runs several, and where the resolved
+    recipe was saved."""
+
+    sha256: str
+    step: str
+    seed: int = _opt()
+    file: str = _opt()
+
+
+@dataclass(frozen=True)
 class ArtifactRef(_Typed):
     """An artifact an unlearned model was made from (task vector); ``path`` as :class:`Source`'s."""
 
@@ -268,6 +280,8 @@ class Record(_Typed):
 
     perta_hub_version: str = __version__
     command: str | None
+    #: the recipe step that wrote it (``perta-hub run``; unset otherwise), set when the folder is finished
+    recipe: RecipeRef
     #: sha256 of every file the run wrote (shards, indexes, copied side files), by file name; written after the
     #: kind's fields (``perta-hub verify`` checks the files against it)
     files: Json

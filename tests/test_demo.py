@@ -1,4 +1,5 @@
-"""The main job end to end: `perta-hub demo --quick` on the bundled TOFU data, offline."""
+"""The main job end to end: `perta-hub demo --quick` (the bundled recipe quick.yaml) on the bundled TOFU data,
+offline."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def test_quick_demo_end_to_end(tmp_path):
     assert run.exit_code == 0, run.output
     summary = json.loads((out / "results.json").read_text())
     rows = {(r["method"], r["alpha"]): r for r in summary["rows"]}
-    alphas = summary["config"]["alphas"]
+    alphas = summary["config"]["recipe"]["steps"]["tv"]["alpha"]
+    assert summary["config"]["recipe"]["steps"]["target"]["device"] == "cpu"
     assert {m for m, _ in rows} == {"target", "retain", "tv", "perta-grad", "perta-fisher"}
     assert len(rows) == 2 + 3 * len(alphas)
 

@@ -12,6 +12,7 @@ from perta_hub.cli import (  # noqa: F401
     evaluate,
     finetune,
     push,
+    run,
     task_vector,
     tune,
     unlearn,

@@ -55,7 +55,9 @@ def click_option(name: str, flag: Flag, default: Any) -> Callable[[Any], Any]:
 def bind(cls: type, dest: str, *, given: str | None = None) -> Callable[[Any], Any]:
     """Add the options of dataclass ``cls`` (its :func:`~perta_hub.options.base.option` fields) to a click
     command; the command receives them as one ``cls`` object in the keyword ``dest`` (and, with ``given``,
-    the flags set on the command line as a list in that keyword)."""
+    the flags set on the command line as a list in that keyword). The callback lists the options classes bound
+    to it, outermost first, in ``options_classes`` (what a recipe step of the command may set:
+    :mod:`perta_hub.recipes.kinds`)."""
     fields = flags_of(cls)
 
     def decorate(func: Any) -> Any:
@@ -70,6 +72,7 @@ def bind(cls: type, dest: str, *, given: str | None = None) -> Callable[[Any], A
             log.debug("%r", kwargs[dest])
             return func(*args, **kwargs)
 
+        wrapper.options_classes = (cls, *getattr(func, "options_classes", ()))  # type: ignore[attr-defined]
         for f, flag in reversed(fields):
             wrapper = click_option(f.name, flag, f.default)(wrapper)
         return wrapper

@@ -55,11 +55,15 @@ class Console:
 @contextmanager
 def _logger_level(logger: logging.Logger, level: int, handler: logging.Handler) -> Iterator[None]:
     """``logger`` at ``level`` into ``handler`` only (not propagated: a root handler another library adds, such
-    as a ``basicConfig`` at import, would print every line twice)."""
+    as a ``basicConfig`` at import, would print every line twice); a command run inside another (a recipe step)
+    keeps the outer command's handler."""
     before = logger.level, logger.propagate
+    nested = any(getattr(h, "perta_cli", False) for h in logger.handlers)  # a command run by `perta-hub run`
+    handler.perta_cli = True  # type: ignore[attr-defined]
     logger.setLevel(level)
     logger.propagate = False
-    logger.addHandler(handler)
+    if not nested:
+        logger.addHandler(handler)
     try:
         yield
     finally:

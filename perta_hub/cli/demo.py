@@ -1,8 +1,6 @@
-"""``perta-hub demo``: TOFU-mini unlearning end to end, offline."""
+"""``perta-hub demo``: a bundled recipe (TOFU-mini, or the real-model experiment of docs/results.md) end to end."""
 
 from __future__ import annotations
-
-import click
 
 from perta_hub.cli.bind import bind
 from perta_hub.cli.console import Console
@@ -16,16 +14,16 @@ def demo_command(options: DemoOptions, console: Console) -> None:
     """TOFU-mini unlearning end to end, offline: train, forget with TV / PerTA-grad / PerTA-fisher, evaluate.
 
     With --model MODEL: fine-tune that pretrained model instead (target and retain model), and compare TV and
-    PerTA with GradAscent, GradDiff and NPO in one table and plot (docs/results.md). Ends by printing where its
-    report is (results.md, results.png and a self-contained report.html in the output folder).
+    PerTA with GradAscent, GradDiff and NPO in one table and plot (docs/results.md). The demo is a bundled
+    recipe (`perta-hub run quick|tiny|smollm2|smollm2-quick`, perta_hub/resources/recipes/): the same steps,
+    resumable, each reused when it is finished.
     """
-    from perta_hub.demo import run_demo
-    from perta_hub.evaluation.report import report_location, terminal_summary
+    from pathlib import Path
 
-    if console.options.quiet:  # only the final summary and where the report is
-        summary = run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model,
-                           echo=lambda _line: None)
-        console.result(terminal_summary(summary))
-        console.result(report_location(summary["report_files"]))
-    else:
-        run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model, echo=click.echo)
+    from perta_hub.cli.run import print_report
+    from perta_hub.demo import run_demo
+
+    flags = ["-q"] if console.options.quiet else ["-v"] if console.options.verbose else []
+    summary = run_demo(options.out_dir, quick=options.quick, device=options.device, model=options.model,
+                       seeds=options.seeds, echo=console.status, command_flags=flags)
+    print_report(console, summary, Path(options.out_dir).resolve())

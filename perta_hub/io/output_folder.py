@@ -27,7 +27,10 @@ from perta_hub.errors import CheckpointError, OutputError, PertaError
 from perta_hub.io.atomic import write_atomic
 from perta_hub.io.fingerprint import file_sha256
 from perta_hub.records import CONFIG_NAME, Record, read_record
-from perta_hub.runtime.invocation import current_command  # noqa: F401 (the CLI sets it; callers import it here)
+from perta_hub.runtime.invocation import (
+    current_command,  # noqa: F401 (the CLI sets it; callers import it here)
+    current_recipe_step,
+)
 
 MARKER = ".perta-run"
 
@@ -182,8 +185,10 @@ class OutputFolder:
 
     def finish(self, record: Any, card: Any | None, digests: dict[Path, str] | None = None) -> None:
         """Write the card and ``perta_config.json`` (``record`` with the sha256 of every file written, see
-        :func:`output_files`), then drop the run marker."""
-        record = dataclasses.replace(record, files=output_files(self.path, digests or {}))
+        :func:`output_files`, and the recipe step that wrote it under ``perta-hub run``), then drop the run marker."""
+        step = current_recipe_step()
+        record = dataclasses.replace(record, files=output_files(self.path, digests or {}),
+                                     **({"recipe": step} if step is not None else {}))
         if card is not None:
             write_atomic(self.path / "README.md", str(card))
         write_atomic(self.path / CONFIG_NAME, record.to_json())

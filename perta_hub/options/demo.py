@@ -1,10 +1,11 @@
-"""Options of ``perta-hub demo`` and the defaults of :func:`perta_hub.demo.run_demo`."""
+"""Options of ``perta-hub demo`` (a bundled recipe, :mod:`perta_hub.demo`) and the defaults of
+:func:`perta_hub.demo.run_demo`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perta_hub.options.base import Options, option
+from perta_hub.options.base import Options, Range, option
 from perta_hub.options.common import DEVICES, FOLDER
 
 
@@ -27,6 +28,10 @@ class DemoOptions(Options):
              "instead of the tiny Llama; then GradAscent, GradDiff and NPO run beside TV and PerTA "
              "(docs/results.md: 34 min 36 s measured for SmolLM2-135M-Instruct on 2 CPU cores; --quick: fewer "
              "settings).")
+    seeds: int | None = option(
+        "--seeds", type=Range(int, min=1),
+        help="Run the unlearning stage (task-vector fine-tune, unlearn baselines and what follows them) once per "
+             "seed 0..K-1, into OUT/seed-<s>/; the target and retain models are trained once [default: one run].")
 
 
 DEMO = DemoOptions()

@@ -20,3 +20,9 @@ def peak_memory(device: Any) -> tuple[int, str]:
         return int(torch.cuda.max_memory_allocated(device)), "GPU max allocated"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss * (1 if sys.platform == "darwin" else 1024)), "max RSS"
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident set size so far (GiB), without importing torch."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss * (1 if sys.platform == "darwin" else 1024) / 2**30, 2)

@@ -52,6 +52,7 @@ def _input_errors(tmp: Path, tofu_dir: Path) -> dict[str, list[str]]:
         "evaluate": [missing, "--data-dir", str(tofu_dir), "--max-examples", "1", "--device", "cpu"],
         "finetune": [missing, "--data", "tofu:forget01", "-o", out],
         "push": [str(tmp / "empty"), "user/x"],
+        "run": [str(tmp / "missing.yaml"), "-o", out],
         "task-vector": ["--base", missing, "--finetuned", missing, "-o", out],
         "tune": [missing, "--task-vector", missing, *data, "--retain", "tofu:retain99", "-o", out],
         "unlearn": [missing, "--method", "ga", *data, "-o", out],
