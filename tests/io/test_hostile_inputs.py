@@ -305,13 +305,13 @@ def test_overflow_is_caught_on_the_whole_tensor_path_too():
     delta = torch.zeros(300_000)
     delta[-1] = 1e5  # in the last chunk
     for merge in (merge_whole, merge_chunked):
-        results, ok = merge(theta, delta, [0.1], None)
+        results, ok, _ = merge(theta, delta, [0.1], None)
         assert ok and bool(torch.isfinite(results[0]).all())
-        _, ok = merge(theta, delta, [0.1, 1.0], None)
+        _, ok, _ = merge(theta, delta, [0.1, 1.0], None)
         assert not ok
         i_f, i_r = torch.rand(300_000), torch.rand(300_000)
         i_r[7] = -1.0
-        _, ok = merge(theta, delta * 0, [0.1], (i_f, i_r, 1.0, 1.0, 1e-12))
+        _, ok, _ = merge(theta, delta * 0, [0.1], (i_f, i_r, 1.0, 1.0, 1e-12))
         assert not ok
 
 
