@@ -47,9 +47,12 @@ def test_quick_demo_end_to_end(tmp_path):
         assert es[-1] < es[0]
         assert set(summary["best"][method]) == {"within_budget", "highest_forget_quality"}
 
+    # the target tells its forget authors from unseen (holdout) ones far better than the retain model does
+    assert target["privleak"] > 20 and target["mia_min_k"] > 0.8 and retain["privleak"] is None
     report = (out / "results.md").read_text()
     assert report.startswith("# TOFU-mini unlearning report (`perta-hub demo --quick`)\n\n## Setup")
     assert "| perta-grad |" in report and "## Caveats (computed from this run)" in report
+    assert "PrivLeak Min-K% (%)" in report
     assert f"{len(reference)} forget questions" in report and "| target | 160 rows:" in report
     reached = any((b["within_budget"] or {}).get("forget_quality", 0) >= 0.05 for b in summary["best"].values())
     assert ("**No method forgets on this toy.**" in report) is not reached

@@ -30,18 +30,21 @@ def _base_model(source: dict[str, Any] | None) -> str | None:
     return str(source["repo_id"])
 
 
-def inherited_license(source: dict[str, Any] | None) -> dict[str, str]:
+def inherited_license(source: dict[str, Any] | None, card: Path | None = None) -> dict[str, str]:
     """``license`` (and ``license_name`` / ``license_link``) of a model's card, read without network.
 
     ``source`` is a provenance record (``{"source", "repo_id", "revision"}``): a local folder's
-    ``README.md``, or the ``README.md`` of a Hub model in the HF cache (downloaded with its weights).
-    Returns an empty dict when the card or its license is unknown.
+    ``README.md``, or the ``README.md`` of a Hub model in the HF cache (downloaded with its weights);
+    ``card``: the model's ``README.md`` where the caller has it (a Hub model opened from its headers keeps it in
+    its staging folder), read first. Returns an empty dict when the card or its license is unknown.
     """
     if not source:
         return {}
     card_path: Path | None = None
     local = Path(str(source.get("source") or "")).expanduser()
-    if source.get("source") and local.exists():
+    if card is not None and card.is_file():
+        card_path = card
+    elif source.get("source") and local.exists():
         card_path = (local if local.is_dir() else local.parent) / "README.md"
     elif source.get("repo_id"):
         from huggingface_hub import try_to_load_from_cache
@@ -161,11 +164,12 @@ def _selectivity_section(selectivity: dict[str, Any] | None) -> str:
     return "\n## Selectivity of w\n\n" + selectivity_markdown(selectivity)
 
 
-def model_card(config: dict[str, Any], eval_results: list[Any] | None = None) -> Any:
+def model_card(config: dict[str, Any], eval_results: list[Any] | None = None, *,
+               target_card: Path | None = None) -> Any:
     """The card of an unlearned model written by ``apply`` (``ModelCard``).
 
     ``eval_results``: ``huggingface_hub.EvalResult`` entries (e.g. from ``perta-hub evaluate``), written
-    as ``model-index``.
+    as ``model-index``; ``target_card``: the target's ``README.md`` (its license is inherited).
     """
     from huggingface_hub import ModelCardData
 
@@ -179,7 +183,7 @@ def model_card(config: dict[str, Any], eval_results: list[Any] | None = None) ->
         model_name=(base_model.split("/")[-1] + "-perta") if eval_results and base_model else (
             "perta-unlearned-model" if eval_results else None),
         **({"base_model_relation": "merge"} if base_model else {}),
-        **inherited_license(target),
+        **inherited_license(target, target_card),
     )
     method = config.get("method", "task vector")
     body = f"""

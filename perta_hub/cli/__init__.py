@@ -6,6 +6,7 @@ each command's options are generated from its options dataclass in :mod:`perta_h
 
 from perta_hub.cli import (  # noqa: F401
     apply,
+    compare,
     compute_weights,
     demo,
     evaluate,

@@ -22,15 +22,21 @@ def apply_command(model: str, options: ApplyOptions, push_options: PushOptions, 
     Give the scale (--alpha A) or the step norm ||alpha w*tau|| / ||tau|| to reach (--step S); every output
     records both (alpha and step_norm in perta_config.json) and the result line prints them.
     """
-    from perta_hub.hub.remote_apply import run_apply
+    from perta_hub.hub import remote_apply
     from perta_hub.merge.apply import apply_spec, merge_summary
     from perta_hub.merge.spec import MergeSpec
 
     spec = MergeSpec.from_options(model, options)  # alpha, --step: one line before anything is opened
     push_options.check_outputs(spec.outputs)
-    if run_apply(spec, options, push_options, console) is not None:  # --dry-run, --stream, or Hub inputs checked
+    if not remote_apply.needs_hub_route(spec, options, push_options):
+        outs, published = apply_spec(spec, options.out_dir, progress=console.progress), False
+    elif options.dry_run:
+        remote_apply.dry_run(spec, options, push_options, console)
         return
-    outs = apply_spec(spec, options.out_dir, progress=console.progress)
+    else:  # Hub inputs (fetched as they are read), or --stream
+        outs, published = remote_apply.apply_from_hub(spec, options, push_options, console)
+    if published:
+        return
     for folder in outs:
         console.result(f"unlearned model written to {folder}: {merge_summary(folder)}")
     push_after(console, push_options, outs[0])

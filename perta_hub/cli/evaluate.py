@@ -1,4 +1,4 @@
-"""``perta-hub evaluate``: TOFU forget quality, model utility and extraction strength."""
+"""``perta-hub evaluate``: TOFU forget quality, model utility, extraction strength, MIA AUCs and PrivLeak."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from perta_hub.options.evaluate import EvaluateOptions
 @click.argument("models", nargs=-1, required=True)
 @bind(EvaluateOptions, "options")
 def evaluate_command(models: tuple[str, ...], options: EvaluateOptions, console: Console) -> None:
-    """TOFU forget quality, model utility and extraction strength of one or more MODELs.
+    """TOFU forget quality, model utility, extraction strength, membership-inference AUCs (forget vs holdout)
+    and PrivLeak of one or more MODELs.
 
     Each MODEL is a folder or a Hub id org/name[@revision]; several (e.g. apply outputs for several
-    alphas) give one table and, with --plot, one PNG.
+    alphas) give one table and, with --plot, one PNG. --bootstrap N adds 95 % intervals; compare two
+    results JSONs with `perta-hub compare A.json B.json`.
     """
     from perta_hub.evaluation import run_evaluation
 
@@ -27,7 +29,8 @@ def evaluate_command(models: tuple[str, ...], options: EvaluateOptions, console:
         retain_model=o.retain_model, output=o.output, write_card=o.write_card, plot=o.plot, overwrite=o.overwrite,
         echo=console.status,
         data_dir=o.data_dir, max_examples=o.max_examples, device=o.device, dtype=o.dtype, batch_size=o.batch_size,
-        max_new_tokens=o.max_new_tokens, max_length=o.max_length, progress=console.progress,
+        max_new_tokens=o.max_new_tokens, max_length=o.max_length, mia_k=o.mia_k, bootstrap=o.bootstrap, seed=o.seed,
+        progress=console.progress,
     )
     console.result(run["table"])
     for label, path in (("results", run["output"]), ("plot", run["plot"])):

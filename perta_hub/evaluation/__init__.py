@@ -1,9 +1,11 @@
 """Benchmark evaluation of (unlearned) models: TOFU metrics faithful to open-unlearning.
 
-Modules: ``metrics`` (pure functions on numbers), ``scoring`` (teacher-forced NLL, greedy
-generation), ``tofu`` (the runner and its JSON), ``outputs`` (the files it writes), ``report``
-(table, model-card entries), ``plot`` (the sweep PNG), ``hf_metrics`` (the metrics as Hugging Face
-``evaluate`` modules: :func:`load_metric`). Importing this package loads no heavy library.
+Modules: ``metrics`` (pure functions on numbers), ``privacy`` (the membership-inference attacks, AUC and
+PrivLeak, on numbers), ``scoring`` (teacher-forced NLL, greedy generation), ``tofu`` (the runner and its JSON),
+``reference`` (the retain model's per-row values, reused), ``bootstrap`` (intervals and the paired comparison),
+``metric_info`` (what each reported number is), ``outputs`` (the files it writes), ``report`` (table,
+model-card entries), ``plot`` (the sweep PNG), ``hf_metrics`` (the metrics as Hugging Face ``evaluate``
+modules: :func:`load_metric`). Importing this package loads no heavy library.
 """
 
 from __future__ import annotations

@@ -9,11 +9,16 @@ a value.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-#: "better" values; a metric may also give its own short phrase (e.g. "closer to 0")
+from perta_hub.evaluation.privacy import ATTACKS, HEADLINE_ATTACK
+
+#: "better" values; a metric may also give its own short phrase (e.g. "closer to the retain model's")
 HIGHER = "higher"
 LOWER = "lower"
+NEAR_ZERO = "closer to 0"
 #: forget quality at or above this reaches the retain model: the KS test's 5 % significance level
 REACHED_FQ = 0.05
 REACHED_CRITERION = (f"forget quality >= {REACHED_FQ:g} within the utility budget: the KS test at the 5 % level "
@@ -51,6 +56,22 @@ class MetricInfo:
     def result_key(self) -> str:
         """The evaluation result's key holding this metric."""
         return self.source or self.key
+
+    def value(self, result: Mapping[str, Any]) -> Any:
+        """The number in an evaluation result (``result[result_key][field]``; None when absent)."""
+        return (result.get(self.result_key) or {}).get(self.field)
+
+    def advantage(self, a: Any, b: Any) -> Any:
+        """How much better ``a`` is than ``b`` (> 0: a is better), floats or arrays, by the direction ``better``
+        starts with (:data:`HIGHER`, :data:`LOWER`, :data:`NEAR_ZERO`); other metrics have no such direction."""
+        direction = self.better.split(" (")[0]
+        if direction == HIGHER:
+            return a - b
+        if direction == LOWER:
+            return b - a
+        if direction == NEAR_ZERO:
+            return abs(b) - abs(a)
+        raise ValueError(f"{self.key}: no direction of 'better' to compare by ({self.better})")
 
 
 #: every reported metric, in the order of the results table's columns and of the definitions
@@ -91,6 +112,30 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("retain_truth_ratio", "TR retain", "Retain truth ratio",
                "mean of max(0, 1 - TR) on the retain authors' questions (one of the 9 utility numbers)", HIGHER,
                source="retain_Truth_Ratio", column=False),
+    MetricInfo("privleak", f"PrivLeak {ATTACKS[HEADLINE_ATTACK]} (%)", f"PrivLeak ({ATTACKS[HEADLINE_ATTACK]}, %)",
+               f"PrivLeak of the {ATTACKS[HEADLINE_ATTACK]} membership-inference attack (forget rows against "
+               "TOFU's holdout rows): the relative change of its AUC against the retain model's, in %",
+               f"{NEAR_ZERO} (as private as the retain model; > 0: the model still leaks its forget set, < 0: "
+               "over-unlearned)", digits=2),
+    MetricInfo(HEADLINE_ATTACK, f"AUC {ATTACKS[HEADLINE_ATTACK]}", f"MIA AUC ({ATTACKS[HEADLINE_ATTACK]})",
+               f"ROC AUC of the {ATTACKS[HEADLINE_ATTACK]} attack telling the forget rows (members) from the holdout "
+               "rows (0.5: no signal)", "closer to the retain model's (PrivLeak compares the two)"),
+    *(MetricInfo(key, f"AUC {label}", f"MIA AUC ({label})",
+                 f"ROC AUC of the {label} attack telling the forget rows from the holdout rows (0.5: no signal)",
+                 "closer to the retain model's", column=False)
+      for key, label in ATTACKS.items() if key != HEADLINE_ATTACK),
+    *(MetricInfo(f"privleak_{key.removeprefix('mia_')}", f"PrivLeak {label} (%)", f"PrivLeak ({label}, %)",
+                 f"PrivLeak of the {label} attack, in %", f"{NEAR_ZERO} (> 0: still leaks, < 0: over-unlearned)",
+                 source=key, field="privleak", column=False, digits=2)
+      for key, label in ATTACKS.items() if key != HEADLINE_ATTACK),
+)
+#: what the paired comparison of two models judges (metric keys)
+COMPARED = ("forget_quality", "model_utility", "privleak")
+#: the nine components of model utility (evaluation result keys), in the benchmark's order
+UTILITY_KEYS = (
+    "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
+    "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
+    "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio",
 )
 
 _BY_KEY = {m.key: m for m in METRICS}

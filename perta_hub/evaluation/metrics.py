@@ -51,14 +51,24 @@ def truth_ratio(correct_avg_nll: float, wrong_avg_nlls: Sequence[float]) -> floa
     return p_pert / (math.exp(-correct_avg_nll) + EPS)
 
 
+def truth_ratio_forget_row(tr: float) -> float:
+    """One forget question's share of the forget aggregate: ``min(TR, 1 / (TR + 1e-10))``."""
+    return min(tr, 1.0 / (tr + EPS))
+
+
+def truth_ratio_retain_row(tr: float) -> float:
+    """One question's share of the retain / real authors / world facts aggregate: ``max(0, 1 - TR)``."""
+    return max(0.0, 1.0 - tr)
+
+
 def truth_ratio_forget(ratios: Iterable[float]) -> float:
     """Forget aggregate ``mean(min(TR, 1 / (TR + 1e-10)))``: 1 when perturbed and true are equally likely."""
-    return mean(min(tr, 1.0 / (tr + EPS)) for tr in ratios)
+    return mean(truth_ratio_forget_row(tr) for tr in ratios)
 
 
 def truth_ratio_retain(ratios: Iterable[float]) -> float:
     """Retain / real authors / world facts aggregate ``mean(max(0, 1 - TR))``: higher is better."""
-    return mean(max(0.0, 1.0 - tr) for tr in ratios)
+    return mean(truth_ratio_retain_row(tr) for tr in ratios)
 
 
 def forget_quality(model_ratios: Sequence[float], retain_ratios: Sequence[float]) -> float:
@@ -69,7 +79,7 @@ def forget_quality(model_ratios: Sequence[float], retain_ratios: Sequence[float]
     """
     from scipy.stats import ks_2samp
 
-    if not model_ratios or not retain_ratios:
+    if len(model_ratios) == 0 or len(retain_ratios) == 0:
         raise ValueError("forget quality needs truth ratios from both models")
     return float(ks_2samp(list(model_ratios), list(retain_ratios)).pvalue)
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from perta_hub.errors import InputError
 from perta_hub.evaluation.document import Block, Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
-from perta_hub.evaluation.metric_info import METRICS, REACHED_CRITERION, REACHED_FQ, metric_for_result_key
+from perta_hub.evaluation.metric_info import METRICS, REACHED_CRITERION, REACHED_FQ, metric, metric_for_result_key
+from perta_hub.evaluation.privacy import ATTACKS
 from perta_hub.io.atomic import write_atomic
 
 # (column title, result key, field) shown in the terminal table, one row per model.
@@ -27,7 +28,12 @@ COLUMNS = (
     ("retain ROUGE-L", "retain_Q_A_ROUGE", "agg_value"),
     ("forget ES", "extraction_strength", "agg_value"),
     ("retain ES", "retain_extraction_strength", "agg_value"),
+    ("PrivLeak", "privleak", "agg_value"),
 )
+# The privacy table (metric keys): the MIA AUCs, then each attack's PrivLeak (the headline first).
+PRIVACY_KEYS = (*ATTACKS, "privleak", *(m.key for m in METRICS if m.key.startswith("privleak_")))
+# The metrics whose bootstrap interval the terminal table shows (metric keys; the JSON has every aggregate's).
+INTERVAL_KEYS = ("forget_quality", "model_utility", "privleak", "mia_min_k")
 # The nine components of model utility (``model_utility.components``), second table: (title, key).
 UTILITY_COLUMNS = (
     ("retain prob", "retain_Q_A_Prob"), ("retain ROUGE", "retain_Q_A_ROUGE"), ("retain TR", "retain_Truth_Ratio"),
@@ -37,7 +43,9 @@ UTILITY_COLUMNS = (
 # The metrics written into a model card (result keys; names from :mod:`perta_hub.evaluation.metric_info`).
 CARD_METRICS = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE",
                 "extraction_strength", "retain_extraction_strength", "retain_Q_A_Prob", "retain_Q_A_ROUGE",
-                "retain_Truth_Ratio")
+                "retain_Truth_Ratio", *ATTACKS, "privleak")
+# ... and the per-attack PrivLeaks (metric keys: they sit in each attack's entry, ``mia_*.privleak``).
+CARD_PRIVLEAKS = tuple(m.key for m in METRICS if m.key.startswith("privleak_"))
 
 
 def _fmt(value: Any, digits: int = 4, small: int = 3) -> str:
@@ -75,8 +83,28 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
         lines += _aligned(["model", *(c[0] for c in UTILITY_COLUMNS)],
                           [[label, *(_fmt(part.get(key), small=4) for _, key in UTILITY_COLUMNS)]
                            for label, part in zip(labels, parts, strict=True)])
-    notes = {res["forget_quality"].get("message") for res in results if res["forget_quality"].get("message")}
+    if any(res.get(a) for res in results for a in ATTACKS):
+        lines += ["", "privacy: MIA AUC (forget = members vs holdout; 0.5 = no signal) and PrivLeak in % "
+                  "((AUC - AUC retain) / AUC retain: > 0 still leaks, < 0 over-unlearned, 0 = as the retain model):"]
+        lines += _aligned(["model", *(metric(k).label for k in PRIVACY_KEYS)],
+                          [[label, *(_fmt(metric(k).value(res), small=4) for k in PRIVACY_KEYS)]
+                           for label, res in zip(labels, results, strict=True)])
+    boot = [res.get("bootstrap") for res in results]
+    if any(boot):
+        b = next(x for x in boot if x)
+        lines += ["", f"{b['level'] * 100:g} % bootstrap intervals ({b['method']}, {b['resamples']} resamples of the "
+                  f"question rows, seed {b['seed']}):"]
+        lines += _aligned(["model", *(metric(k).label for k in INTERVAL_KEYS)],
+                          [[label, *(_interval((x or {}).get("intervals", {}).get(k)) for k in INTERVAL_KEYS)]
+                           for label, x in zip(labels, boot, strict=True)])
+    notes = {res[key].get("message") for res in results for key in ("forget_quality", "privleak")
+             if (res.get(key) or {}).get("message")}
     return "\n".join(lines + sorted(notes))
+
+
+def _interval(bounds: Sequence[float] | None) -> str:
+    """A table cell ``[low, high]`` (n/a without an interval)."""
+    return "n/a" if not bounds else f"[{_fmt(bounds[0], 3)}, {_fmt(bounds[1], 3)}]"
 
 
 # -- a sweep's summary and its report (``results.md``, ``results.png``, ``report.html``) -------------------------
@@ -505,9 +533,9 @@ def eval_results(results: dict[str, Any]) -> list[Any]:
     split = meta.get("forget_split")
     args = {"max_examples": meta.get("max_examples")} if results.get("subset") else None
     out = []
-    for key in CARD_METRICS:
-        name = metric_for_result_key(key).name
-        value = results.get(key, {}).get("agg_value")
+    for key, info in [*((k, metric_for_result_key(k)) for k in CARD_METRICS), *((k, metric(k)) for k in CARD_PRIVLEAKS)]:
+        name = info.name
+        value = info.value(results)
         if value is None:
             continue
         out.append(EvalResult(

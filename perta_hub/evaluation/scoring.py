@@ -96,11 +96,17 @@ class Scored:
         avg_nll: mean cross-entropy over the answer labels (nats per token).
         num_tokens: number of answer labels scored.
         extraction_strength: ES over the answer labels without the final one (see metrics).
+        token_logprobs, token_mu, token_var: with ``token_stats`` only (else None), per answer label (length
+            ``num_tokens``): the label's log-probability, and the mean and variance of ``log p(z)`` under the
+            model's next-token distribution at that position (nats, nats^2; the Min-K%++ statistics).
     """
 
     avg_nll: float
     num_tokens: int
     extraction_strength: float
+    token_logprobs: list[float] | None = None
+    token_mu: list[float] | None = None
+    token_var: list[float] | None = None
 
 
 def score(
@@ -111,6 +117,7 @@ def score(
     groups: Sequence[int] | None = None,
     desc: str = "scoring",
     progress: bool = True,
+    token_stats: bool = False,
 ) -> list[Scored]:
     """Teacher-forced scoring of ``examples`` in batches (right padding).
 
@@ -119,6 +126,8 @@ def score(
         batch_size: examples per forward pass; a group larger than this gets a batch of its own.
         groups: sizes of consecutive groups of examples that must share a batch (e.g. the five
             perturbed answers of each question); default: every example alone.
+        token_stats: also keep each label's log-probability and the mean / variance of the next-token
+            log-probabilities there (for the membership-inference attacks), from the same forward pass.
     Returns:
         one :class:`Scored` per example, in order. Cross-entropy is computed in float32 from the
         logits of the labelled positions only.
@@ -128,13 +137,15 @@ def score(
     results: list[Scored] = []
     with Progress(desc, len(examples), unit="ex", enabled=progress, leave=False) as bar:
         for start, stop in _batches(len(examples), batch_size, groups):
-            results.extend(_score_batch(lm, examples, start, stop))
+            results.extend(_score_batch(lm, examples, start, stop, token_stats))
             bar.update(stop - start)
     return results
 
 
-def _score_batch(lm: LoadedModel, examples: Sequence[EncodedQA], start: int, stop: int) -> list[Scored]:
-    """The :class:`Scored` of ``examples[start:stop]``, one forward pass."""
+def _score_batch(lm: LoadedModel, examples: Sequence[EncodedQA], start: int, stop: int,
+                 token_stats: bool = False) -> list[Scored]:
+    """The :class:`Scored` of ``examples[start:stop]``, one forward pass (the ``[n, vocab]`` log-probabilities
+    of one example at a time, never the whole batch's)."""
     import torch
     import torch.nn.functional as F
 
@@ -154,10 +165,19 @@ def _score_batch(lm: LoadedModel, examples: Sequence[EncodedQA], start: int, sto
             raise InputError(f"example {start + b} has no answer tokens to score")
         row_logits = logits[b, positions].float()  # [n, vocab]: logits predicting the labels
         gold = target[positions]
-        nll = F.cross_entropy(row_logits, gold, reduction="sum").item() / n
         preds = row_logits.argmax(dim=-1)[:-1].tolist()  # without the final (EOS) label
         es = extraction_strength(preds, gold[:-1].tolist())
-        results.append(Scored(avg_nll=nll, num_tokens=n, extraction_strength=es))
+        if not token_stats:
+            nll = F.cross_entropy(row_logits, gold, reduction="sum").item() / n
+            results.append(Scored(avg_nll=nll, num_tokens=n, extraction_strength=es))
+            continue
+        logp = F.log_softmax(row_logits, dim=-1)  # [n, vocab]
+        label_logp = logp.gather(1, gold[:, None])[:, 0]  # [n]
+        p = logp.exp()
+        mu = (p * logp).sum(-1)  # [n]: E_z[log p(z)]
+        var = (p * (logp - mu[:, None]).square()).sum(-1)  # [n]: Var_z[log p(z)], two-pass (no cancellation)
+        results.append(Scored(avg_nll=-label_logp.sum().item() / n, num_tokens=n, extraction_strength=es,
+                              token_logprobs=label_logp.tolist(), token_mu=mu.tolist(), token_var=var.tolist()))
     return results
 
 

@@ -7,7 +7,6 @@ Key names follow open-unlearning's ``TOFU_EVAL.json`` (``forget_Q_A_Prob``, ``fo
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,23 +15,24 @@ from typing import Any
 from perta_hub.data.encoding import IGNORE_INDEX, encode_prompt, encode_qa
 from perta_hub.data.loading import load_qa
 from perta_hub.errors import DataError, InputError
-from perta_hub.evaluation import metrics
+from perta_hub.evaluation import metrics, privacy
+from perta_hub.evaluation.metric_info import UTILITY_KEYS
 from perta_hub.evaluation.outputs import check_outputs, retain_logs_path, save_results
+from perta_hub.evaluation.reference import Reference, as_reference, read_reference, read_retain_logs, reference_rows
 from perta_hub.options.evaluate import EVALUATE
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 RETAIN_FOR = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 HUB_DATASET = "locuslab/TOFU"
-# The nine numbers whose harmonic mean is model utility, in the benchmark's order.
-UTILITY_KEYS = (
-    "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
-    "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
-    "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio",
-)
 NO_REFERENCE = (
     "forget quality needs the retain model's forget truth ratios: pass --retain-logs FILE (the JSON "
     "of an earlier evaluation of the retain model on the same forget split) or --retain-model M"
 )
+NO_MIA_REFERENCE = (
+    "PrivLeak needs the retain model's MIA scores on the same forget and holdout rows: pass --retain-model M, or "
+    "--retain-logs FILE written by this version of `perta-hub evaluate`"
+)
+__all__ = ["Reference", "evaluate_tofu", "read_reference", "read_retain_logs", "run_evaluation"]
 
 
 def split_configs(forget_split: str) -> dict[str, str]:
@@ -47,6 +47,12 @@ def split_configs(forget_split: str) -> dict[str, str]:
     }
 
 
+def holdout_config(forget_split: str) -> str:
+    """The TOFU holdout split of the same size as ``forget_split`` (non-members of the MIA attacks)."""
+    split_configs(forget_split)
+    return "holdout" + forget_split.removeprefix("forget")
+
+
 def load_split(config: str, *, data_dir: str | Path | None, max_examples: int | None) -> tuple[list[dict], int]:
     """Rows of one TOFU config (the first ``max_examples`` when given) and the full row count."""
     ds = load_qa(f"{HUB_DATASET}:{config}", data_dir=data_dir)
@@ -54,8 +60,10 @@ def load_split(config: str, *, data_dir: str | Path | None, max_examples: int | 
     if max_examples is not None and max_examples < total:
         ds = ds.select(range(max_examples))
     rows = [dict(r) for r in ds]
-    required = {"question", "answer", "perturbed_answer"}
-    if config != "real_authors_perturbed" and config != "world_facts_perturbed":
+    required = {"question", "answer"}
+    if not config.startswith("holdout"):
+        required.add("perturbed_answer")
+    if config.endswith("_perturbed") and config not in ("real_authors_perturbed", "world_facts_perturbed"):
         required.add("paraphrased_answer")
     missing = required - set(rows[0])
     if missing:
@@ -71,26 +79,53 @@ def _prob_entry(values: Sequence[Any]) -> dict[str, Any]:
     return {"agg_value": metrics.mean(v["prob"] for v in by_index.values()), "value_by_index": by_index}
 
 
+def _encode(tok: Any, prefix: str, question: str, answer: str, where: str, max_length: int) -> Any:
+    """``encode_qa`` with a clear error when the prompt leaves no room for the answer."""
+    e = encode_qa(tok, question, answer, max_length=max_length)
+    if e.num_answer_tokens == 0:
+        raise DataError(f"{prefix} {where}: the prompt alone fills max_length={max_length} tokens; raise --max-length")
+    return e
+
+
+def score_answers(lm: Any, prefix: str, rows: list[dict], *, batch_size: int, max_length: int,
+                  progress: bool = True, token_stats: bool = False) -> tuple[list[Any], list[Any]]:
+    """Encode each row's answer given its question and score it (one teacher-forced pass per row).
+
+    Returns:
+        the encoded examples and their :class:`~perta_hub.evaluation.scoring.Scored` (with the per-token
+        statistics of the MIA attacks when ``token_stats``).
+    """
+    from perta_hub.evaluation.scoring import score
+
+    qa = [_encode(lm.tokenizer, prefix, r["question"], r["answer"], f"row {i}", max_length)
+          for i, r in enumerate(rows)]
+    return qa, score(lm, qa, batch_size=batch_size, desc=f"{prefix} Q/A", progress=progress, token_stats=token_stats)
+
+
+def answer_text(tok: Any, encoded: Any) -> str:
+    """The answer as its labels decode (``skip_special_tokens=True``, not stripped): zlib's text; ROUGE's
+    ground truth is this, stripped."""
+    return tok.decode([t for t in encoded.labels if t != IGNORE_INDEX], skip_special_tokens=True)
+
+
 def evaluate_split(
     lm: Any, prefix: str, rows: list[dict], *, batch_size: int, max_new_tokens: int, max_length: int,
-    progress: bool = True,
+    progress: bool = True, answers: tuple[list[Any], list[Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """All metrics of one split, keyed like ``TOFU_EVAL.json`` with ``prefix`` (forget/retain/ra/wf)."""
+    """All metrics of one split, keyed like ``TOFU_EVAL.json`` with ``prefix`` (forget/retain/ra/wf).
+
+    ``answers``: the result of :func:`score_answers` on these rows when already computed (else computed here).
+    """
     from perta_hub.evaluation.scoring import generate, score
 
     tok = lm.tokenizer
     forgetlike = prefix in ("forget", "retain")
 
     def enc(question: str, answer: str, where: str) -> Any:
-        e = encode_qa(tok, question, answer, max_length=max_length)
-        if e.num_answer_tokens == 0:
-            raise DataError(
-                f"{prefix} {where}: the prompt alone fills max_length={max_length} tokens; raise --max-length"
-            )
-        return e
+        return _encode(tok, prefix, question, answer, where, max_length)
 
-    qa = [enc(r["question"], r["answer"], f"row {i}") for i, r in enumerate(rows)]
-    qa_scores = score(lm, qa, batch_size=batch_size, desc=f"{prefix} Q/A", progress=progress)
+    qa, qa_scores = answers or score_answers(lm, prefix, rows, batch_size=batch_size, max_length=max_length,
+                                             progress=progress)
     out: dict[str, dict[str, Any]] = {}
     idx = range(len(rows))
     out[f"{prefix}_Q_A_Prob"] = _prob_entry(list(zip(idx, qa_scores, strict=True)))
@@ -146,7 +181,7 @@ def evaluate_split(
                      desc=f"{prefix} generation", progress=progress)
     rouge_by_index: dict[str, Any] = {}
     for i, (e, text) in enumerate(zip(qa, texts, strict=True)):
-        gt = tok.decode([t for t in e.labels if t != IGNORE_INDEX], skip_special_tokens=True).strip()
+        gt = answer_text(tok, e).strip()
         rouge_by_index[str(i)] = {**metrics.rouge_scores(gt, text), "input": rows[i]["question"],
                                   "ground_truth": gt, "generation": text}
     out[f"{prefix}_Q_A_ROUGE"] = {
@@ -159,38 +194,6 @@ def evaluate_split(
         es = {str(i): {"score": s.extraction_strength} for i, s in enumerate(qa_scores)}
         out[es_key] = {"agg_value": metrics.mean(v["score"] for v in es.values()), "value_by_index": es}
     return out
-
-
-def read_retain_logs(path: str | Path, forget_split: str | None = None) -> dict[str, float]:
-    """Per-question forget truth ratios (index -> TR) from an earlier evaluation's JSON.
-
-    Accepts the output of ``perta-hub evaluate`` on the retain model, and open-unlearning's
-    ``TOFU_EVAL.json`` (both hold ``forget_truth_ratio.value_by_index[i].score``).
-    """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise InputError(f"--retain-logs {p} does not exist; evaluate the retain model first (--retain-model)")
-    try:
-        logs = json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"--retain-logs {p} is not JSON ({err}); pass the retain model's evaluation JSON") from err
-    try:
-        by_index = logs["forget_truth_ratio"]["value_by_index"]
-        ratios = {str(k): float(v["score"]) for k, v in by_index.items() if v is not None and v["score"] is not None}
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputError(
-            f"--retain-logs {p} has no forget_truth_ratio.value_by_index scores; pass the JSON written by "
-            "`perta-hub evaluate` (or open-unlearning's TOFU_EVAL.json) for the retain model"
-        ) from err
-    logged_split = (logs.get("meta") or {}).get("forget_split")
-    if forget_split and logged_split and logged_split != forget_split:
-        raise InputError(
-            f"--retain-logs {p} were computed on {logged_split}, not {forget_split}; evaluate the retain "
-            f"model ({RETAIN_FOR.get(forget_split, 'retain')}) on {forget_split}"
-        )
-    if not ratios:
-        raise InputError(f"--retain-logs {p} holds no truth ratios")
-    return ratios
 
 
 def forget_quality_entry(model_ratios: Mapping[str, float], retain: Mapping[str, float] | None,
@@ -209,6 +212,91 @@ def forget_quality_entry(model_ratios: Mapping[str, float], retain: Mapping[str,
     p = metrics.forget_quality([model_ratios[k] for k in common], [retain[k] for k in common])
     return {"agg_value": p, "log10": metrics.log10_or_none(p), "num_questions": len(common),
             "reference": source}
+
+
+def membership_entries(tok: Any, forget: tuple[list[Any], list[Any]], holdout: tuple[list[Any], list[Any]],
+                       k: float) -> dict[str, dict[str, Any]]:
+    """The four ``mia_*`` entries: each row's attack score (higher = member) and the attack's ROC AUC.
+
+    Args:
+        tok: the tokenizer (zlib's text is the decoded answer labels).
+        forget, holdout: :func:`score_answers` of the forget rows (members) and the holdout rows (non-members),
+            with ``token_stats``.
+        k: the Min-K fraction of Min-K% and Min-K%++.
+    """
+    def scores(pair: tuple[list[Any], list[Any]]) -> list[dict[str, float]]:
+        return [privacy.attack_scores(s.avg_nll, answer_text(tok, e), s.token_logprobs, s.token_mu, s.token_var, k)
+                for e, s in zip(*pair, strict=True)]
+
+    members, nonmembers = scores(forget), scores(holdout)
+    out: dict[str, dict[str, Any]] = {}
+    for attack in privacy.ATTACKS:
+        m, n = [r[attack] for r in members], [r[attack] for r in nonmembers]
+        value = privacy.auc(m, n)
+        out[attack] = {
+            "agg_value": value, "auc": value, "score": privacy.ORIENTATION,
+            **({"k": k} if "min_k" in attack else {}),
+            "forget": {"value_by_index": {str(i): {"score": v} for i, v in enumerate(m)}},
+            "holdout": {"value_by_index": {str(i): {"score": v} for i, v in enumerate(n)}},
+        }
+    return out
+
+
+def row_scores(results: Mapping[str, Any], attack: str, side: str) -> dict[str, float]:
+    """Row index -> ``attack``'s score on the ``side`` (``forget`` | ``holdout``) rows of a result."""
+    return {i: float(v["score"]) for i, v in results[attack][side]["value_by_index"].items()}
+
+
+def add_privleak(results: dict[str, Any], ref: Reference | None, *, subset: bool) -> None:
+    """MUSE's PrivLeak of each attack against the retain model's AUC on the same rows, into ``results``.
+
+    Sets ``results[attack]["privleak"]`` (None without a reference) and ``results["privleak"]``: ``agg_value``
+    the Min-K% attack's (open-unlearning's ``privleak``), ``reference_auc`` the retain model's AUCs, ``num_rows``
+    the rows compared, ``reference`` the logs' file; without the retain model's MIA scores, None with a message.
+    """
+    by_attack: dict[str, float] = {}
+    ref_auc: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    for attack in privacy.ATTACKS:
+        results[attack]["privleak"] = None
+        if ref is None:
+            continue
+        mine = {side: row_scores(results, attack, side) for side in ("forget", "holdout")}
+        if attack in ref.mia:
+            theirs = ref.mia[attack]
+            if not subset and any(set(theirs[side]) != set(mine[side]) for side in mine):
+                raise InputError(
+                    f"the retain logs' {attack} scores cover {len(theirs['forget'])} forget and "
+                    f"{len(theirs['holdout'])} holdout rows, this evaluation {len(mine['forget'])} and "
+                    f"{len(mine['holdout'])}; use logs of the retain model evaluated on the same forget split")
+            common = {side: [i for i in mine[side] if i in theirs[side]] for side in mine}
+            if not common["forget"] or not common["holdout"]:
+                raise InputError(f"the retain logs' {attack} scores share no forget or holdout row with this "
+                                 "evaluation")
+            model_auc = privacy.auc(*([mine[side][i] for i in common[side]] for side in ("forget", "holdout")))
+            ref_auc[attack] = privacy.auc(*([theirs[side][i] for i in common[side]] for side in ("forget", "holdout")))
+            rows = {side: len(common[side]) for side in common}
+        elif attack in ref.mia_auc and not subset:  # open-unlearning's logs: their AUC on the same full splits
+            model_auc, ref_auc[attack] = results[attack]["agg_value"], ref.mia_auc[attack]
+        else:
+            continue
+        by_attack[attack] = results[attack]["privleak"] = privacy.privleak(model_auc, ref_auc[attack])
+    if not by_attack:
+        results["privleak"] = {"agg_value": None, "message": NO_MIA_REFERENCE}
+        return
+    results["privleak"] = {"agg_value": by_attack.get(privacy.HEADLINE_ATTACK), "attack": privacy.HEADLINE_ATTACK,
+                           "reference_auc": ref_auc, **({"num_rows": rows} if rows else {}),
+                           "reference": ref.source}
+
+
+def check_mia_k(k: float, ref: Reference | None) -> None:
+    """Refuse a Min-K fraction outside (0, 1], or one that differs from the retain logs' (PrivLeak would compare
+    two different attacks)."""
+    if not 0 < k <= 1:
+        raise InputError(f"--mia-k must be in (0, 1], got {k}")
+    if ref is not None and ref.k is not None and ref.k != k:
+        raise InputError(f"the retain logs' Min-K attacks used k = {ref.k:g}, this evaluation k = {k:g}; pass "
+                         f"--mia-k {ref.k:g} or re-evaluate the retain model")
 
 
 def model_utility_entry(results: Mapping[str, Any]) -> dict[str, Any]:
@@ -241,7 +329,7 @@ def evaluate_tofu(
     model: str | Any,
     *,
     forget_split: str = EVALUATE.forget_split,
-    retain_logs: str | Path | Mapping[str, float] | None = EVALUATE.retain_logs,
+    retain_logs: str | Path | Mapping[str, float] | Reference | None = EVALUATE.retain_logs,
     data_dir: str | Path | None = EVALUATE.data_dir,
     max_examples: int | None = EVALUATE.max_examples,
     device: str = EVALUATE.device,
@@ -249,48 +337,71 @@ def evaluate_tofu(
     batch_size: int = EVALUATE.batch_size,
     max_new_tokens: int = EVALUATE.max_new_tokens,
     max_length: int = EVALUATE.max_length,
+    mia_k: float = EVALUATE.mia_k,
+    bootstrap: int = EVALUATE.bootstrap,
+    seed: int = EVALUATE.seed,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate one model on TOFU, as open-unlearning does.
+    """Evaluate one model on TOFU, as open-unlearning does, with the MIA attacks and PrivLeak.
 
     Args:
         model: local folder or Hub id ``org/name[@revision]`` (or a ``LoadedModel``).
-        forget_split: ``forget01`` | ``forget05`` | ``forget10``.
-        retain_logs: the retain model's evaluation JSON (path) or its per-question forget truth
-            ratios (index -> TR); without it forget quality is None with a message.
+        forget_split: ``forget01`` | ``forget05`` | ``forget10``; its holdout split (``holdout01/05/10``, first
+            as many rows as the forget split) gives the MIA attacks' non-members.
+        retain_logs: the retain model's evaluation JSON (path), a :class:`Reference`, or its per-question
+            forget truth ratios (index -> TR); without it forget quality is None with a message, and without
+            its MIA scores (a path written by this version, or a Reference) PrivLeak is.
         data_dir: folder with the TOFU JSON files (default: the Hub dataset ``locuslab/TOFU``).
         max_examples: evaluate only the first N rows of each split (the result says ``subset``).
         device: ``auto`` | ``cpu`` | ``cuda``; dtype: ``auto`` (bf16 on GPU, fp32 on CPU) or a name.
         batch_size: sequences per forward pass / per generate call.
         max_new_tokens: generation budget (tokens) for ROUGE; max_length: token limit per example.
+        mia_k: fraction of the answer tokens Min-K% and Min-K%++ average (open-unlearning's 0.4).
+        bootstrap: number of bootstrap resamples of the question rows for 95 % percentile intervals of every
+            aggregate (``bootstrap`` entry, :func:`perta_hub.evaluation.bootstrap.bootstrap_intervals`); 0: none.
+        seed: seed of the bootstrap's resampling.
     Returns:
-        a dict in the shape of open-unlearning's ``TOFU_EVAL.json`` plus ``meta`` and ``subset``.
+        a dict in the shape of open-unlearning's ``TOFU_EVAL.json`` plus ``meta``, ``subset``, the retain
+        model's per-row values used (``reference``) and, with ``bootstrap``, the intervals.
     """
     from perta_hub._version import __version__
+    from perta_hub.evaluation.bootstrap import bootstrap_intervals, check_resamples
     from perta_hub.evaluation.scoring import LoadedModel, load_model
 
     configs = split_configs(forget_split)
     if max_examples is not None and max_examples < 1:
         raise InputError(f"--max-examples must be >= 1, got {max_examples}")
+    check_resamples(bootstrap)
     data = {p: load_split(c, data_dir=data_dir, max_examples=max_examples) for p, c in configs.items()}
+    holdout_split = holdout_config(forget_split)
+    try:
+        holdout_rows, _ = load_split(holdout_split, data_dir=data_dir, max_examples=len(data["forget"][0]))
+    except DataError as err:
+        raise DataError(f"the MIA attacks' non-members (TOFU's {holdout_split}): {err}") from None
     subset = any(len(rows) < total for rows, total in data.values())
-    retain_source = None
-    if retain_logs is not None and not isinstance(retain_logs, Mapping):
-        retain_source = str(retain_logs)
-        retain_logs = read_retain_logs(retain_logs, forget_split)
+    ref = as_reference(retain_logs, forget_split)
+    check_mia_k(mia_k, ref)
 
     t0 = time.perf_counter()
     lm = model if isinstance(model, LoadedModel) else load_model(str(model), device=device, dtype=dtype)
     labels = perta_labels(lm.path)  # read (and checked) before the evaluation's work
     results: dict[str, Any] = {}
+    scored = {"forget": score_answers(lm, "forget", data["forget"][0], batch_size=batch_size, max_length=max_length,
+                                      progress=progress, token_stats=True),
+              "holdout": score_answers(lm, "holdout", holdout_rows, batch_size=batch_size, max_length=max_length,
+                                       progress=progress, token_stats=True)}
     for prefix, (rows, _) in data.items():
         results.update(evaluate_split(lm, prefix, rows, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                      max_length=max_length, progress=progress))
+                                      max_length=max_length, progress=progress, answers=scored.get(prefix)))
+    results.update(membership_entries(lm.tokenizer, scored["forget"], scored["holdout"], mia_k))
     model_ratios = {k: v["score"] for k, v in results["forget_truth_ratio"]["value_by_index"].items()}
-    results["forget_quality"] = forget_quality_entry(model_ratios, retain_logs, subset=subset,
-                                                     source=retain_source)
+    results["forget_quality"] = forget_quality_entry(model_ratios, None if ref is None else ref.truth_ratios,
+                                                     subset=subset, source=None if ref is None else ref.source)
     results["model_utility"] = model_utility_entry(results)
+    add_privleak(results, ref, subset=subset)
     results["subset"] = subset
+    if ref is not None:
+        results["reference"] = reference_rows(ref, list(model_ratios), list(row_scores(results, "mia_loss", "holdout")))
     results["meta"] = {
         "benchmark": "tofu",
         "forget_split": forget_split,
@@ -299,10 +410,11 @@ def evaluate_tofu(
         "label": model_label(lm.source, labels),
         **labels,
         "data": str(Path(data_dir).resolve()) if data_dir is not None else HUB_DATASET,
-        "splits": configs,
+        "splits": {**configs, "holdout": holdout_split},
         "subset": subset,
         "max_examples": max_examples,
-        "num_examples": {p: len(rows) for p, (rows, _) in data.items()},
+        "num_examples": {**{p: len(rows) for p, (rows, _) in data.items()}, "holdout": len(holdout_rows)},
+        "mia_k": mia_k,
         "device": lm.device,
         "dtype": lm.dtype,
         "batch_size": batch_size,
@@ -311,6 +423,8 @@ def evaluate_tofu(
         "seconds": round(time.perf_counter() - t0, 3),
         "perta_hub_version": __version__,
     }
+    if bootstrap:
+        results["bootstrap"] = bootstrap_intervals(results, resamples=bootstrap, seed=seed)
     return results
 
 
@@ -356,7 +470,7 @@ def run_evaluation(
             existing one is refused before any model is evaluated.
         echo: a ``print``-like callable for progress lines (None: silent).
         options: passed to :func:`evaluate_tofu` (data_dir, max_examples, device, dtype, batch_size,
-            max_new_tokens, max_length, progress).
+            max_new_tokens, max_length, mia_k, bootstrap, seed, progress).
     Returns:
         ``{"results": [...], "table": str, "output": Path|None, "retain_logs": Path|None,
         "plot": Path|None, "cards": [Path, ...]}``.
@@ -376,8 +490,8 @@ def run_evaluation(
         for m in models:
             if not Path(m).expanduser().is_dir():
                 raise InputError(f"--write-card writes into a local model folder; {m} is not one")
-    if retain_logs is not None:
-        read_retain_logs(retain_logs, forget_split)  # fail before any model runs
+    if retain_logs is not None:  # fail before any model runs
+        check_mia_k(options.get("mia_k", EVALUATE.mia_k), read_reference(retain_logs, forget_split))
     if plot is not None and retain_logs is None and retain_model is None:
         raise InputError("--plot needs forget quality: pass --retain-logs FILE or --retain-model M")
     check_outputs([("-o", output), ("--plot", plot),

@@ -153,10 +153,10 @@ def quote_message(folder: Path, scan: ForgetScan) -> str:
 
 
 def check_card_before_push(folder: Path, record: Record | None, *, skip_card_check: bool = False,
-                           files: Sequence[str] | None = None) -> str | None:
+                           files: Sequence[str] | None = None, fix: str = "remove them, then push") -> str | None:
     """Refuse a card the Hub would reject, or a card or other text file quoting forget-set examples (``record``:
     the folder's, None for a plain model folder; ``files``: the files being uploaded, default what
-    :func:`perta_hub.hub.allowlist.plan_upload` uploads).
+    :func:`perta_hub.hub.allowlist.plan_upload` uploads; ``fix``: what the refusal tells the user to do).
 
     Returns:
         a note to print when ``skip_card_check`` let an unreadable forget data pass, else None.
@@ -182,8 +182,7 @@ def check_card_before_push(folder: Path, record: Record | None, *, skip_card_che
                              "data, or pass --skip-card-check to push without the check")
         return f"push: the card was not checked for forget-set examples ({scan.missing})"
     if scan.quoted:
-        raise InputError(f"{quote_message(folder, scan)}; published files must never contain forget data: remove "
-                         "them, then push")
+        raise InputError(f"{quote_message(folder, scan)}; published files must never contain forget data: {fix}")
     return None
 
 

@@ -1,5 +1,5 @@
-"""Input downloads of the streaming mode, written in place as they arrive so that a tensor can be merged as soon
-as its own bytes are on disk (not the whole file).
+"""Input downloads of a Hub source (:mod:`perta_hub.hub.source`), written in place as they arrive so that a
+tensor can be merged as soon as its own bytes are on disk (not the whole file).
 
 Each remote input file is fetched with one HTTP GET of its resolve URL (pinned to the commit its header was
 read from) and appended to its final path in the staging folder; :class:`Arrivals` counts the bytes each file
@@ -12,9 +12,10 @@ answer's range and length; its first bytes against the header read by range when
 tensor is read from a file whose header is not the one it was planned from); and its sha256 (git blob id for a
 file stored in git), hashed as the bytes are appended (a resumed download re-hashes the prefix on disk first),
 so a large file is not read a second time. A file that fails is deleted and the download raises one
-:class:`~perta_hub.io.hub_promise.DownloadMismatch` line; the streaming mode uploads no output shard before
-every input file it read from has passed (:mod:`perta_hub.hub.stream`). The requests go through
-``huggingface_hub``'s public HTTP helpers (``get_session``, ``build_hf_headers``, ``hf_raise_for_status``).
+:class:`~perta_hub.io.hub_promise.DownloadMismatch` line; no output shard is renamed into place (let alone
+uploaded) before every input file it was read from has passed (:meth:`perta_hub.hub.source.HubSource.settle`).
+The requests go through ``huggingface_hub``'s public HTTP helpers (``get_session``, ``build_hf_headers``,
+``hf_raise_for_status``).
 """
 
 from __future__ import annotations
@@ -200,9 +201,3 @@ def _transport_error(session: Any) -> type[Exception]:
     ``httpx`` for huggingface_hub 1, ``httpx2`` for 2."""
     library = sys.modules[type(session).__module__.split(".")[0]]
     return library.TransportError
-
-
-def remove_stale_inputs(staging: Path) -> None:
-    """Delete weight files left in ``staging`` by a run of other inputs (they would be taken as downloaded)."""
-    for path in staging.rglob("*.safetensors"):
-        path.unlink(missing_ok=True)

@@ -1,110 +1,23 @@
-"""What a merge will read, write, download and upload, from headers alone (``--dry-run`` and the streaming mode).
+"""The bounds of the streaming modes, the transfer rates they measure, and the plan ``--dry-run`` prints.
 
-For every output shard: the input files (shards of the target, the task vector and the weight map) its
-tensors are read from, so the streaming mode knows what to fetch before each shard and when an input may be
-deleted (after the last output shard that needs it). The disk and memory bounds of each mode follow.
+The plan itself (output shards, the input files each one reads, the local disk a run needs) is the engine's
+(:func:`perta_hub.jobs.plan.plan_job`); this module holds the streaming modes' bounds (:data:`OUTPUT_SLOTS`,
+:data:`INPUT_AHEAD`), the rates a run measured for the time estimate, and :func:`describe`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from perta_hub.io.reader import Checkpoint
-from perta_hub.io.sharding import PlannedShard, plan_shards
 from perta_hub.io.writer import IN_FLIGHT_BYTES
+from perta_hub.jobs.plan import JobPlan
 
 #: output shards that may be on local disk at once in the streaming mode (written, queued, uploading)
 OUTPUT_SLOTS = 3
 #: output shards whose inputs may be on local disk at once (the one merged and the next one)
 INPUT_AHEAD = 1
-
-
-@dataclass
-class InputFile:
-    """One input file: where it is (or will be) on disk, its size, and the Hub repo it comes from (or None)."""
-
-    path: Path
-    size: int
-    remote: Any = None  # RemoteRepo
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-@dataclass
-class MergePlan:
-    """Output shards and, per shard, the input files its tensors are read from (first use order)."""
-
-    shards: list[PlannedShard]
-    needs: list[list[InputFile]]
-    files: dict[Path, InputFile] = field(default_factory=dict)
-    last_use: dict[Path, int] = field(default_factory=dict)
-    num_outputs: int = 1
-
-    @property
-    def output_bytes(self) -> int:
-        """Bytes of the output shards (all outputs), headers included."""
-        return sum(len(s.header({"format": "pt"})) + s.data_size for s in self.shards) * self.num_outputs
-
-    @property
-    def input_bytes(self) -> int:
-        return sum(f.size for f in self.files.values())
-
-    @property
-    def download_bytes(self) -> int:
-        return sum(f.size for f in self.files.values() if f.remote is not None and not f.path.is_file())
-
-    def stream_disk_bound(self) -> int:
-        """Peak local disk of the streaming mode: ``OUTPUT_SLOTS`` largest output shards plus the largest inputs of
-        ``INPUT_AHEAD + 1`` consecutive output shards (an input is kept until its last output shard is written)."""
-        sizes = sorted((len(s.header({"format": "pt"})) + s.data_size for s in self.shards), reverse=True)
-        out = sum(sizes[:OUTPUT_SLOTS])
-        first: dict[Path, int] = {}
-        for k, files in enumerate(self.needs):
-            for f in files:
-                first.setdefault(f.path, k)
-        window = max((sum(f.size for f in self.files.values() if f.remote is not None
-                          and first[f.path] <= k + INPUT_AHEAD and self.last_use[f.path] >= k)
-                      for k in range(len(self.shards))), default=0)
-        return out + window
-
-
-def plan_merge(job: Any, max_shard_size: int | str) -> MergePlan:
-    """The plan of a :class:`~perta_hub.merge.apply.PerTAMergeJob` or a
-    :class:`~perta_hub.merge.task_vector.TaskVectorJob` (inputs opened from headers or locally)."""
-    stream = job.streams()[0]
-    shards = plan_shards(stream.specs, max_shard_size, stream.prefix)
-    plan = MergePlan(shards, [], num_outputs=len(job.outputs()))
-    reads = job.reads  # PerTAMergeJob.reads, TaskVectorJob.reads
-    for k, shard in enumerate(shards):
-        needed: dict[Path, InputFile] = {}
-        for spec in shard.tensors:
-            for ckpt in reads(spec.name):
-                entry = ckpt.entries[spec.name]
-                if entry.file not in plan.files:
-                    plan.files[entry.file] = InputFile(entry.file, _size(ckpt, entry.file), getattr(ckpt, "remote", None))
-                needed.setdefault(entry.file, plan.files[entry.file])
-                plan.last_use[entry.file] = k
-        plan.needs.append(list(needed.values()))
-    return plan
-
-
-def _read_for(job: Any, name: str) -> list[Checkpoint]:
-    """The checkpoints ``job.load(name)`` reads (:meth:`PerTAMergeJob.reads`, which follows the merge kernel's
-    rule for tensors outside a restricted weight map)."""
-    return job.reads(name)
-
-
-def _size(ckpt: Checkpoint, path: Path) -> int:
-    remote = getattr(ckpt, "remote", None)
-    if remote is not None:
-        return remote.sizes[path.name]
-    return path.stat().st_size
 
 
 # -- measured rates ----------------------------------------------------------------------------------------
@@ -113,8 +26,6 @@ def _size(ckpt: Checkpoint, path: Path) -> int:
 def rates_path() -> Path:
     """Where measured transfer and merge rates are kept (``$HF_HOME/perta-hub/rates.json``; ``HF_HOME`` defaults,
     as in huggingface_hub, to ``$XDG_CACHE_HOME/huggingface`` or ``~/.cache/huggingface``)."""
-    import os
-
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
     home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
     return Path(home).expanduser() / "perta-hub" / "rates.json"
@@ -146,25 +57,21 @@ def save_rates(**rates: float) -> None:
 # -- the dry-run report --------------------------------------------------------------------------------------
 
 
-def describe(plan: MergePlan, *, mode: str, push: str | None, tensors: int, in_flight_bytes: int = IN_FLIGHT_BYTES,
-             held: int = 0) -> list[str]:
-    """The lines ``--dry-run`` prints: tensors and shards, bytes to download and upload, peak disk and RAM, time."""
+def describe(plan: JobPlan, *, mode: str, push: str | None, tensors: int, disk: int, disk_note: str,
+             overlapped: bool, in_flight_bytes: int = IN_FLIGHT_BYTES, held: int = 0) -> list[str]:
+    """The lines ``--dry-run`` prints: tensors and shards, bytes to download and upload, peak disk (``disk``
+    bytes, how it is made up in ``disk_note``) and RAM, time. ``overlapped``: downloads overlap the merge (inputs
+    fetched as the merge reads them; the upload follows, or overlaps too in the streaming mode)."""
     gb = 1e9
-    download = plan.download_bytes
+    download = plan.fetch_bytes
     upload = plan.output_bytes if push else 0
-    if mode == "stream":
-        disk = plan.stream_disk_bound()
-        disk_note = (f"{OUTPUT_SLOTS} output shards + the inputs of {INPUT_AHEAD + 1} output shards "
-                     "(inputs deleted after their last shard, outputs after their upload)")
-    else:
-        disk = download + plan.output_bytes
-        disk_note = "the inputs downloaded in full (HF cache) + the whole output"
+    files = plan.files
     ram = in_flight_bytes + held
+    shards = max((len(p.shards) for p in plan.streams), default=0)
     lines = [
         f"mode: {mode}" + (f" (push to {push})" if push else ""),
-        f"tensors: {tensors}, output shards: {len(plan.shards)} x {plan.num_outputs} output(s), "
-        f"input files: {len(plan.files)}",
-        f"download: {download / gb:.3f} GB ({sum(1 for f in plan.files.values() if f.remote is not None)} "
+        f"tensors: {tensors}, output shards: {shards} x {plan.outputs} output(s), input files: {len(files)}",
+        f"download: {download / gb:.3f} GB ({sum(1 for f in files.values() if f.fetched)} "
         f"remote input files; {plan.input_bytes / gb:.3f} GB of inputs in all)",
         f"upload: {upload / gb:.3f} GB",
         f"write: {plan.output_bytes / gb:.3f} GB",
@@ -176,13 +83,18 @@ def describe(plan: MergePlan, *, mode: str, push: str | None, tensors: int, in_f
     parts = {"download": download, "upload": upload, "merge": plan.output_bytes}
     if all(parts[k] == 0 or k in rates for k in parts):
         times = {k: parts[k] / rates[k] if parts[k] else 0.0 for k in parts}
-        total = max(times.values()) if mode == "stream" else sum(times.values())
-        how = "the slowest stage (they overlap)" if mode == "stream" else "download + merge + upload"
+        if mode == "stream":
+            total, how = max(times.values()), "the slowest stage (they overlap)"
+        elif overlapped:
+            total = max(times["download"], times["merge"]) + times["upload"]
+            how = "the slower of download and merge (they overlap) + upload"
+        else:
+            total, how = sum(times.values()), "download + merge + upload"
         lines.append(f"time: about {total:.0f} s ({how}, from rates measured earlier: "
                      + ", ".join(f"{k} {rates[k] / 1e6:.0f} MB/s" for k in parts if parts[k]) + ")")
     else:
         missing = ", ".join(k for k in parts if parts[k] and k not in rates)
-        lines.append(f"time: unknown (no measured {missing} rate yet; a streaming run records them in "
+        lines.append(f"time: unknown (no measured {missing} rate yet; a run with Hub inputs records them in "
                      f"{rates_path()})")
     return lines
 

@@ -224,9 +224,12 @@ def claimed(folders: Sequence[OutputFolder], needed_bytes: int = 0) -> Iterator[
 
 def output_files(folder: Path, digests: dict[Path, str]) -> dict[str, str]:
     """sha256 of every file of a written folder but its card and record, by name in name order (recursing into
-    folders such as a LoRA ``adapter/``): from ``digests`` (shards hashed while written) or the hash cache."""
-    return {str(path.relative_to(folder)): digests.get(path) or file_sha256(path) for path in sorted(folder.rglob("*"))
-            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    folders such as a LoRA ``adapter/``): from ``digests`` (shards hashed while written) or the hash cache. A
+    shard of ``digests`` no longer in the folder (uploaded by a streaming run, then deleted) is listed too."""
+    gone = [path for path in digests if path.parent == folder and not path.exists()]
+    return {str(path.relative_to(folder)): digests.get(path) or file_sha256(path)
+            for path in sorted([*(p for p in folder.rglob("*") if p.is_file()), *gone])
+            if not any(part.startswith(".") for part in path.relative_to(folder).parts)
             and path.relative_to(folder).as_posix() not in ("README.md", CONFIG_NAME)}
 
 

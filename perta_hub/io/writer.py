@@ -14,16 +14,16 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import MismatchError
-from perta_hub.io.atomic import _fsync_dir, write_atomic
+from perta_hub.io.atomic import _fsync_dir
 from perta_hub.io.fingerprint import remember_sha256
 from perta_hub.io.shard_file import ShardFile
-from perta_hub.io.sharding import PlannedShard, TensorSpec, index_json
+from perta_hub.io.sharding import PlannedShard, TensorSpec
 from perta_hub.runtime.buffers import gc_paused
 
 log = logging.getLogger("perta_hub.io")
@@ -117,11 +117,26 @@ class _Budget:
 IN_FLIGHT_BYTES = 512 * 10**6  # bytes held between reading a tensor's inputs and writing its results
 
 
+def shards_to_write(shards: Sequence[PlannedShard], outputs: Sequence[Output],
+                    delivered: Container[str] = ()) -> list[tuple[PlannedShard, list[int]]]:
+    """The planned shards still to write and, for each, the outputs (indices) that lack it: a shard whose file
+    already carries the planned header and size (an interrupted run's) is not written again, nor one whose file
+    name is in ``delivered`` (shards an earlier run delivered elsewhere, e.g. uploaded)."""
+    todo = []
+    for shard in shards:
+        if shard.filename in delivered:
+            continue
+        pending = [i for i, out in enumerate(outputs)
+                   if not shard_is_complete(out.folder / shard.filename, shard.header(out.metadata), shard.data_size)]
+        if pending:
+            todo.append((shard, pending))
+    return todo
+
+
 @gc_paused()
 def stream_shards(
-    shards: Sequence[PlannedShard],
+    todo: Sequence[tuple[PlannedShard, list[int]]],
     outputs: Sequence[Output],
-    prefix: str,
     load: Callable[[str], Any],
     combine: Callable[[str, Any], Sequence[Any]],
     *,
@@ -133,13 +148,14 @@ def stream_shards(
     digests: dict[Path, str] | None = None,
     recycle: Callable[[Any], None] | None = None,
     held_bytes: Callable[[TensorSpec], int] | None = None,
+    settle: Callable[[PlannedShard], None] | None = None,
+    finished: Callable[[PlannedShard, list[Path]], None] | None = None,
 ) -> int:
-    """Write every planned shard into every output folder, skipping complete ones.
+    """Write the shards of ``todo`` (:func:`shards_to_write`) into the outputs that lack them.
 
     Args:
-        shards: the plan (same layout for every output).
+        todo: the shards to write (same layout for every output) and, for each, the outputs to write it into.
         outputs: the folders (created if needed) and their shard metadata.
-        prefix: file prefix of the index (``model``, ``task_vector``...).
         load: ``name -> inputs`` (runs in the reader thread; e.g. Checkpoint.get).
         combine: ``(name, inputs) -> one tensor per output``, each with the planned dtype and shape.
         prefetch: how many tensors may wait between two stages.
@@ -148,11 +164,13 @@ def stream_shards(
             once per output plus once for its inputs).
         hash_outputs: compute each finished shard's sha256 into the hash cache (artifacts are
             inputs of later commands, which then find their content hash ready).
-        digests: filled with the sha256 of each shard written (final path -> hex), hashed while writing
-            (shards already complete are not in it).
+        digests: filled with the sha256 of each shard written (final path -> hex), hashed while writing.
         recycle: called with each result tensor once it is written (e.g. ``BufferPool.give``).
+        settle: called with each complete shard before it is renamed into place (it may wait, or raise to
+            keep the shard from ever being renamed).
+        finished: called with each shard and its final paths once it is renamed in every output.
     Returns:
-        the number of data bytes written (0 when everything was already complete).
+        the number of data bytes written.
     """
     from perta_hub.runtime.progress import Progress
 
@@ -160,13 +178,6 @@ def stream_shards(
         out.folder.mkdir(parents=True, exist_ok=True)
         for stale in out.folder.glob(".*.partial"):
             stale.unlink()
-    todo: list[tuple[PlannedShard, list[int]]] = []
-    for shard in shards:
-        pending = [i for i, out in enumerate(outputs)
-                   if not shard_is_complete(out.folder / shard.filename, shard.header(out.metadata), shard.data_size)]
-        if pending:
-            todo.append((shard, pending))
-
     total = sum(shard.data_size * len(pending) for shard, pending in todo)
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -239,6 +250,9 @@ def stream_shards(
         while (item := to_finish.get()) is not None:
             shard, files = item
             try:
+                if settle is not None:
+                    settle(shard)
+                paths = [outputs[i].folder / shard.filename for i in files]
                 for i in list(files):
                     os.fsync(files[i].fd)
                     file = files.pop(i)
@@ -255,6 +269,8 @@ def stream_shards(
                             digests[folder / shard.filename] = digest
                         if hash_outputs:
                             remember_sha256(folder / shard.filename, digest)
+                if finished is not None:
+                    finished(shard, paths)
             finally:
                 for file in files.values():
                     file.close()
@@ -293,7 +309,4 @@ def stream_shards(
                 path.unlink(missing_ok=True)
     if errors:
         raise errors[0]
-
-    for out in outputs:
-        write_atomic(out.folder / f"{prefix}.safetensors.index.json", index_json(list(shards)))
     return total

@@ -5,7 +5,7 @@ safetensors header's offsets, joined by name whatever their sharding), combined 
 device, cast to the target's dtype and appended to their shards in file order. Several alphas are
 written in one pass. The step norm ``||alpha w ⊙ tau|| / ||tau||`` is summed while merging and recorded
 (``step_norm``); ``--step`` sets alpha from one pass over the task vector and the weight map before the merge
-(:func:`resolve_steps`). A weight map whose every weight is zero is refused before anything is written
+(:meth:`PerTAMergeJob.prepare`). A weight map whose every weight is zero is refused before anything is written
 (:meth:`PerTAMergeJob.check_weights`).
 """
 
@@ -21,13 +21,14 @@ from typing import Any
 from perta_hub.cards.render import model_card
 from perta_hub.cards.render import preload as preload_cards
 from perta_hub.errors import InputError, MismatchError
-from perta_hub.io.artifacts import load_artifact
 from perta_hub.io.compat import architecture, check_architecture, check_same_tensors, is_tied
 from perta_hub.io.output_folder import copy_side_files, current_command, make_run_id
-from perta_hub.io.reader import open_checkpoint, recorded_path, scratch_for
+from perta_hub.io.reader import recorded_path, scratch_for
 from perta_hub.io.sharding import TensorSpec
 from perta_hub.io.writer import IN_FLIGHT_BYTES
 from perta_hub.jobs.engine import Job, Stream, run_job
+from perta_hub.jobs.sink import Sink
+from perta_hub.jobs.source import Input, Source
 from perta_hub.merge.kernel import (
     UNRESTRICTED,
     WARN_ZERO_SHARE,
@@ -49,18 +50,11 @@ from perta_hub.runtime.devices import Transfer, one_torch_thread, resolve_device
 log = logging.getLogger("perta_hub.merge")
 
 
-def _on_disk(artifact: Any) -> bool:
-    """Whether an artifact's tensors can be read now: not a Hub artifact opened from its headers only (``apply
-    --stream``, :class:`perta_hub.hub.remote_headers.RemoteArtifact`, whose files arrive during the merge)."""
-    return getattr(artifact, "repo", None) is None
-
-
 class _WeightMap:
     """The two importance groups of a weight-map artifact and how to combine them."""
 
-    def __init__(self, source: str, p: float | None, lam: float | None, eps: float | None,
-                 artifact: Any = None) -> None:
-        self.artifact = artifact if artifact is not None else load_artifact(source, "weight_map")
+    def __init__(self, source: str, p: float | None, lam: float | None, eps: float | None, artifact: Any) -> None:
+        self.artifact = artifact
         cfg = self.artifact.config
         self.forget = self.artifact.group("importance_forget")
         self.retain = self.artifact.group("importance_retain")
@@ -101,23 +95,30 @@ class _WeightMap:
 
 
 class PerTAMergeJob(Job):
-    """``theta - alpha * (w ⊙ tau)`` for every alpha, one output folder per alpha, in one pass over the inputs.
+    """``theta - alpha * (w ⊙ tau)`` for every alpha of a :class:`~perta_hub.merge.spec.MergeSpec`, one output
+    folder per alpha (or per ``--step``), in one pass over the inputs.
 
-    Made from a :class:`~perta_hub.merge.spec.MergeSpec` with :meth:`of`; the keyword form of the constructor
-    is the spec's fields, kept so that a subclass (``hub.stream.RemoteMergeJob``) can pass them through.
+    The inputs are opened through ``source`` (default: local files, a Hub id downloaded whole; ``apply`` with Hub
+    inputs opens them from their headers and fetches their files as the merge reads them,
+    :class:`perta_hub.hub.source.HubSource`) and every check of the inputs runs here, once; :meth:`prepare` then
+    checks the weight map's zero weights and sets the alphas of ``--step``, before anything is written.
     """
 
-    def __init__(self, model: str | Path, task_vector: str | Path, *, alphas: list[float], out_dir: str | Path,
-                 weights: str | Path | None, p: float | None, lam: float | None, eps: float | None, device: str,
-                 max_shard_size: int | str, allow_pickle: bool, steps: tuple[float, ...] = (),
-                 allow_negative_alpha: bool = False) -> None:
-        self.spec = MergeSpec(model, task_vector, weights, tuple(alphas), p, lam, eps, device, max_shard_size,
-                              allow_pickle, steps, allow_negative_alpha)  # the alphas are checked first
-        self.alphas = alphas = list(self.spec.alphas)
-        self.device = resolve_device(device)
-        self.model, self.task_vector, self.weights = model, task_vector, weights
-        self.target = target = self.open_model(model, allow_pickle, out_dir)
-        self.tv_artifact = self.open_artifact(task_vector, "task_vector")
+    def __init__(self, spec: MergeSpec, out_dir: str | Path, *, source: Source | None = None) -> None:
+        self.requested = spec  # as asked for: with --step, its alphas are set by prepare()
+        self.out_dir = out_dir
+        self.model, self.task_vector, self.weights = model, task_vector, weights = (spec.model, spec.task_vector,
+                                                                                  spec.weights)
+        self.source = source = source or Source()
+        if weights is None and any(v is not None for v in (spec.p, spec.lam, spec.eps)):
+            raise InputError("--p, --lam and --eps only apply with --weights")
+        opening = source.open([  # a Hub source starts reading headers now, while torch is imported below
+            Input("target", model, allow_pickle=spec.allow_pickle, scratch=scratch_for(out_dir)),
+            Input("task_vector", task_vector, "task_vector"),
+            *([] if weights is None else [Input("weight_map", weights, "weight_map")])])
+        self.device = resolve_device(spec.device)
+        self.target = target = opening[0]()
+        self.tv_artifact = opening[1]()
         target_arch = architecture(target.config)
         check_architecture(self.tv_artifact.config.get("base_config") or {}, target_arch, "the task vector",
                            str(model))
@@ -128,43 +129,48 @@ class PerTAMergeJob(Job):
                            f"task vector {task_vector}", tied=tied)
         self.wmap = wmap = None
         if weights is not None:
-            self.wmap = wmap = _WeightMap(str(weights), p, lam, eps, self.open_artifact(weights, "weight_map"))
+            self.wmap = wmap = _WeightMap(str(weights), spec.p, spec.lam, spec.eps, opening[2]())
             check_architecture(wmap.artifact.config.get("model_config") or {}, target_arch, "the weight map",
                                str(model))
             check_same_tensors(target_shapes, {n: wmap.forget.shape(n) for n in wmap.forget.names}, f"model {model}",
                                f"weight map {weights}", right_may_be_subset=True, tied=tied)
-        elif any(v is not None for v in (p, lam, eps)):
-            raise InputError("--p, --lam and --eps only apply with --weights")
         for name in target.names:
             if not target.dtype(name).is_floating_point:
                 raise MismatchError(f"tensor {name} of {model} is {target.dtype(name)}, not floating point; "
                                     "only float weights can be merged")
-        self.folders = self.spec.folders(out_dir)
-        identity = {"target": target.identity, "task_vector": tau.identity,
-                    "weights": None if wmap is None else [wmap.forget.identity, wmap.retain.identity],
-                    "p": getattr(wmap, "p", None), "lam": getattr(wmap, "lam", None),
-                    "eps": getattr(wmap, "eps", None), "max_shard_size": str(max_shard_size)}
+        self.identity = {"target": target.identity, "task_vector": tau.identity,
+                         "weights": None if wmap is None else [wmap.forget.identity, wmap.retain.identity],
+                         "p": getattr(wmap, "p", None), "lam": getattr(wmap, "lam", None),
+                         "eps": getattr(wmap, "eps", None), "max_shard_size": str(spec.max_shard_size)}
         if wmap is not None and wmap.rest_unchanged:
-            identity["unrestricted"] = "w=0"
-        self.run_ids = [make_run_id({"kind": "model", "alpha": a, **identity}) for a in alphas]
+            self.identity["unrestricted"] = "w=0"
+        self.resolved: MergeSpec | None = None  # the spec with --step's alphas, once prepare() set them
+        self._set_spec(spec.planned())  # until then, --step's steps stand in for the alphas (plan, disk check)
         self.inputs = [tau] + ([] if wmap is None else [wmap.forget, wmap.retain])
         self.transfer = Transfer(self.device)
         self.pool = BufferPool(IN_FLIGHT_BYTES // 4)  # CPU results are written, then reused for the next ones
         self.hasher = ThreadPoolExecutor(1)
         self.revisions: Future | None = None
 
-    @classmethod
-    def of(cls, spec: MergeSpec, out_dir: str | Path, **extra: Any) -> PerTAMergeJob:
-        """The job of ``spec`` writing into ``out_dir`` (``extra``: a subclass's own keyword arguments)."""
-        return cls(spec.model, spec.task_vector, out_dir=out_dir, **spec.job_arguments(), **extra)
+    def _set_spec(self, spec: MergeSpec) -> None:
+        """The alphas this job writes, their folders and run ids."""
+        self.spec = spec
+        self.alphas = list(spec.alphas)
+        self.folders = spec.folders(self.out_dir)
+        self.run_ids = [make_run_id({"kind": "model", "alpha": a, **self.identity}) for a in self.alphas]
 
-    def open_model(self, model: str | Path, allow_pickle: bool, out_dir: str | Path) -> Any:
-        """The target checkpoint (a subclass may open it from remote headers, see perta_hub.hub.stream)."""
-        return open_checkpoint(model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
-
-    def open_artifact(self, source: str | Path, kind: str) -> Any:
-        """A task-vector or weight-map artifact (a subclass may open it from remote headers)."""
-        return load_artifact(source, kind)
+    def prepare(self, *, whole_inputs: bool = True) -> None:
+        """Before anything is written: with ``--step``, set the alphas from the steps (one pass over the task vector
+        and the map: a Hub source downloads them whole first, unless ``whole_inputs`` is False, as for a streaming
+        run, which then needs them local); and refuse a weight map whose every weight is zero
+        (:meth:`check_weights`)."""
+        steps = self.requested.steps and not self.requested.alphas
+        if steps and whole_inputs:
+            self.source.fetch_whole(self.norm_inputs())
+        self.check_weights()
+        if steps:
+            self.resolved = self.requested.at_steps(self.step_ratio())
+            self._set_spec(self.resolved)
 
     def outputs(self) -> list[tuple[Path, str]]:
         return list(zip(self.folders, self.run_ids, strict=True))
@@ -179,11 +185,13 @@ class PerTAMergeJob(Job):
         target = self.target
         specs = [TensorSpec(name, target.entries[name].dtype_code, target.shape(name)) for name in target.names]
         return [Stream("model", specs, self.load, self.combine, f"apply ({self.device})", held_bytes=self.held_bytes,
-                       recycle=None if self.transfer.cuda else self.pool.give)]
+                       recycle=None if self.transfer.cuda else self.pool.give, reads=self.reads)]
 
     def started(self) -> None:
         """Hash local inputs (for provenance) and import the card renderer while the merge runs; the step norm
         starts from zero."""
+        if self.requested.steps and not self.requested.alphas and self.resolved is None:
+            raise InputError("--step: call prepare() before running the merge (it sets alpha from the steps)")
         wmap = self.wmap
         self.revisions = self.hasher.submit(lambda: (self.target.revision, self.tv_artifact.revision,
                                                      None if wmap is None else wmap.artifact.revision))
@@ -192,10 +200,21 @@ class PerTAMergeJob(Job):
 
     def check_weights(self) -> None:
         """Refuse a weight map whose every weight is zero, before anything is written (warn in one line when
-        most are); a Hub map opened from its headers (``--stream``) is judged by the merge's step norm instead,
-        before anything is committed (:meth:`record`)."""
-        if self.wmap is not None and _on_disk(self.wmap.artifact):
+        most are); a Hub map whose files arrive during the merge (a Hub source) is judged by the merge's step norm
+        instead, before the output is finished or anything committed (:meth:`record`)."""
+        if self.wmap is not None and self._on_disk([self.wmap.forget, self.wmap.retain]):
             self.wmap.check()
+
+    def norm_inputs(self) -> list[Any]:
+        """The checkpoints the step norm reads (the task vector's, or its factor groups, and the map's)."""
+        found: dict[int, Any] = {}
+        for name in self.target.names:
+            for ckpt in self.reads(name)[1:]:
+                found.setdefault(id(ckpt), ckpt)
+        return list(found.values())
+
+    def _on_disk(self, checkpoints: list[Any]) -> bool:
+        return all(self.source.on_disk(ckpt) for ckpt in checkpoints)
 
     def step_ratio(self) -> float:
         """``||w ⊙ tau|| / ||tau||`` over every tensor of the task vector (``w = 1`` without a map; outside a
@@ -203,9 +222,10 @@ class PerTAMergeJob(Job):
         the merge sums them. What ``--step`` divides by.
 
         Raises:
-            InputError: the task vector or the map is a Hub artifact opened from its headers (``--stream``).
+            InputError: the task vector or the map is not on disk (Hub files fetched as the merge reads them,
+                ``--stream``).
         """
-        if not (_on_disk(self.tv_artifact) and (self.wmap is None or _on_disk(self.wmap.artifact))):
+        if not self._on_disk(self.norm_inputs()):
             raise InputError("--step with --stream needs the task vector and the weight map on local disk (alpha is "
                              "set from one pass over them before the merge): download them first, or give --alpha")
         step = StepNorm()
@@ -274,24 +294,30 @@ class PerTAMergeJob(Job):
         from the inputs (task vector and map only); None when they are not on disk (a resumed ``--stream``)."""
         missing = [n for n in self.target.names if n not in self.step_norm.names]
         if missing:
-            if not (_on_disk(self.tv_artifact) and (self.wmap is None or _on_disk(self.wmap.artifact))):
+            if not self._on_disk(self.norm_inputs()):
                 log.warning("warning: the step norm is not recorded: %d tensors were merged by an earlier run whose "
                             "inputs are no longer here", len(missing))
                 return None
             self.add_norms(self.step_norm, missing)
         wmap = self.wmap
-        if wmap is not None and not _on_disk(wmap.artifact) and self.step_norm.ratio < ZERO_WEIGHT:
+        if wmap is not None and not self._on_disk([wmap.forget, wmap.retain]) and self.step_norm.ratio < ZERO_WEIGHT:
             raise InputError(f"the weight map {wmap.source} moves the model by ||w*tau|| / ||tau|| = "
                              f"{self.step_norm.ratio:.3g} (its weights are below {ZERO_WEIGHT:g}): the merge would "
                              "write the target back unchanged; nothing is committed")
         return self.step_norm
 
     def record(self, index: int, folder: Path) -> tuple[ModelRecord, Any]:
+        return self._record(index, self.finished_step_norm())
+
+    def preview(self, index: int, folder: Path) -> tuple[ModelRecord, Any]:
+        """The record and card before the merge (no step norm yet)."""
+        return self._record(index, None)
+
+    def _record(self, index: int, step: StepNorm | None) -> tuple[ModelRecord, Any]:
         assert self.revisions is not None
         target_rev, tv_rev, wm_rev = self.revisions.result()
         wmap, tv = self.wmap, self.tv_artifact
         alpha = self.alphas[index]
-        step = self.finished_step_norm()
         record = ModelRecord.build({
             "command": current_command(),
             "alpha": alpha,
@@ -311,7 +337,7 @@ class PerTAMergeJob(Job):
             "device": self.device,
             "run_id": self.run_ids[index],
         })
-        return record, model_card(record.to_dict())
+        return record, model_card(record.to_dict(), target_card=self.target.root / "README.md")
 
     def close(self) -> None:
         self.hasher.shutdown(wait=True)
@@ -366,40 +392,28 @@ def apply(
     return apply_spec(spec, out_dir, progress=progress)
 
 
-def resolve_steps(spec: MergeSpec, out_dir: str | Path, job_class: type[PerTAMergeJob] | None = None,
-                  **extra: Any) -> MergeSpec:
-    """Check ``spec`` without writing anything and set its alphas from its steps (``--step``).
-
-    Every input is opened and checked as the merge opens them (``job_class``, default :class:`PerTAMergeJob`,
-    with ``extra``), the weight map's zero weights are checked (:meth:`PerTAMergeJob.check_weights`) and, with
-    steps, one pass over the task vector and the map measures ``||w ⊙ tau|| / ||tau||``.
-
-    Returns:
-        ``spec`` with its alphas (unchanged without steps).
-    """
-    probe = (job_class or PerTAMergeJob).of(spec, out_dir, **extra)
+def open_merge(spec: MergeSpec, out_dir: str | Path, *, source: Source | None = None) -> PerTAMergeJob:
+    """The merge job of ``spec`` (its inputs opened through ``source`` and checked), prepared
+    (:meth:`PerTAMergeJob.prepare`: the weight map's zero weights, ``--step``'s alphas); closed if that fails."""
+    job = PerTAMergeJob(spec, out_dir, source=source)
     try:
-        probe.check_weights()
-        return spec.at_steps(probe.step_ratio()) if spec.steps and not spec.alphas else spec
-    finally:
-        probe.close()
+        job.prepare()
+    except BaseException:
+        job.close()
+        raise
+    return job
 
 
 def apply_spec(spec: MergeSpec, out_dir: str | Path, *, progress: bool = True) -> list[Path]:
     """:func:`apply` of a :class:`~perta_hub.merge.spec.MergeSpec`: the output folders, one per alpha."""
     with gc_paused():  # torch's import (in the job's set-up) and the run make no garbage cycles worth a collection
-        checked = bool(spec.steps and not spec.alphas)
-        if checked:
-            spec = resolve_steps(spec, out_dir)  # the weight map is checked there, then alpha set from the steps
-        job = PerTAMergeJob.of(spec, out_dir)
-        try:
-            if not checked:
-                job.check_weights()
-        except BaseException:
-            job.close()
-            raise
-        with one_torch_thread():
-            return run_job(job, max_shard_size=spec.max_shard_size, progress=progress)
+        return run_merge(open_merge(spec, out_dir), progress=progress)
+
+
+def run_merge(job: PerTAMergeJob, *, sink: Sink | None = None, progress: bool = True) -> list[Path]:
+    """Run a prepared merge job into ``sink`` (default: its local output folders), torch on one thread."""
+    with one_torch_thread():
+        return run_job(job, max_shard_size=job.spec.max_shard_size, sink=sink, progress=progress)
 
 
 def merge_summary(folder: str | Path) -> str:

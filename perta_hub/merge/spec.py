@@ -1,8 +1,10 @@
 """What one merge reads and with which parameters: :class:`MergeSpec`, from the command line to every caller.
 
 ``apply`` (local, ``--stream``, ``--dry-run``), ``tune`` (its checks, the in-place search and the chosen model's
-write) and the Python API all carry one ``MergeSpec`` instead of the merge's nine arguments; it is built from a
-command's options in one place (:meth:`MergeSpec.from_options`), or from the keyword arguments of
+write), ``verify --recompute`` and the Python API all carry one ``MergeSpec`` instead of the merge's nine
+arguments, and :class:`~perta_hub.merge.apply.PerTAMergeJob` takes nothing else; it is built from a command's
+options in one place (:meth:`MergeSpec.from_options`), from a model's record (``verify``,
+:func:`perta_hub.verification.provenance.recorded_spec`), or from the keyword arguments of
 :func:`perta_hub.merge.apply.apply` / :func:`perta_hub.tuning.command.tune`.
 """
 
@@ -183,10 +185,3 @@ class MergeSpec:
     def replace(self, **changes: Any) -> MergeSpec:
         """A copy with some fields changed (e.g. one weight-map candidate of ``tune``, the chosen alpha)."""
         return dataclasses.replace(self, **changes)
-
-    def job_arguments(self) -> dict[str, Any]:
-        """The keyword arguments of :class:`~perta_hub.merge.apply.PerTAMergeJob` (and its subclasses) besides
-        the model, the task vector and the output folder."""
-        return {"alphas": list(self.alphas), "weights": self.weights, "p": self.p, "lam": self.lam, "eps": self.eps,
-                "device": self.device, "max_shard_size": self.max_shard_size, "allow_pickle": self.allow_pickle,
-                "steps": self.steps, "allow_negative_alpha": self.allow_negative_alpha}

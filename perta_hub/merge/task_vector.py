@@ -8,9 +8,10 @@ from typing import Any
 from perta_hub.errors import InputError, MismatchError, NonFiniteError
 from perta_hub.io.compat import architecture, check_architecture, check_same_tensors, is_tied
 from perta_hub.io.output_folder import current_command, make_run_id
-from perta_hub.io.reader import Checkpoint, open_checkpoint, scratch_for
+from perta_hub.io.reader import Checkpoint, scratch_for
 from perta_hub.io.sharding import TensorSpec, dtype_code
 from perta_hub.jobs.engine import Job, Stream, run_job
+from perta_hub.jobs.source import Input, Source
 from perta_hub.options.task_vector import TASK_VECTOR
 from perta_hub.records import TaskVectorRecord
 from perta_hub.runtime.devices import one_torch_thread
@@ -41,14 +42,18 @@ class TaskVectorJob(Job):
     hash_outputs = True
 
     def __init__(self, base: str | Path, finetuned: str | Path, out_dir: str | Path, *, dtype: str,
-                 max_shard_size: int | str, allow_pickle: bool, extra_provenance: dict[str, Any] | None) -> None:
-        import torch
-
+                 max_shard_size: int | str, allow_pickle: bool, extra_provenance: dict[str, Any] | None,
+                 source: Source | None = None) -> None:
         check_float_dtype(dtype)
         self.base, self.finetuned, self.out, self.dtype = base, finetuned, Path(out_dir), dtype
+        self.source = source = source or Source()
+        opening = source.open([Input(role, model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
+                               for role, model in (("base", base), ("finetuned", finetuned))])
+        import torch  # while a Hub source reads the headers
+
         self.store = getattr(torch, dtype)
-        self.anchor = self.open_model(base, allow_pickle, out_dir)
-        self.tuned = self.open_model(finetuned, allow_pickle, out_dir)
+        self.anchor = opening[0]()
+        self.tuned = opening[1]()
         self.extra = extra_provenance
         anchor, tuned = self.anchor, self.tuned
         check_architecture(architecture(anchor.config), architecture(tuned.config), "the fine-tuned model", str(base))
@@ -60,11 +65,6 @@ class TaskVectorJob(Job):
                                     "task vectors are defined for float weights only")
         self.run_id = make_run_id({"kind": "task_vector", "base": anchor.identity, "finetuned": tuned.identity,
                                    "dtype": dtype, "max_shard_size": str(max_shard_size)})
-
-    def open_model(self, model: str | Path, allow_pickle: bool, out_dir: str | Path) -> Checkpoint:
-        """One of the two checkpoints (a subclass may open it from remote headers, see
-        perta_hub.hub.remote_task_vector)."""
-        return open_checkpoint(model, allow_pickle=allow_pickle, scratch=scratch_for(out_dir))
 
     def outputs(self) -> list[tuple[Path, str]]:
         return [(self.out, self.run_id)]
@@ -83,7 +83,7 @@ class TaskVectorJob(Job):
 
     def streams(self) -> list[Stream]:
         specs = [TensorSpec(n, dtype_code(self.store), self.anchor.shape(n)) for n in self.anchor.names]
-        return [Stream("task_vector", specs, self.load, self.combine, "task vector")]
+        return [Stream("task_vector", specs, self.load, self.combine, "task vector", reads=self.reads)]
 
     def load(self, name: str) -> tuple[Any, Any]:
         return self.anchor.get(name), self.tuned.get(name)

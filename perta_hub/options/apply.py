@@ -43,7 +43,7 @@ class ApplyOptions(Options):
     stream: bool = option(
         "--stream", is_flag=True, default=False,
         help="With --push: merge shard by shard from the Hub to the Hub, keeping only a few shards on local disk "
-             "(chosen automatically when the disk cannot hold the inputs and the output).")
+             "(chosen automatically when the disk cannot hold the output and the inputs being read).")
     dry_run: bool = option(
         "--dry-run", is_flag=True, default=False,
         help="Check the inputs from their headers and print the plan (shards, bytes to download and upload, peak "

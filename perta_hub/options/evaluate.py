@@ -48,11 +48,23 @@ class EvaluateOptions(Options):
                                  help="Greedy generation budget for ROUGE, in tokens (the benchmark uses 200).")
     max_length: int = option("--max-length", type=Range(int, min=2), default=512,
                              help="Tokens per example (prompt + answer); longer ones are cut.")
+    mia_k: float = option(
+        "--mia-k", type=Range(float, min=0, max=1, min_open=True), default=0.4,
+        help="Fraction of the answer tokens that the Min-K% and Min-K%++ attacks average (the lowest-scoring "
+             "ones; open-unlearning's 0.4).")
+    bootstrap: int = option(
+        "--bootstrap", type=Range(int, min=0), default=0,
+        help="Resamples of the question rows (each split on its own, with replacement) for 95 % percentile "
+             "intervals of every aggregate, forget quality, model utility and PrivLeak included; e.g. 1000 "
+             "[default: 0, no intervals].", show_default=False)
+    seed: int = option("--seed", type=Range(int, min=0), default=0,
+                       help="Seed of the --bootstrap resampling (the same seed and rows give the same intervals).")
     write_card: bool = option("--write-card", is_flag=True, default=False,
                               help="Write the results into each model folder's README.md as model-index eval "
                                    "results.")
     plot: str | None = option("--plot", type=FILE,
-                              help="PNG of forget quality (log scale) against model utility, one point per MODEL.")
+                              help="PNG of forget quality (log scale) and of PrivLeak against model utility, one "
+                                   "point per MODEL.")
     overwrite: bool = option(
         "--overwrite", is_flag=True, default=False,
         help="Replace existing -o, --plot and retain-logs files [default: refuse an existing file].")

@@ -19,20 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from perta_hub.errors import InputError, MismatchError
-from perta_hub.merge.apply import PerTAMergeJob
+from perta_hub.merge.apply import PerTAMergeJob, open_merge
 from perta_hub.merge.spec import MergeSpec
 
 
 def open_job(spec: MergeSpec, out_dir: str | Path) -> PerTAMergeJob:
     """Open and check the inputs of ``spec`` exactly as ``apply`` does, the weight map's zero weights included
     (nothing is written; its alphas are not used: :meth:`InPlaceMerge.set_alpha` gives one at a time)."""
-    job = PerTAMergeJob.of(spec, out_dir)
-    try:
-        job.check_weights()
-    except BaseException:
-        job.close()
-        raise
-    return job
+    return open_merge(spec, out_dir)
 
 
 def target_dtype(job: PerTAMergeJob) -> Any:

@@ -1,8 +1,9 @@
 """Provenance (``--recompute``): fetch the recorded inputs at their recorded revisions and recompute the
 published tensors with the same math and cast as the command that wrote them, compared bit for bit.
 
-- model (``apply``): ``theta - alpha * (w ⊙ tau)`` through apply's own kernel
-  (:func:`perta_hub.merge.kernel.merge_tensor`: chunked on CPU, whole-tensor on GPU, the weight map's
+- model (``apply``): the merge the record describes (:func:`recorded_spec`, a
+  :class:`~perta_hub.merge.spec.MergeSpec` as ``apply`` carries it), ``theta - alpha * (w ⊙ tau)`` through apply's
+  own kernel (:func:`perta_hub.merge.kernel.merge_tensor`: chunked on CPU, whole-tensor on GPU, the weight map's
   "unrestricted" rule for tensors a ``--params`` map does not cover); recorded inputs that give NaN or Inf (which
   apply refuses to write) fail with the kernel's diagnosis;
 - task vector: ``finetuned - base`` in fp32 cast to the stored dtype, or a LoRA adapter's ``scaling * B @ A``;
@@ -24,6 +25,7 @@ from typing import Any
 from perta_hub.errors import PertaError
 from perta_hub.merge.kernel import Weighting, untouched
 from perta_hub.merge.low_rank import LowRankTaskVector, is_low_rank, open_task_vector
+from perta_hub.merge.spec import MergeSpec
 from perta_hub.records import UNSET
 from perta_hub.verification.locate import InputSearch, is_hub_input, locate, pinned_source
 from perta_hub.verification.result import VerifyResult
@@ -90,6 +92,23 @@ class _Tally:
             result.add(LEVEL, "tensors", "fail", f"{self.first}{more}")
         else:
             result.add(LEVEL, "tensors", "pass", f"{scope} recomputed as {what}: bit for bit identical")
+
+
+def recorded_spec(record: Any, device: str) -> MergeSpec:
+    """The merge an unlearned model's record describes: its target, task vector and weight map as recorded (pinned
+    at their recorded revisions, :func:`~perta_hub.verification.locate.pinned_source`; :func:`locate` finds them),
+    its alpha (any sign: what was written is recomputed) and the combination (p, lam, eps) it records, computed
+    on ``device``."""
+    weights = record.weights if record.weights is not UNSET else None
+
+    def recorded(key: str) -> Any:
+        value = getattr(weights, key, UNSET)
+        return None if value is UNSET else value
+
+    return MergeSpec(pinned_source(record.target), pinned_source(record.task_vector),
+                     weights=None if weights is None else pinned_source(weights), alphas=(record.alpha,),
+                     p=recorded("p"), lam=recorded("lam"), eps=recorded("eps"), device=device,
+                     allow_negative_alpha=True)
 
 
 def _open_input(result: VerifyResult, role: str, item: Any, opener: Callable[[str], Any], where: InputSearch) -> Any:
@@ -176,6 +195,7 @@ def recompute_model(result: VerifyResult, subject: Subject, *, sample: int | Non
     from perta_hub.runtime.buffers import BufferPool
 
     record = subject.record
+    spec = recorded_spec(record, device)
     where = subject.inputs
     target = _open_input(result, "target", record.target, lambda s: open_checkpoint(s), where)
     tv = _open_input(result, "task_vector", record.task_vector, lambda s: load_artifact(s, "task_vector"), where)
@@ -198,16 +218,16 @@ def recompute_model(result: VerifyResult, subject: Subject, *, sample: int | Non
         if unrestricted != recorded:
             result.add(LEVEL, "weights input", "fail", f"the weight map records unrestricted={unrestricted!r} but the "
                        f"model records {recorded!r}")
-        weighting = Weighting(weights.p, weights.lam, weights.eps, unrestricted)
+        weighting = Weighting(spec.p, spec.lam, spec.eps, unrestricted)
     if not _same_names(result, published, target, "the target"):
         return
     names = pick(published.names, sample, seed)
     if sample is not None:
         result.sample = {"n": sample, "seed": seed, "tensors": names}
-    math = _device_math(device)
+    math = _device_math(spec.device)
     pool = BufferPool(1 << 28)
     tally = _Tally()
-    alpha = record.alpha
+    (alpha,) = spec.alphas
     for name in names:
         in_map = forget is not None and name in forget.entries
         delta = None if untouched(weighting, in_map) else tau.get(name)  # w = 0: the task vector is not read
@@ -219,7 +239,7 @@ def recompute_model(result: VerifyResult, subject: Subject, *, sample: int | Non
                              f"({reason(merged.error)})")
         else:
             tally.compare(name, expected, published.get(name))
-        if not device.startswith("cuda"):
+        if not spec.device.startswith("cuda"):
             pool.give(expected)
     what = f"theta - {alpha} * (w ⊙ tau)" if weights is not None else f"theta - {alpha} * tau"
     tally.report(result, what, len(published.names))

@@ -46,6 +46,7 @@ def _input_errors(tmp: Path, tofu_dir: Path) -> dict[str, list[str]]:
     data = ["--forget", "tofu:forget01"]
     return {
         "apply": [missing, "--task-vector", missing, "--alpha", "1", "-o", out],
+        "compare": [missing, missing],
         "compute-weights": [missing, *data, "--retain", "tofu:retain99", "--method", "grad", "-o", out],
         "demo": ["--model", missing, "-o", out, "--quick"],
         "evaluate": [missing, "--data-dir", str(tofu_dir), "--max-examples", "1", "--device", "cpu"],

@@ -27,6 +27,7 @@ from perta_hub.merge.task_vector import task_vector
 from perta_hub.options.apply import APPLY, ApplyOptions
 from perta_hub.options.base import flags_of
 from perta_hub.options.common import OutputOptions
+from perta_hub.options.compare import COMPARE, CompareOptions
 from perta_hub.options.compute_weights import COMPUTE_WEIGHTS, ComputeWeightsOptions
 from perta_hub.options.demo import DEMO, DemoOptions
 from perta_hub.options.evaluate import EVALUATE, EvaluateOptions
@@ -43,6 +44,7 @@ COMMANDS: dict[str, list[type]] = {
     "finetune": [FinetuneOptions, TrainingOptions, PushOptions],
     "compute-weights": [ComputeWeightsOptions, PushOptions],
     "evaluate": [EvaluateOptions],
+    "compare": [CompareOptions],
     "push": [PublishOptions],
     "demo": [DemoOptions],
 }
@@ -73,6 +75,7 @@ def test_help_shows_each_flag_and_the_options_objects_defaults(command: str) -> 
     ("perta_hub.importance.weight_map:compute_weights", COMPUTE_WEIGHTS),
     ("perta_hub.evaluation.tofu:run_evaluation", EVALUATE),
     ("perta_hub.evaluation.tofu:evaluate_tofu", EVALUATE),
+    ("perta_hub.evaluation.bootstrap:compare_files", COMPARE),
     ("perta_hub.hub.publish:publish", PUBLISH),
     ("perta_hub.demo:run_demo", DEMO),
     ("perta_hub.training.finetune:finetune", FINETUNE),

@@ -68,3 +68,32 @@ def test_plot_groups_points_by_method(tmp_path, monkeypatch):
     assert set(lines) == {"tv", "grad", "fisher", "npo"}
     # one line per method, ordered by alpha (utility falls with alpha here)
     assert lines["tv"] == sorted(lines["tv"], reverse=True) and len(lines["tv"]) == 4
+
+
+def _summary(privleak: bool) -> dict:
+    def row(method, alpha, mu, fq, pl):
+        return {"model": f"/m/{method}{alpha}", "method": method, "alpha": alpha, "setting": None, "step_norm": None,
+                "forget_quality": fq, "log10_forget_quality": None, "model_utility": mu,
+                "forget_extraction_strength": 0.5, "retain_extraction_strength": 0.9, "forget_rouge": 0.6,
+                "retain_rouge": 0.8, "privleak": pl if privleak else None, "mia_min_k": 0.7 if privleak else None}
+
+    rows = [row("target", None, 0.5, 1e-4, -61.25), row("retain", None, 0.49, None, None)]
+    rows += [row("tv", a, 0.5 - 0.05 * a, 10 ** (a - 4), -60.0 + 15 * a) for a in (1.0, 2.0, 3.0)]
+    return {"rows": rows, "best": {}, "target_model_utility": 0.5,
+            "utility_budget": {"fraction": 0.95, "threshold": 0.475}}
+
+
+def test_results_table_and_methods_plot_show_privleak_when_known(tmp_path):
+    from perta_hub.evaluation.plot import plot_methods
+    from perta_hub.evaluation.report import results_table
+
+    table = results_table(_summary(True))
+    assert table.header[-2:] == ("PrivLeak Min-K% (%)", "AUC Min-K%")
+    assert table.rows[0][0] == "target" and table.rows[0][-2:] == ("-61.25", "0.7000")
+    assert not any("PrivLeak" in h for h in results_table(_summary(False)).header)  # no empty columns
+
+    def width(summary):
+        png = plot_methods(summary, tmp_path / "m.png")
+        return int.from_bytes(png.read_bytes()[16:20], "big")  # PNG IHDR width
+
+    assert (width(_summary(True)), width(_summary(False))) == (13 * 120, 864)  # a second panel: PrivLeak

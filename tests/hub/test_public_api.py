@@ -197,7 +197,7 @@ def test_an_uploaded_shard_commits_by_sha256(hub: HubServer, monkeypatch: Any, x
     Xet (a stand-in file object goes through the LFS batch, which answers "already stored")."""
     from huggingface_hub import HfApi, constants
 
-    from perta_hub.hub.stream import _confirmed, uploaded_op
+    from perta_hub.hub.sink import _confirmed, uploaded_op
 
     data = b"\x08\0\0\0\0\0\0\0{}      " + bytes(range(256)) * 64
     info = _preuploaded(hub, "user/gap", data)
@@ -219,12 +219,12 @@ def test_a_shard_the_hub_lost_is_never_committed_with_other_bytes(hub: HubServer
     from huggingface_hub import HfApi
 
     from perta_hub.errors import HubError
-    from perta_hub.hub.stream import uploaded_op
+    from perta_hub.hub.sink import uploaded_op
     from perta_hub.io.hub_source import _hub_errors
 
     info = _preuploaded(hub, "user/gap", b"\x08" + bytes(range(256)) * 64)
     lost = {**info, "sha256": hashlib.sha256(b"other").hexdigest()}
     gone = "^w.safetensors, uploaded by an interrupted run, is no longer on the Hub"
-    with pytest.raises(HubError, match=gone), _hub_errors("user/gap", None, "pushing to"):  # as stream.py calls it
+    with pytest.raises(HubError, match=gone), _hub_errors("user/gap", None, "pushing to"):  # as hub/sink.py calls it
         HfApi().create_commit("user/gap", [uploaded_op("w.safetensors", lost)], commit_message="shards")
     assert [c.title for c in hub.repo("user/gap").commits.values()] == ["initial commit"]

@@ -31,6 +31,7 @@ def test_tune_evaluates_the_chosen_model_and_pushes_it(hub: HubServer, make_mode
     config = json.loads((out / "perta_config.json").read_text())
     chosen = config["tune"]["chosen"]
     assert config["alpha"] == chosen and "forget quality" in result.output
+    assert "AUC Min-K%++" in result.output and "PrivLeak" in result.output  # the privacy table of the evaluation
     evaluation = json.loads((tmp_path / "out.tofu_eval.json").read_text())  # beside -o, never in the cwd
     assert evaluation["meta"]["model"] == str(out) and (tmp_path / "out.tofu_eval.retain.json").is_file()
     assert not Path("tofu_forget01_retain_logs.json").exists()
@@ -45,4 +46,5 @@ def test_tune_evaluates_the_chosen_model_and_pushes_it(hub: HubServer, make_mode
     values = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert values["model_utility"] == round(evaluation["model_utility"]["agg_value"], 6)
     assert "forget_quality" in values
+    assert values["privleak"] == round(evaluation["privleak"]["agg_value"], 6) and "mia_min_k_plus_plus" in values
     assert hub.repo("user/tuned").private is False  # an unlearned model: public by default, like apply's

@@ -141,7 +141,10 @@ def test_stream_fits_a_disk_smaller_than_the_output(hub: HubServer, make_model: 
     import pytest
 
     from perta_hub.hub.publish import push_folder
-    from perta_hub.hub.remote_apply import header_job
+    from perta_hub.hub.sink import HubSink
+    from perta_hub.hub.source import HubSource
+    from perta_hub.jobs.plan import plan_job
+    from perta_hub.merge.apply import PerTAMergeJob
     from perta_hub.merge.spec import MergeSpec
     from perta_hub.merge.task_vector import task_vector
 
@@ -152,8 +155,12 @@ def test_stream_fits_a_disk_smaller_than_the_output(hub: HubServer, make_model: 
                 "user/big-tv")
     args = ["apply", "user/big", "--task-vector", "user/big-tv", "--alpha", "1", "--max-shard-size", "40KB"]
     spec = MergeSpec("user/big", "user/big-tv", alphas=("1",), device="cpu", max_shard_size="40KB")
-    with header_job(spec, tmp_path / "x") as (_, plan):
-        bound, output = plan.stream_disk_bound(), plan.output_bytes
+    with HubSource(tmp_path / "headers") as source:  # the run's plan, from the headers
+        job = PerTAMergeJob(spec, tmp_path / "x", source=source)
+        sink = HubSink("user/small", private=None, revision=None, skip_card_check=False, state_dir=tmp_path)
+        plan = plan_job(job, spec.max_shard_size, sink)
+        bound, output = plan.needed_bytes, plan.output_bytes
+        job.close()
     small = [v for r in ("user/big", "user/big-tv") for k, v in hub.files(r).items() if not k.endswith(".safetensors")]
     pages = sum(-(-len(v) // 4096) * 4096 for v in small) + 4096 * 16  # JSON and tokenizer files, folders
     quota = (bound * 5 // 4 + 2 * pages) // 4096 * 4096
@@ -192,3 +199,29 @@ def test_a_cut_download_resumes_with_range_requests(hub: HubServer, tmp_path: Pa
     fetch_into(repo, out, len(data), Arrivals(threading.Condition()), lambda: None)
     assert out.read_bytes() == data
     assert hub.served - served == (3 + 2 + 1) << 20  # the whole file, then from 1 MiB, then from 2 MiB
+
+
+def test_hub_inputs_are_opened_and_checked_once(hub: HubServer, published: Published, tmp_path: Path,
+                                                monkeypatch: Any) -> None:
+    """``apply`` with Hub inputs (local mode) makes exactly the requests of opening them from their headers (those
+    of ``--dry-run``: the repo listings with their sizes and hashes, the small files, a range read of each header),
+    plus one download of each weight file: no input is listed, read or checked a second time."""
+    from perta_hub.hub import remote_headers
+
+    monkeypatch.setattr(remote_headers, "FIRST_READ", 2048)  # these tiny shards are smaller than 100 kB
+    start = len(hub.log)
+    assert run_cli(*apply_args(published, tmp_path / "dry", "--dry-run")).exit_code == 0
+    middle = len(hub.log)
+    result = run_cli(*apply_args(published, tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    opening, run = hub.log[start:middle], hub.log[middle:]
+    downloads = [path for method, path, status in run if status == 200 and path.endswith(".safetensors")]
+    assert sorted(r for r in run if r[2] != 200 or not r[1].endswith(".safetensors")) == sorted(opening)
+    weights = [f"/{repo}/resolve/{hub.repo(repo).refs['main']}/{name}" for repo in ("user/target", "user/tv", "user/wm")
+               for name in hub.files(repo) if name.endswith(".safetensors")]
+    assert sorted(downloads) == sorted(weights)  # each weight file downloaded once
+    assert not staging_left(tmp_path / "out")
+
+
+def staging_left(out: Path) -> bool:
+    return (out.parent / f".{out.name}.perta-inputs").exists()
