@@ -2,12 +2,14 @@
 
 Before the first step: ``OUT/recipe.resolved.yaml`` (the recipe with every value resolved: ``perta-hub run
 OUT/recipe.resolved.yaml`` runs it again, every finished step reused) and a copy named by its sha256 under
-``OUT/.recipe/recipes/`` (what the outputs' records point to), the derived data in ``OUT/data/``. Then each step:
-reused if its state is finished under the same key with its outputs there; otherwise its earlier outputs are
-removed if its key changed (an interrupted try under the same key is left for the command to resume), the step
-runs inside :func:`perta_hub.runtime.invocation.in_recipe_step` (every folder it finishes records the recipe's sha256
-and the step), and its state records the outputs, their identity and the time. A step that fails stops the run with
-its one-line error; the steps before it stay finished.
+``OUT/.recipe/recipes/`` (what the outputs' records point to), the derived data in ``OUT/data/``. Then each step
+is reused if its state is finished under the same key with its outputs there; otherwise it runs, inside
+:func:`perta_hub.runtime.invocation.in_recipe_step` (every folder it finishes records the recipe's sha256 and the
+step). An interrupted try under the same key is left for the command to resume; a folder made under a changed key
+is left for the command to keep when it holds this very run (``finetune``, ``apply``: "returned as is"), and
+removed when the command refuses it as another run; what the new run did not remake is removed after it. The
+step's state records its outputs, their identity and the time. A step that fails stops the run with its one-line
+error; the steps before it stay finished.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perta_hub.errors import PertaError
+from perta_hub.errors import OutputError, PertaError
 from perta_hub.recipes import estimate as estimates
 from perta_hub.recipes.data import is_derived
 from perta_hub.recipes.execute import clear, run_step
@@ -177,9 +179,8 @@ def run_one(plan: Plan, inst: Instance, counter: str, recipe_file: Path, result:
              f"{previous.get('seconds', 0):.1f} s)")
         result.reused.append(inst.title)
         return
-    if state_now == "run" and previous:  # its key changed: what it made is stale
-        clear([p for p in (plan.out / o for o in previous.get("outputs", [])) if plan.out in p.parents]
-              + [inst.folder])
+    stale = [p for p in (plan.out / o for o in previous.get("outputs", [])) if plan.out in p.parents] \
+        if state_now == "run" and previous else []  # made under another key
     echo(f"== {counter} {inst.title}: {inst.step.kind.name}" + (" (resuming)" if state_now == "resume" else ""))
     ready()
     started = time.perf_counter()
@@ -189,12 +190,21 @@ def run_one(plan: Plan, inst: Instance, counter: str, recipe_file: Path, result:
                                **({"seed": inst.seed} if inst.seed is not None else {})})
     with in_recipe_step(ref):
         try:
-            done = run_step(plan, inst, flags, echo)
+            try:
+                done = run_step(plan, inst, flags, echo)
+            except OutputError:
+                if not (state_now == "run" and previous):
+                    raise
+                # its folder holds another run (made under the old key): removed, and the step run again
+                clear([*stale, inst.folder])
+                done = run_step(plan, inst, flags, echo)
         except PertaError as err:  # the command's one line, named by its step
             message = str(err)
             if message.startswith(inst.step.path):
                 raise
             raise type(err)(f"{inst.step.path}: {message}") from None
+    clear([p for p in stale if p not in done.outputs  # what the old key made and this run did not remake
+           and not any(p in o.parents for o in done.outputs)])
     seconds = round(time.perf_counter() - started, 1)
     write_state(inst.root, inst.name, {
         "step": inst.name, "seed": inst.seed, "command": inst.step.kind.name, "key": key, "status": "finished",
