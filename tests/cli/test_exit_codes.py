@@ -77,8 +77,10 @@ def test_interrupt_exits_130(make_model: Callable[..., Path], tofu_dir: Path, tm
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "PERTA_HUB_PROGRESS_INTERVAL": "0",
            "PYTHONPATH": os.pathsep.join([str(DOCS.parent), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "perta_hub", "evaluate", str(model), "--data-dir", str(tofu_dir),
-                             "--device", "cpu", "--batch-size", "1"],  # all 400 rows: minutes, stopped at once
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+                             "--device", "cpu", "--batch-size", "1", "--max-new-tokens", "4"],  # stopped at once
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            # an xdist worker ignores SIGINT and a child inherits that: give it the default back
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:  # wait until scoring runs
