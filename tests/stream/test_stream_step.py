@@ -89,3 +89,25 @@ def test_zero_weight_maps_in_stream_mode(hub: HubServer, published: Published, t
         "the merge would write the target back unchanged; nothing is committed"], result.output
     repo = hub.repo("user/out2")
     assert [c.title for c in repo.commits.values()] == ["initial commit"]
+
+
+def test_step_with_hub_artifacts_in_local_mode_fetches_them_whole_once(hub: HubServer, published: Published,
+                                                                      tmp_path: Path) -> None:
+    """``apply`` (not ``--stream``) with Hub ids for the task vector and the map and ``--step``: they are downloaded
+    whole for the step's pass (each weight file once; the merge then reads them from disk), the target is fetched
+    as it is read; the output is the local apply's at the alpha the step gave, and nothing is left staged."""
+    p = published
+    start = len(hub.log)
+    result = run_cli("apply", p.target, "--task-vector", p.task_vector, "--weights", p.weights, "--step", "0.5",
+                     "--max-shard-size", "12KB", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "out" / "perta_config.json").read_text())
+    assert config["step"] == 0.5 and config["step_norm"] == 0.5
+    downloads = [path for _, path, status in hub.log[start:] if status == 200 and path.endswith(".safetensors")]
+    assert len(downloads) == len(set(downloads))  # every weight file downloaded once
+    local = run_cli("apply", p.local_target, "--task-vector", p.local_tv, "--weights", p.local_wm, "--alpha",
+                    repr(config["alpha"]), "--max-shard-size", "12KB", "-o", tmp_path / "local")
+    assert local.exit_code == 0, local.output
+    assert {f.name: f.read_bytes() for f in (tmp_path / "out").glob("*.safetensors")} == \
+        {f.name: f.read_bytes() for f in (tmp_path / "local").glob("*.safetensors")}
+    assert not (tmp_path / ".out.perta-inputs").exists()
