@@ -222,7 +222,7 @@ def seed_verdict(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None, n: in
         apart = abs(steps) > TIE_STEPS
         where = f"{abs(steps)} ladder step{'' if abs(steps) == 1 else 's'} apart"
     if not apart:
-        return TIE, f"{where}: a tie"
+        return TIE, where
     fq = (bootstrap or {}).get("forget_quality") or {}
     if fq.get("verdict") is not None:
         agrees = (fq["advantage_interval"][0] > 0) if steps > 0 else (fq["advantage_interval"][1] < 0)
@@ -300,7 +300,8 @@ def answer(a: str, b: str, per_seed: Sequence[Mapping[str, Any]]) -> str:
     parts = []
     if fq:
         parts.append(f"mean ΔFQ {_num(fq['mean'], 'forget_quality')}, median {_num(fq['median'], 'forget_quality')}")
-        parts.append(f"mean Δlog10 FQ {_num(_mean([d['log10_forget_quality'] for d in diffs]), 'log10_forget_quality')}")
+        log10 = _mean([d["log10_forget_quality"] for d in diffs])
+        parts.append(f"mean Δlog10 FQ {_num(log10, 'log10_forget_quality')}")
         steps = _mean([c["ladder_steps"] for c in per_seed if c["difference"]])
         if steps is not None:
             parts.append(f"mean {steps:+.1f} ladder steps")
@@ -432,11 +433,11 @@ def _pairs_table(comparisons: Sequence[Mapping[str, Any]]) -> Table:
     for comp in comparisons:
         verdicts = {A_WINS: f"{comp['a']} wins", B_WINS: f"{comp['b']} wins", TIE: "tie", None: "not compared"}
         for c in comp["per_seed"]:
-            d = c["difference"] or {}
+            d, steps = c["difference"] or {}, c["ladder_steps"]
             rows.append((f"{comp['a']} vs {comp['b']}", str(c["seed"]),
                          c["a"]["setting"] if c["a"] else "none", c["b"]["setting"] if c["b"] else "none",
                          _num(d.get("forget_quality"), "forget_quality"), _interval(c),
-                         "n/a" if c["ladder_steps"] is None else f"{c['ladder_steps']:+d}",
+                         "n/a" if steps is None else f"{steps:+d}" if steps else "0",
                          _num(d.get("model_utility"), "model_utility"), _num(d.get("privleak"), "privleak"),
                          f"{verdicts[c['verdict']]}: {c['why']}"))
     return Table(("A vs B", "seed", "A's setting", "B's setting", "ΔFQ (A - B)", "95 % bootstrap interval",

@@ -104,7 +104,7 @@ def test_the_verdict_rule_on_constructed_cases():
     assert ladder_steps(0.405, 0.0286, 40) == 5 and ladder_steps(0.0286, 0.405, 40) == -5
     assert seed_verdict(row(0.405), row(0.0286), 40)[0] == A_WINS  # a clear win
     verdict, why = seed_verdict(row(0.0971), row(0.0541), 40)  # one ladder step: a tie
-    assert (verdict, why) == (TIE, "1 ladder step apart: a tie")
+    assert (verdict, why) == (TIE, "1 ladder step apart")
     assert seed_verdict(row(0.0541), row(0.0541), 40)[0] == TIE
     assert seed_verdict(row(0.0541), row(0.165), 40) == (B_WINS, "2 ladder steps apart")  # two steps: a win
     assert seed_verdict(row(0.3), None, 40) == (A_WINS, "only A has a setting within the budget")
