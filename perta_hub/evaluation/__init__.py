@@ -4,8 +4,9 @@ Modules: ``metrics`` (pure functions on numbers), ``privacy`` (the membership-in
 PrivLeak, on numbers), ``scoring`` (teacher-forced NLL, greedy generation), ``tofu`` (the runner and its JSON),
 ``reference`` (the retain model's per-row values, reused), ``bootstrap`` (intervals and the paired comparison),
 ``metric_info`` (what each reported number is), ``outputs`` (the files it writes), ``report`` (table,
-model-card entries), ``plot`` (the sweep PNG), ``hf_metrics`` (the metrics as Hugging Face ``evaluate``
-modules: :func:`load_metric`). Importing this package loads no heavy library.
+model-card entries), ``seeds`` (the spread over seeds, PerTA against the baselines), ``plot`` (the sweep PNG),
+``hf_metrics`` (the metrics as Hugging Face ``evaluate`` modules: :func:`load_metric`). Importing this package
+loads no heavy library.
 """
 
 from __future__ import annotations

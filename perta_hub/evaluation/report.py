@@ -171,11 +171,12 @@ def method_lines(labels: Sequence[str], variants: Sequence[tuple[str, str, float
 
 
 def _summary_row(result: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    """A model's row: its method and setting, and every metric of :data:`METRICS` (None where absent)."""
+    """A model's row: its method and setting (``step``: the step norm ``apply --step`` asked for, ``step_norm``: the
+    one measured), and every metric of :data:`METRICS` (None where absent)."""
     meta = result["meta"]
     method = names.get(str(meta["model"])) or meta.get("method") or Path(meta["model"]).name
     row = {"model": meta["model"], "method": method, "alpha": meta.get("alpha"), "setting": meta.get("setting"),
-           "step_norm": meta.get("step_norm")}
+           "step_norm": meta.get("step_norm"), "step": meta.get("step")}
     for info in METRICS:
         row[info.key] = (result.get(info.result_key) or {}).get(info.field)
     return row

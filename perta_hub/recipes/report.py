@@ -82,7 +82,7 @@ def labels(plan: Plan, insts: list[Instance]) -> dict[str, str]:
 
 def gather(plan: Plan, inst: Instance) -> list[dict[str, Any]]:
     """The results of the evaluations a report names (each evaluate step's retain model first, when it has one),
-    with the step norm their models' records hold."""
+    with the step norm their models' records hold (``step_norm``, and ``step`` when ``apply --step`` asked for it)."""
     from perta_hub.records import record_of
 
     results = []
@@ -99,8 +99,9 @@ def gather(plan: Plan, inst: Instance) -> list[dict[str, Any]]:
     for result in results:
         meta = result["meta"]
         record = record_of(meta["model"]) if Path(meta["model"]).is_dir() else None
-        if record is not None and record.get("step_norm") is not None:
-            meta["step_norm"] = record.get("step_norm")
+        for name in ("step_norm", "step"):
+            if record is not None and record.get(name) is not None:
+                meta[name] = record.get(name)
     return results
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from perta_hub.errors import OutputError, PertaError
 from perta_hub.recipes import estimate as estimates
@@ -219,7 +220,10 @@ def run_one(plan: Plan, inst: Instance, counter: str, recipe_file: Path, result:
 
 def write_seed_index(plan: Plan, selected: list[Instance]) -> list[Path]:
     """The ``results.json`` of every report the run has; a report run once per seed also gets ``OUT/results.md``
-    and ``OUT/results.json`` gathering every seed's (listed last)."""
+    and ``OUT/results.json`` gathering every seed's (listed last). With two seeds or more both start with the
+    spread over the seeds (:func:`perta_hub.evaluation.seeds.seed_spread`: ``"spread"`` in the JSON, a section
+    before the seeds' reports in the markdown)."""
+    from perta_hub.evaluation.seeds import seed_spread, spread_markdown
     from perta_hub.io.atomic import write_atomic
 
     reports = [i for i in selected if i.step.kind.name == "report" and (i.root / "results.json").is_file()]
@@ -227,11 +231,40 @@ def write_seed_index(plan: Plan, selected: list[Instance]) -> list[Path]:
     seeded = [i for i in reports if i.seed is not None]
     if seeded:
         summaries = {i.seed: json.loads((i.root / "results.json").read_text()) for i in seeded}
-        write_atomic(plan.out / "results.json", json.dumps({"seeds": summaries}, indent=2, default=str) + "\n")
+        combined: dict[str, Any] = {"seeds": summaries}
         parts = [f"# {plan.recipe.name}: {len(seeded)} seeds\n"]
+        if len(seeded) > 1:
+            results = {i.seed: best_results(plan, i, summaries[i.seed]) for i in seeded}
+            combined["spread"] = seed_spread(summaries, results, seeding=seeding(seeded))
+            parts.append(spread_markdown(combined["spread"]))
+        write_atomic(plan.out / "results.json", json.dumps(combined, indent=2, default=str) + "\n")
         for i in seeded:
             parts.append(f"## Seed {i.seed} ([{i.root.name}/results.md]({i.root.name}/results.md))\n\n"
                          + (i.root / "results.md").read_text().replace("\n# ", "\n### ").replace("\n## ", "\n### "))
         write_atomic(plan.out / "results.md", "\n".join(parts))
         paths.append(plan.out / "results.json")
     return paths
+
+
+def best_results(plan: Plan, report: Instance, summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The evaluation results (per-question values included) of a seed's best settings within the budget, by
+    model path (a row's ``model`` is its result's ``meta.model``); empty when its evaluations cannot be read."""
+    from perta_hub.recipes.report import gather
+
+    wanted = {str(b["within_budget"]["model"]) for b in summary.get("best", {}).values() if b.get("within_budget")}
+    try:
+        results = gather(plan, report)
+    except (PertaError, OSError, ValueError):
+        return {}
+    return {str(r["meta"]["model"]): r for r in results if str(r["meta"]["model"]) in wanted}
+
+
+def seeding(reports: list[Instance]) -> dict[str, list[str]]:
+    """What the seeded reports' steps did with the seed, step names in order: ``re-seeded`` (their ``seed`` set),
+    ``per seed`` (run once per seed on a re-seeded output, unchanged) and ``once`` (not re-seeded)."""
+    from perta_hub.recipes.report import needed
+
+    steps = [d for r in reports for d in [*needed(r), r]]
+    return {"re-seeded": list(dict.fromkeys(d.name for d in steps if d.reseeded)),
+            "per seed": list(dict.fromkeys(d.name for d in steps if d.seed is not None and not d.reseeded)),
+            "once": list(dict.fromkeys(d.name for d in steps if d.seed is None))}

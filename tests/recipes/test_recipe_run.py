@@ -132,13 +132,15 @@ def test_seeds_repeat_the_unlearning_stage(tmp_path, isolated):
     recipe.write_text(TINY)
     out = tmp_path / "out"
     output = run(str(recipe), "-o", str(out), "--seeds", "2", "--only", "results",
-                 "--set", "steps.eval.models=['${target}', '${tv}', '${ga}']")
+                 "--set", "steps.eval.models=['${target}', '${tv}', '${perta-fisher}', '${ga}']")
     assert output.rstrip().endswith(f"  {out / 'seed-1' / 'report.html'}\n  {out / 'results.md'}")
-    # the target and retain models run once; --only results runs what the report needs (no weight map here)
-    assert {p.stem for p in (out / ".recipe").glob("*.json")} == {"init", "target", "retain"}
+    # the target, retain models and the weight map (over all its retain rows) run once; --only results runs what
+    # the report needs
+    assert {p.stem for p in (out / ".recipe").glob("*.json")} == {"init", "target", "retain", "wm-fisher"}
     for seed in (0, 1):
         root = out / f"seed-{seed}"
-        assert {p.stem for p in (root / ".recipe").glob("*.json")} == {"task-vector", "tv", "ga", "eval", "results"}
+        assert {p.stem for p in (root / ".recipe").glob("*.json")} == {"task-vector", "tv", "perta-fisher", "ga",
+                                                                        "eval", "results"}
         assert read_record(root / "task-vector").get("training")["seed"] == seed
         assert read_record(root / "ga").get("training")["seed"] == seed
         assert read_record(root / "task-vector").recipe.seed == seed
@@ -146,7 +148,24 @@ def test_seeds_repeat_the_unlearning_stage(tmp_path, isolated):
     assert read_record(out / "seed-0" / "task-vector").files != read_record(out / "seed-1" / "task-vector").files
     combined = json.loads((out / "results.json").read_text())
     assert set(combined["seeds"]) == {"0", "1"}
-    assert "## Seed 1" in (out / "results.md").read_text()
+    # the spread over the seeds comes first: fronts, best within the budget, PerTA against TV and GA per seed
+    spread = combined["spread"]
+    assert spread["seeds"] == [0, 1] and spread["forget_rows"] == 4
+    assert spread["seeding"] == {"re-seeded": ["task-vector", "ga"], "per seed": ["tv", "perta-fisher", "eval",
+                                                                                   "results"],
+                                 "once": ["init", "target", "retain", "wm-fisher"]}
+    assert [f["setting"] for f in spread["fronts"]["perta-fisher"]] == ["step 1", "step 2"]
+    assert [f["setting"] for f in spread["fronts"]["tv"]] == ["alpha 1", "alpha 2"]
+    assert all(f["seeds"] == 2 for front in spread["fronts"].values() for f in front)
+    assert [(c["a"], c["b"]) for c in spread["comparisons"]] == [("perta-fisher", "tv"), ("perta-fisher", "ga")]
+    for comp in spread["comparisons"]:
+        assert [c["seed"] for c in comp["per_seed"]] == [0, 1] and comp["answer"]
+        for c in comp["per_seed"]:  # the paired bootstrap ran where both kept the budget
+            assert (c["bootstrap"] is not None) == (c["a"] is not None and c["b"] is not None), c
+    md = (out / "results.md").read_text()
+    assert md.index("## Across the 2 seeds (0, 1)") < md.index("### The answer: does PerTA beat TV") < md.index(
+        "## Seed 0") < md.index("## Seed 1")
+    assert "**Re-seeded** (their `seed` set to each seed): `task-vector`, `ga`." in md
 
 
 @pytest.mark.slow
