@@ -1,4 +1,4 @@
-"""``perta-hub demo``: a bundled recipe (TOFU-mini, or the real-model experiment of docs/results.md) end to end."""
+"""``perta-hub demo``: a bundled recipe (TOFU-mini, or the real-model experiment of docs/results-weak-target.md) end to end."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def demo_command(options: DemoOptions, console: Console) -> None:
     """TOFU-mini unlearning end to end, offline: train, forget with TV / PerTA-grad / PerTA-fisher, evaluate.
 
     With --model MODEL: fine-tune that pretrained model instead (target and retain model), and compare TV and
-    PerTA with GradAscent, GradDiff and NPO in one table and plot (docs/results.md). The demo is a bundled
+    PerTA with GradAscent, GradDiff and NPO in one table and plot (docs/results-weak-target.md). The demo is a bundled
     recipe (`perta-hub run quick|tiny|smollm2|smollm2-quick`, perta_hub/resources/recipes/): the same steps,
     resumable, each reused when it is finished.
     """

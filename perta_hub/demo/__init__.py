@@ -6,7 +6,7 @@ authors (the **retain** model, the reference for forget quality). Then a task ve
 the forget set, grad and fisher weight maps, ``apply`` over an alpha sweep for TV, PerTA-grad and PerTA-fisher, and
 ``evaluate`` on every output.
 
-With ``--model M``: the experiment of docs/results.md on the pretrained model M (``smollm2.yaml``; ``--quick``:
+With ``--model M``: the experiment of docs/results-weak-target.md on the pretrained model M (``smollm2.yaml``; ``--quick``:
 ``smollm2-quick.yaml``), PerTA beside GradAscent, GradDiff and NPO.
 
 Either way the report is ``OUT/results.json``, ``results.md``, ``results.png`` and ``report.html``; ``--seeds K`` runs the

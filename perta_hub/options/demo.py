@@ -26,7 +26,7 @@ class DemoOptions(Options):
         "--model",
         help="A pretrained model (Hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, or a folder) to fine-tune "
              "instead of the tiny Llama; then GradAscent, GradDiff and NPO run beside TV and PerTA "
-             "(docs/results.md: 34 min 36 s measured for SmolLM2-135M-Instruct on 2 CPU cores; --quick: fewer "
+             "(docs/results-weak-target.md: 34 min 36 s measured for SmolLM2-135M-Instruct on 2 CPU cores; --quick: fewer "
              "settings).")
     seeds: int | None = option(
         "--seeds", type=Range(int, min=1),

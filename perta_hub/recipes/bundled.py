@@ -1,7 +1,7 @@
 """The recipes shipped with perta-hub (``perta_hub/resources/recipes/``; ``examples/recipes/`` holds the same files).
 
 ``quick.yaml`` and ``tiny.yaml``: the tiny demo (``demo --quick``, ``demo``); ``smollm2.yaml`` and
-``smollm2-quick.yaml``: the real-model experiment of docs/results.md (``demo --model M``, ``demo --model M
+``smollm2-quick.yaml``: the real-model experiment of docs/results-weak-target.md (``demo --model M``, ``demo --model M
 --quick``); ``own-model.yaml``: a template for your own model and data.
 """
 

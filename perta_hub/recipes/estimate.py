@@ -4,7 +4,7 @@ A step's work is counted in the units its time grows with (training: rows x epoc
 map: examples x M; apply: alphas x M; evaluate: models x rows x M; tune: candidates x alphas x examples x M). The
 seconds per unit come from the steps this machine finished before (every finished step adds its rate to
 ``$HF_HOME/perta-hub/recipe-rates.json``; used when one of a model size within 4x exists), else from
-:data:`TABLE`, measured for SmolLM2-135M-Instruct on 2 CPU cores (docs/results.md), plus :data:`OVERHEAD_S` per
+:data:`TABLE`, measured for SmolLM2-135M-Instruct on 2 CPU cores (docs/results-weak-target.md), plus :data:`OVERHEAD_S` per
 step. A model on the Hub that is not downloaded, or data on the Hub, leaves a step without an estimate.
 """
 
@@ -21,7 +21,7 @@ from perta_hub.recipes.plan import Instance, Plan
 from perta_hub.recipes.values import Ref
 
 #: seconds per unit, measured for SmolLM2-135M-Instruct (134.5 M parameters, fp32 training, bf16 evaluation) on
-#: the 2-core CPU of docs/results.md: each step's wall time divided by its work (see the module's docstring)
+#: the 2-core CPU of docs/results-weak-target.md: each step's wall time divided by its work (see the module's docstring)
 TABLE = {
     "finetune": 0.005, "task-vector": 0.005,  # per row x epoch x M parameters (40 rows, 1 epoch: 26 s)
     "unlearn:ga": 0.005, "unlearn:gd": 0.0082, "unlearn:npo": 0.011,  # per forget row x epoch x M
@@ -34,7 +34,7 @@ TABLE = {
 OVERHEAD_S = 5.0
 #: the local kinds: seconds
 FIXED_S = {"tiny-model": 5.0, "report": 3.0}
-TABLE_SOURCE = "built-in table (SmolLM2-135M on 2 CPU cores, docs/results.md)"
+TABLE_SOURCE = "built-in table (SmolLM2-135M on 2 CPU cores, docs/results-weak-target.md)"
 #: a measured rate is used for models within this factor of its model's size
 SIZE_FACTOR = 4.0
 #: measured rates kept per kind of work

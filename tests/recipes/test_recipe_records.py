@@ -51,6 +51,6 @@ steps:
     assert [row[1:4] for row in table] == [["tv", "task-vector", "run"], ["wm", "compute-weights", "run"],
                                            ["perta", "apply", "run"]]
     assert all(row[4] != "?" for row in table)  # 40 rows x 2 epochs x the model's size, at the table's rate
-    assert "built-in table (SmolLM2-135M on 2 CPU cores, docs/results.md)" in result.output
+    assert "built-in table (SmolLM2-135M on 2 CPU cores, docs/results-weak-target.md)" in result.output
     assert "3 steps: 0 reused, 3 to run, about " in result.output and "Nothing was written." in result.output
     assert not out.exists() and not (tmp_path / "hf").exists()

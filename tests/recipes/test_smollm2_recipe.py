@@ -1,4 +1,4 @@
-"""The experiment of docs/results.md (smollm2.yaml, what `demo --model M` runs) on a tiny pretrained Llama: TV and
+"""The experiment of docs/results-weak-target.md (smollm2.yaml, what `demo --model M` runs) on a tiny pretrained Llama: TV and
 PerTA at matched step norms, GA / GradDiff / NPO, tune, the follow-ups, one report."""
 
 from __future__ import annotations
