@@ -31,14 +31,16 @@ from typing import Any
 
 from perta_hub.evaluation.document import Block, Bullets, Heading, Paragraph, Table, to_markdown
 from perta_hub.evaluation.metric_info import metric
+from perta_hub.unlearning.methods import METHOD_NAMES
+from perta_hub.unlearning.methods import METHODS as UNLEARN_CODES
 
 #: the numbers whose spread is given (summary-row keys of :data:`perta_hub.evaluation.metric_info.METRICS`)
 SPREAD_KEYS = ("forget_quality", "log10_forget_quality", "model_utility", "privleak")
-#: the gradient baselines PerTA is compared with (method labels), after task-vector negation (``tv``)
-GRADIENT_BASELINES = ("ga", "gd", "npo")
+#: the gradient baselines PerTA is compared with (``unlearn``'s methods), after task-vector negation (``tv``)
+GRADIENT_BASELINES = UNLEARN_CODES
 BASELINES = ("tv", *GRADIENT_BASELINES)
 #: how the answers name the methods
-DISPLAY = {"tv": "TV", "ga": "GradAscent", "gd": "GradDiff", "npo": "NPO"}
+DISPLAY = {"tv": "TV", **METHOD_NAMES}
 #: paired-bootstrap resamples per comparison, and its generator's seed
 RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
