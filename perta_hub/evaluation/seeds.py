@@ -454,7 +454,8 @@ def spread_blocks(spread: Mapping[str, Any], level: int = 2) -> list[Block]:
     n = spread.get("forget_rows")
     budget = spread.get("utility_budget") or {}
     blocks: list[Block] = [
-        Heading(f"Across the {len(seeds)} seeds ({', '.join(map(str, seeds))})", level),
+        Heading(f"Across the {len(seeds)} seeds ({', '.join(map(str, seeds))})" if len(seeds) > 1
+                else f"One seed ({seeds[0]}): the paired comparisons", level),
         Paragraph(seeding_text(spread.get("seeding"))),
         Paragraph("Each cell: mean ± sd [min, max] over the seeds (sd: the sample standard deviation). Forget "
                   "quality is a p-value, and a mean of p-values is pulled up by the largest: read its median and "

@@ -220,8 +220,8 @@ def run_one(plan: Plan, inst: Instance, counter: str, recipe_file: Path, result:
 
 def write_seed_index(plan: Plan, selected: list[Instance]) -> list[Path]:
     """The ``results.json`` of every report the run has; a report run once per seed also gets ``OUT/results.md``
-    and ``OUT/results.json`` gathering every seed's (listed last). With two seeds or more both start with the
-    spread over the seeds (:func:`perta_hub.evaluation.seeds.seed_spread`: ``"spread"`` in the JSON, a section
+    and ``OUT/results.json`` gathering every seed's (listed last). Both start with the spread over the seeds (with
+    one seed: its paired comparisons) (:func:`perta_hub.evaluation.seeds.seed_spread`: ``"spread"`` in the JSON, a section
     before the seeds' reports in the markdown)."""
     from perta_hub.evaluation.seeds import seed_spread, spread_markdown
     from perta_hub.io.atomic import write_atomic
@@ -232,11 +232,10 @@ def write_seed_index(plan: Plan, selected: list[Instance]) -> list[Path]:
     if seeded:
         summaries = {i.seed: json.loads((i.root / "results.json").read_text()) for i in seeded}
         combined: dict[str, Any] = {"seeds": summaries}
-        parts = [f"# {plan.recipe.name}: {len(seeded)} seeds\n"]
-        if len(seeded) > 1:
-            results = {i.seed: best_results(plan, i, summaries[i.seed]) for i in seeded}
-            combined["spread"] = seed_spread(summaries, results, seeding=seeding(seeded))
-            parts.append(spread_markdown(combined["spread"]))
+        parts = [f"# {plan.recipe.name}: {len(seeded)} seed{'s' if len(seeded) > 1 else ''}\n"]
+        results = {i.seed: best_results(plan, i, summaries[i.seed]) for i in seeded}
+        combined["spread"] = seed_spread(summaries, results, seeding=seeding(seeded))
+        parts.append(spread_markdown(combined["spread"]))
         write_atomic(plan.out / "results.json", json.dumps(combined, indent=2, default=str) + "\n")
         for i in seeded:
             parts.append(f"## Seed {i.seed} ([{i.root.name}/results.md]({i.root.name}/results.md))\n\n"

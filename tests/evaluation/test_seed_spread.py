@@ -197,3 +197,12 @@ def test_the_answer_when_every_seed_agrees(perta, tv, start):
                  for s in (0, 1)}
     (comp,) = seed_spread(summaries)["comparisons"]
     assert comp["answer"].startswith(start), comp["answer"]
+
+
+def test_one_seed_gives_its_paired_comparisons():
+    """A run of one seed (``--set "seeds=[0]"``) still answers per pair; the spread is that seed's numbers."""
+    spread = seed_spread({0: SEEDS[0]})
+    tv = {(c["a"], c["b"]): c for c in spread["comparisons"]}["perta-fisher", "tv"]
+    assert [c["verdict"] for c in tv["per_seed"]] == [A_WINS]
+    assert tv["answer"].startswith("**Yes**: PerTA-fisher beats TV by more than the noise in 1 of 1 seeds")
+    assert spread_markdown(spread).startswith("## One seed (0): the paired comparisons\n")
