@@ -13,6 +13,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch CPU thread per test process (and per subprocess a test starts): the models here have ~100k parameters,
+# too small for intra-op threads to help, and two xdist workers of two threads each on two cores (or beside any
+# other busy process) spend most of their time in thread synchronisation: the smollm2 recipe test took 366 s with
+# torch's default threads and 24 s with one on a busy 2-core machine. Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TOFU_DIR = Path(__file__).resolve().parents[1] / "perta_hub" / "resources" / "tofu"
 
