@@ -418,6 +418,9 @@ def _validate_model_index(index: Any) -> list[str]:
 class _Handler(BaseHTTPRequestHandler):
     hub: HubServer
     protocol_version = "HTTP/1.1"
+    # headers and body go out in separate writes; with Nagle's algorithm the body waits for the client's delayed
+    # ACK of the headers (~40 ms a response on Linux): a push of a tiny model took ~0.6 s instead of ~0.1 s
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
