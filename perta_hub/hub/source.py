@@ -249,8 +249,12 @@ class _Fetching:
         self.workers.start(self._download, "perta-download")
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.workers.__exit__(*exc)
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: Any) -> None:
+        self.workers.__exit__(kind, err, tb)
+        if isinstance(err, Exception) and isinstance(self.workers.error, Exception) and self.workers.error is not err:
+            # a download failed (e.g. other bytes than the Hub lists: the file is deleted) and the merge, reading
+            # that file, failed because of it before it saw the download's error: the download's is the cause
+            raise self.workers.error from err
 
 
 @contextlib.contextmanager
