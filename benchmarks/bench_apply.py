@@ -256,6 +256,7 @@ def main() -> None:
                              "beside this one on the same inputs, and the ratios are printed")
     args = parser.parse_args()
 
+    args.cache = args.cache.resolve()  # the contenders run in their own source folders (below)
     target, tuned, tv, tv_bf16, wm = build_inputs(args.cache, args)
     n_params = sum(
         int(__import__("math").prod(s))
@@ -267,26 +268,37 @@ def main() -> None:
         scratch_dir = Path(scratch)
         apply_cmd = [sys.executable, "-m", "perta_hub", "apply", str(target), "--alpha", str(args.alpha),
                      "--device", args.device, "--max-shard-size", f"{args.shard_mb}MB"]  # fmt: skip
+        # `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH: each apply runs in the
+        # root of the checkout it measures, or a run started in this repository would import this tree's
+        # perta_hub for --compare-src too
+        mine = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        this_run = lambda cmd: run(cmd, cwd=ROOT, env=mine)  # noqa: E731
         # name -> (inputs to warm first, out folder -> (wall s, peak RSS GB))
         contenders: dict[str, tuple[tuple[Path, ...], Callable[[Path], Measure]]] = {
-            APPLY_TV: ((target, tv), lambda out: run([*apply_cmd, "--task-vector", str(tv), "-o", str(out)])),
+            APPLY_TV: ((target, tv), lambda out: this_run([*apply_cmd, "--task-vector", str(tv), "-o", str(out)])),
             APPLY_BF16: (
                 (target, tv_bf16),
-                lambda out: run([*apply_cmd, "--task-vector", str(tv_bf16), "-o", str(out)]),
+                lambda out: this_run([*apply_cmd, "--task-vector", str(tv_bf16), "-o", str(out)]),
             ),
             APPLY_WM: (
                 (target, tv, wm),
-                lambda out: run([*apply_cmd, "--task-vector", str(tv), "--weights", str(wm), "-o", str(out)]),
+                lambda out: this_run([*apply_cmd, "--task-vector", str(tv), "--weights", str(wm), "-o", str(out)]),
             ),
         }
         if args.compare_src is not None:
-            other = {**os.environ, "PYTHONPATH": str(args.compare_src.resolve())}
+            src = args.compare_src.resolve()
+            other = {**os.environ, "PYTHONPATH": str(src)}
+            found = subprocess.run([sys.executable, "-c", "import perta_hub; print(perta_hub.__file__)"], cwd=src,
+                                   env=other, capture_output=True, text=True, check=True).stdout.strip()
+            if not Path(found).resolve().is_relative_to(src):
+                raise SystemExit(f"--compare-src {src}: its perta_hub is not the one imported ({found})")
             contenders[f"{APPLY_TV} @ {args.compare_src.name}"] = (
-                (target, tv), lambda out: run([*apply_cmd, "--task-vector", str(tv), "-o", str(out)], env=other))
+                (target, tv),
+                lambda out: run([*apply_cmd, "--task-vector", str(tv), "-o", str(out)], cwd=src, env=other))
             contenders[f"{APPLY_WM} @ {args.compare_src.name}"] = (
                 (target, tv, wm),
                 lambda out: run([*apply_cmd, "--task-vector", str(tv), "--weights", str(wm), "-o", str(out)],
-                                env=other))
+                                cwd=src, env=other))
         if args.mergekit:
             config = scratch_dir / "mergekit.yml"
             merge = {"merge_method": "task_arithmetic", "base_model": str(target), "dtype": "bfloat16",
