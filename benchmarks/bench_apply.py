@@ -10,7 +10,10 @@ twin, its task vector (fp32) and a weight map (bf16), then measures, each as a f
   ``mergekit-yaml`` is found (``--mergekit PATH`` or on PATH);
 - the floor: writing the same number of output bytes, in the same shard sizes, with fsync.
 
-Prints wall time and peak RSS of each, and the ratios, one comparison per line.
+Prints wall time, CPU time and peak RSS of each, and the ratios, one comparison per line. Every apply runs in
+the root of the checkout it measures (``--compare-src`` too) and with a hash cache of the bench's own
+(``--hash-cache``, the inputs' hashes filled in before the first round), so no contender pays for the size of
+the user's cache.
 
     python benchmarks/bench_apply.py                 # the 1B model of the issue
     python benchmarks/bench_apply.py --device cuda --layers 32 --hidden 4096 --intermediate 11008  # 7B-sized
@@ -254,10 +257,23 @@ def main() -> None:
     parser.add_argument("--compare-src", type=Path, default=None,
                         help="another checkout of perta-hub (e.g. `git worktree add /tmp/base REV`): its apply runs "
                              "beside this one on the same inputs, and the ratios are printed")
+    parser.add_argument("--hash-cache", type=Path, default=None,
+                        help="PERTA_HUB_CACHE of every contender (default: hash-cache/ in --cache)")
     args = parser.parse_args()
+    args.hash_cache = args.hash_cache or args.cache / "hash-cache"
 
     args.cache = args.cache.resolve()  # the contenders run in their own source folders (below)
     target, tuned, tv, tv_bf16, wm = build_inputs(args.cache, args)
+    # every contender looks up its inputs' content hashes in the same small cache, filled here once: a run with
+    # the user's cache (~/.cache/perta-hub, one JSON file that grows with every output) would pay for its size,
+    # and older checkouts parse it once per file they hash
+    os.environ["PERTA_HUB_CACHE"] = str(args.hash_cache.resolve())
+    from perta_hub.io.fingerprint import file_sha256
+
+    for folder in (target, tv, tv_bf16, wm):
+        for f in sorted(folder.iterdir()):
+            if f.is_file():
+                file_sha256(f)
     n_params = sum(
         int(__import__("math").prod(s))
         for _, s in llama_shapes(args.hidden, args.layers, args.intermediate, args.vocab)
