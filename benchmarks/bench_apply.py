@@ -10,7 +10,10 @@ twin, its task vector (fp32) and a weight map (bf16), then measures, each as a f
   ``mergekit-yaml`` is found (``--mergekit PATH`` or on PATH);
 - the floor: writing the same number of output bytes, in the same shard sizes, with fsync.
 
-Prints wall time and peak RSS of each, and the ratios, one comparison per line.
+Prints wall time, CPU time and peak RSS of each, and the ratios, one comparison per line. Every apply runs in
+the root of the checkout it measures (``--compare-src`` too) and with a hash cache of the bench's own
+(``--hash-cache``, the inputs' hashes filled in before the first round), so no contender pays for the size of
+the user's cache.
 
     python benchmarks/bench_apply.py                 # the 1B model of the issue
     python benchmarks/bench_apply.py --device cuda --layers 32 --hidden 4096 --intermediate 11008  # 7B-sized
@@ -254,9 +257,23 @@ def main() -> None:
     parser.add_argument("--compare-src", type=Path, default=None,
                         help="another checkout of perta-hub (e.g. `git worktree add /tmp/base REV`): its apply runs "
                              "beside this one on the same inputs, and the ratios are printed")
+    parser.add_argument("--hash-cache", type=Path, default=None,
+                        help="PERTA_HUB_CACHE of every contender (default: hash-cache/ in --cache)")
     args = parser.parse_args()
+    args.hash_cache = args.hash_cache or args.cache / "hash-cache"
 
+    args.cache = args.cache.resolve()  # the contenders run in their own source folders (below)
     target, tuned, tv, tv_bf16, wm = build_inputs(args.cache, args)
+    # every contender looks up its inputs' content hashes in the same small cache, filled here once: a run with
+    # the user's cache (~/.cache/perta-hub, one JSON file that grows with every output) would pay for its size,
+    # and older checkouts parse it once per file they hash
+    os.environ["PERTA_HUB_CACHE"] = str(args.hash_cache.resolve())
+    from perta_hub.io.fingerprint import file_sha256
+
+    for folder in (target, tv, tv_bf16, wm):
+        for f in sorted(folder.iterdir()):
+            if f.is_file():
+                file_sha256(f)
     n_params = sum(
         int(__import__("math").prod(s))
         for _, s in llama_shapes(args.hidden, args.layers, args.intermediate, args.vocab)
@@ -267,26 +284,37 @@ def main() -> None:
         scratch_dir = Path(scratch)
         apply_cmd = [sys.executable, "-m", "perta_hub", "apply", str(target), "--alpha", str(args.alpha),
                      "--device", args.device, "--max-shard-size", f"{args.shard_mb}MB"]  # fmt: skip
+        # `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH: each apply runs in the
+        # root of the checkout it measures, or a run started in this repository would import this tree's
+        # perta_hub for --compare-src too
+        mine = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        this_run = lambda cmd: run(cmd, cwd=ROOT, env=mine)  # noqa: E731
         # name -> (inputs to warm first, out folder -> (wall s, peak RSS GB))
         contenders: dict[str, tuple[tuple[Path, ...], Callable[[Path], Measure]]] = {
-            APPLY_TV: ((target, tv), lambda out: run([*apply_cmd, "--task-vector", str(tv), "-o", str(out)])),
+            APPLY_TV: ((target, tv), lambda out: this_run([*apply_cmd, "--task-vector", str(tv), "-o", str(out)])),
             APPLY_BF16: (
                 (target, tv_bf16),
-                lambda out: run([*apply_cmd, "--task-vector", str(tv_bf16), "-o", str(out)]),
+                lambda out: this_run([*apply_cmd, "--task-vector", str(tv_bf16), "-o", str(out)]),
             ),
             APPLY_WM: (
                 (target, tv, wm),
-                lambda out: run([*apply_cmd, "--task-vector", str(tv), "--weights", str(wm), "-o", str(out)]),
+                lambda out: this_run([*apply_cmd, "--task-vector", str(tv), "--weights", str(wm), "-o", str(out)]),
             ),
         }
         if args.compare_src is not None:
-            other = {**os.environ, "PYTHONPATH": str(args.compare_src.resolve())}
+            src = args.compare_src.resolve()
+            other = {**os.environ, "PYTHONPATH": str(src)}
+            found = subprocess.run([sys.executable, "-c", "import perta_hub; print(perta_hub.__file__)"], cwd=src,
+                                   env=other, capture_output=True, text=True, check=True).stdout.strip()
+            if not Path(found).resolve().is_relative_to(src):
+                raise SystemExit(f"--compare-src {src}: its perta_hub is not the one imported ({found})")
             contenders[f"{APPLY_TV} @ {args.compare_src.name}"] = (
-                (target, tv), lambda out: run([*apply_cmd, "--task-vector", str(tv), "-o", str(out)], env=other))
+                (target, tv),
+                lambda out: run([*apply_cmd, "--task-vector", str(tv), "-o", str(out)], cwd=src, env=other))
             contenders[f"{APPLY_WM} @ {args.compare_src.name}"] = (
                 (target, tv, wm),
                 lambda out: run([*apply_cmd, "--task-vector", str(tv), "--weights", str(wm), "-o", str(out)],
-                                env=other))
+                                cwd=src, env=other))
         if args.mergekit:
             config = scratch_dir / "mergekit.yml"
             merge = {"merge_method": "task_arithmetic", "base_model": str(target), "dtype": "bfloat16",

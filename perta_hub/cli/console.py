@@ -117,10 +117,11 @@ def configured(options: OutputOptions) -> Iterator[Console]:
     The ``perta_hub`` logger goes to stderr: INFO (the progress lines off a terminal) by default, DEBUG with
     ``-v``, warnings only with ``-q``. The libraries' own progress bars are off unless ``-v``.
     """
-    from perta_hub.runtime.buffers import tune_allocator
+    from perta_hub.runtime.buffers import skip_exit_collection, tune_allocator
     from perta_hub.runtime.progress import library_bars
 
     tune_allocator()  # process-wide, once: the CLI owns its process (a library call leaves it alone)
+    skip_exit_collection()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if options.verbose
                                            else "%(message)s"))

@@ -1,6 +1,9 @@
 """Content hashes of local files, cached by (path, size, mtime) so a file is hashed once.
 
-The cache lives in ``$PERTA_HUB_CACHE`` (default ``~/.cache/perta-hub``) as ``file-hashes.json``.
+The cache lives in ``$PERTA_HUB_CACHE`` (default ``~/.cache/perta-hub``) as ``file-hashes.json``. Files under
+:data:`CACHED_FROM_BYTES` are hashed as they are, neither looked up nor stored: hashing one takes well under a
+millisecond, while the cache is one JSON file, parsed whole on its first lookup in a process and written whole on
+each store (every ``apply`` stored its output's ``config.json`` and index, twice rewriting a cache that only grew).
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from pathlib import Path
 def _cache_path() -> Path:
     root = os.environ.get("PERTA_HUB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "perta-hub")
     return Path(root) / "file-hashes.json"
+
+
+#: files of at least this many bytes have their hash cached; smaller ones are hashed each time
+CACHED_FROM_BYTES = 1 << 20
 
 
 def _stat_key(path: Path) -> str:
@@ -61,7 +68,9 @@ def _read_cache(cache_file: Path) -> dict[str, str]:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of one file's bytes, from the cache when the file is unchanged."""
+    """sha256 of one file's bytes, from the cache when the file is unchanged (a small file: hashed at once)."""
+    if path.stat().st_size < CACHED_FROM_BYTES:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
     key = _stat_key(path)
     with _lock:
         value = _read_cache(_cache_path()).get(key)
@@ -74,8 +83,11 @@ def file_sha256(path: Path) -> str:
 
 
 def remember_sha256(path: Path, value: str) -> None:
-    """Store ``value`` as the sha256 of ``path`` as it is now (a writer that hashed the bytes it wrote)."""
+    """Store ``value`` as the sha256 of ``path`` as it is now (a writer that hashed the bytes it wrote); a file
+    under :data:`CACHED_FROM_BYTES` is not stored (:func:`file_sha256` hashes it at once)."""
     global _loaded
+    if path.stat().st_size < CACHED_FROM_BYTES:
+        return
     cache_file = _cache_path()
     key = _stat_key(path)
     with _lock:

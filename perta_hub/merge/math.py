@@ -231,7 +231,14 @@ def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tupl
 
     flat = theta.reshape(-1)
     outs = [empty(tuple(flat.shape), flat.dtype) for _ in alphas]
-    work = torch.empty(min(CHUNK_ELEMENTS, flat.numel()), dtype=torch.float32)
+    size = min(CHUNK_ELEMENTS, flat.numel())
+    # a bf16/fp16 theta's chunk is cast to fp32 once, into a reused buffer: an add of it and the fp32 delta would
+    # cast it into a fresh temporary inside every call. The cast is exact and the add the same fp32 add on the
+    # same values, so the same bits; with one alpha it subtracts in place. Other dtypes are added as they are
+    # (an fp64 theta is added in fp64, as before)
+    cast = flat.dtype in (torch.bfloat16, torch.float16)
+    base32 = torch.empty(size, dtype=torch.float32) if cast else None
+    work = base32 if base32 is not None and len(alphas) == 1 else torch.empty(size, dtype=torch.float32)
     # one sum per chunk and alpha, in the result's dtype (fp16 in fp32, where a sum of finite values cannot
     # overflow); a sum that overflows anyway only sends the tensor to the element-wise look below
     sum_dtype = torch.float32 if flat.dtype == torch.float16 else flat.dtype
@@ -240,9 +247,11 @@ def merge_chunked(theta: Any, delta: Any, alphas: list[float], combination: tupl
     importances_ok = True
     for k, (start, stop, d, valid) in enumerate(_weighted_chunks(delta, combination, norms)):
         importances_ok = importances_ok and valid
-        w = work[: stop - start]
+        t, w = flat[start:stop], work[: stop - start]
+        if base32 is not None:
+            t = base32[: stop - start].copy_(t)
         for row, (alpha, out) in enumerate(zip(alphas, outs, strict=True)):
-            torch.add(flat[start:stop], d, alpha=-alpha, out=w)  # theta promoted to fp32 inside the kernel
+            torch.add(t, d, alpha=-alpha, out=w)  # in place (w is t) with one alpha and a bf16/fp16 theta
             chunk = out[start:stop]
             chunk.copy_(w)
             # after the cast: an fp16/bf16 overflow is inf here; a NaN/Inf in d makes every alpha's result

@@ -8,6 +8,7 @@ process (:func:`tune_allocator`).
 
 from __future__ import annotations
 
+import atexit
 import gc
 import math
 import os
@@ -18,6 +19,8 @@ from typing import Any
 
 #: set once tune_allocator has run in this process
 _TUNED = False
+#: set once skip_exit_collection has run in this process
+_EXIT_FROZEN = False
 
 
 def tune_allocator() -> None:
@@ -46,6 +49,23 @@ def tune_allocator() -> None:
         libc.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD; the merger's 1 MiB chunk buffers stay in the heap
     except (OSError, AttributeError):
         pass
+
+
+def skip_exit_collection() -> None:
+    """Spare the interpreter's last garbage collection at exit, for the whole process (once; later calls do
+    nothing): an exit handler moves every object left into the permanent generation (``gc.freeze``), which no
+    collection walks. Process-wide, so only the CLI turns it on, as :func:`tune_allocator`.
+
+    That collection walks every object torch and the other imports made, to free memory the process is about to
+    give back anyway: about 0.25 s of CPU at the end of each command (``perf record`` of ``apply`` on the
+    0.85B-parameter model of bench_apply.py). Exit handlers still run (logging flushes its handlers) and
+    objects not in reference cycles are still freed as before; perta-hub closes what it writes explicitly.
+    """
+    global _EXIT_FROZEN
+    if _EXIT_FROZEN:
+        return
+    _EXIT_FROZEN = True
+    atexit.register(gc.freeze)
 
 
 @contextmanager
