@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,13 +83,18 @@ def test_interrupt_exits_130(make_model: Callable[..., Path], tofu_dir: Path, tm
                             # an xdist worker ignores SIGINT and a child inherits that: give it the default back
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None
+    deadline = threading.Timer(300, proc.kill)  # a child that never gets there must not hang the suite
+    deadline.start()
     seen = []
-    for line in proc.stderr:  # wait until scoring runs
-        seen.append(line)
-        if line.startswith("forget Q/A: 1/"):
-            break
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
+    try:
+        for line in proc.stderr:  # wait until scoring runs
+            seen.append(line)
+            if line.startswith("forget Q/A: 1/"):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+    finally:
+        deadline.cancel()
     assert proc.wait(timeout=60) == ExitCode.INTERRUPTED, "".join(seen) + rest
     assert rest.splitlines()[-1].startswith("Interrupted: re-run the same command"), rest
     assert re.search(r"^forget Q/A: stopped at \d+/400 ex after \d+s$", rest, flags=re.M), rest
