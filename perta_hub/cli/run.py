@@ -25,7 +25,8 @@ def run_command(recipe: str | None, options: RunOptions, console: Console) -> No
     A step is a perta-hub command with exactly its options (as on the command line, without the dashes);
     ${name} names the output of step `name`, a model or a data entry. Re-running resumes: a step whose
     options and inputs did not change is not run again. RECIPE is a file, or the name of a bundled
-    recipe (quick, tiny, smollm2, smollm2-quick, own-model: perta_hub/resources/recipes/). Examples:
+    recipe (a file of perta_hub/resources/recipes/ without .yaml: quick, smollm2, smollm2-memorised, ...).
+    Examples:
       perta-hub run quick -o quick_out
       perta-hub run smollm2.yaml --set models.base=/tmp/smollm2 --dry-run
       perta-hub run OUT/recipe.resolved.yaml          (the run as it was, every finished step reused)
