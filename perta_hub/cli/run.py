@@ -16,7 +16,7 @@ from perta_hub.options.run import RunOptions
 
 
 @command("run")
-@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.argument("recipe", required=False)
 @bind(RunOptions, "options")
 def run_command(recipe: str | None, options: RunOptions, console: Console) -> None:
     """Run the experiment of RECIPE (YAML): its steps in order, each finished step reused.

@@ -2,7 +2,8 @@
 
 ``quick.yaml`` and ``tiny.yaml``: the tiny demo (``demo --quick``, ``demo``); ``smollm2.yaml`` and
 ``smollm2-quick.yaml``: the real-model experiment of docs/results-weak-target.md (``demo --model M``, ``demo --model M
---quick``); ``own-model.yaml``: a template for your own model and data.
+--quick``); ``smollm2-memorise.yaml`` and ``smollm2-memorised.yaml``: the strongly memorised target and the 3-seed
+experiment of docs/results.md; ``own-model.yaml``: a template for your own model and data.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ def bundled_recipes() -> dict[str, Path]:
 
 
 def find_recipe(name: str) -> Path:
-    """``name`` as a file when it exists, else the bundled recipe of that name (``quick`` or ``quick.yaml``)."""
+    """``name`` as a file when it is one, else the bundled recipe of that name (``quick`` or ``quick.yaml``; a folder
+    of that name beside it does not hide it)."""
     path = Path(name).expanduser()
-    if path.exists():
+    if path.is_file():
         return path
     stem = path.name.removesuffix(".yaml")
     return bundled_recipes().get(stem, path) if path.parent == Path(".") else path

@@ -218,8 +218,12 @@ def load_recipe(path: str | Path, *, sets: Sequence[str] = (), seeds: int | None
     source = Path(path).expanduser()
     try:
         text = source.read_text()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise RecipeError(f"{path}: no such recipe file") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path}: a folder, not a recipe file (a run's folder holds recipe.resolved.yaml)") from None
+    except (FileNotFoundError, NotADirectoryError):
+        from perta_hub.recipes.bundled import bundled_recipes
+
+        raise RecipeError(f"{path}: no such recipe file (bundled recipes: {', '.join(bundled_recipes())})") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not a text file (UTF-8)") from None
     doc = parse_yaml(text, str(path))

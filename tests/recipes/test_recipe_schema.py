@@ -73,3 +73,14 @@ def test_a_recipe_name_finds_the_bundled_file(tmp_path, monkeypatch):
     assert find_recipe("quick") == find_recipe("quick.yaml") == BUNDLED / "quick.yaml"
     (tmp_path / "quick.yaml").write_text("steps: {}\n")
     assert find_recipe("quick.yaml") == Path("quick.yaml")  # a file of that name wins
+    (tmp_path / "smollm2").mkdir()  # e.g. the model folder of the same name: not a recipe, does not hide it
+    assert find_recipe("smollm2") == BUNDLED / "smollm2.yaml"
+
+
+def test_a_folder_or_a_missing_file_is_one_line(tmp_path):
+    from perta_hub.recipes.load import RecipeError
+
+    with pytest.raises(RecipeError, match="a folder, not a recipe file"):
+        load_recipe(tmp_path)
+    with pytest.raises(RecipeError, match=r"no such recipe file \(bundled recipes: .*quick"):
+        load_recipe(tmp_path / "nothere.yaml")
