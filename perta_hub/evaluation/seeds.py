@@ -13,7 +13,10 @@ evaluate`` writes, with ``value_by_index``). Output (:func:`seed_spread`, the ``
 * **paired comparisons** of every PerTA method (a name starting with ``perta``) against ``tv`` and the gradient
   baselines present (``ga``, ``gd``, ``npo``): per seed the differences of the two best points, the paired
   bootstrap of :func:`perta_hub.evaluation.bootstrap.compare_results` where both points' per-question results are
-  at hand, a verdict by :data:`RULE`, and one sentence per pair.
+  at hand, a verdict by :data:`RULE`, and one sentence per pair;
+* **at matched step norm** (:func:`matched_steps`): every PerTA method against ``tv`` at each step norm both ran
+  (``apply --step``), the differences per seed (utility, forget quality in KS ladder steps, PrivLeak, the retain
+  extraction strength) and their statistics: the same size of update, so what differs is where it goes.
 
 Forget quality is a p-value on a ladder (n forget questions: the KS statistic is a multiple of 1/n): the mean of
 p-values is dominated by the largest, so the median and the mean of log10 are given beside it, and a difference
@@ -36,6 +39,8 @@ from perta_hub.unlearning.methods import METHODS as UNLEARN_CODES
 
 #: the numbers whose spread is given (summary-row keys of :data:`perta_hub.evaluation.metric_info.METRICS`)
 SPREAD_KEYS = ("forget_quality", "log10_forget_quality", "model_utility", "privleak")
+#: the differences compared at a matched step norm (:func:`matched_steps`; forget quality as KS ladder steps)
+STEP_KEYS = ("model_utility", "forget_quality", "privleak", "retain_extraction_strength")
 #: the gradient baselines PerTA is compared with (``unlearn``'s methods), after task-vector negation (``tv``)
 GRADIENT_BASELINES = UNLEARN_CODES
 BASELINES = ("tv", *GRADIENT_BASELINES)
@@ -340,7 +345,7 @@ def seed_spread(summaries: Mapping[Any, Mapping[str, Any]],
     Returns:
         ``{"seeds", "forget_rows", "utility_budget", "seeding", "rule", "fronts" (:func:`fronts`),
         "best" (:func:`best_within_budget`), "comparisons": [{"a", "b", "per_seed": [{"seed", ...
-        (:func:`compare_seed`)}], "wins", "losses", "ties", "answer"}]}``.
+        (:func:`compare_seed`)}], "wins", "losses", "ties", "answer"}], "matched_steps" (:func:`matched_steps`)}``.
     """
     seeds = list(summaries)
     first = summaries[seeds[0]]
@@ -365,7 +370,39 @@ def seed_spread(summaries: Mapping[Any, Mapping[str, Any]],
                                 "answer": answer(a, b, per_seed)})
     return {"seeds": seeds, "forget_rows": n, "utility_budget": first.get("utility_budget"),
             "seeding": {k: list(v) for k, v in seeding.items()} if seeding is not None else None, "rule": RULE,
-            "fronts": fronts(summaries), "best": best_within_budget(summaries), "comparisons": comparisons}
+            "fronts": fronts(summaries), "best": best_within_budget(summaries), "comparisons": comparisons,
+            "matched_steps": matched_steps(summaries)}
+
+
+def matched_steps(summaries: Mapping[Any, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every PerTA method against ``tv`` at each step norm ``||alpha w ⊙ tau|| / ||tau||`` both ran in a seed.
+
+    Returns:
+        one dict per (method, step) in order: ``method``, ``step`` (the norm asked for), ``seeds`` (how many seeds
+        have both), ``ladder_steps`` (per seed, the method's forget quality minus TV's in KS ladder steps; None
+        without a ladder), ``higher_utility`` (seeds where the method's model utility is above TV's) and, per
+        :data:`STEP_KEYS` key, the statistics of the differences (method - TV) over those seeds.
+    """
+    out = []
+    for method in [m for m in _methods(list(summaries.values())) if m.startswith("perta")]:
+        pairs: dict[float, list[tuple[Mapping[str, Any], Mapping[str, Any], int | None]]] = {}
+        for summary in summaries.values():
+            tv = {float(r["step"]): r for r in summary["rows"] if r["method"] == "tv" and r.get("step") is not None}
+            for row in summary["rows"]:
+                step = row.get("step")
+                if row["method"] == method and step is not None and float(step) in tv:
+                    pairs.setdefault(float(step), []).append((row, tv[float(step)], _forget_rows(summary)))
+        for step in sorted(pairs):
+            both = pairs[step]
+            diffs = {key: stats([None if a.get(key) is None or b.get(key) is None else a[key] - b[key]
+                                 for a, b, _ in both]) for key in STEP_KEYS}
+            ladder = [None if a.get("forget_quality") is None or b.get("forget_quality") is None
+                      else ladder_steps(a["forget_quality"], b["forget_quality"], n) for a, b, n in both]
+            higher = sum(1 for a, b, _ in both if a.get("model_utility") is not None
+                         and b.get("model_utility") is not None and a["model_utility"] > b["model_utility"])
+            out.append({"method": method, "step": step, "seeds": len(both), "ladder_steps": ladder,
+                        "higher_utility": higher, **diffs})
+    return out
 
 
 # -- the cross-seed section of the gathered results.md -----------------------------------------------------------
@@ -446,6 +483,20 @@ def _pairs_table(comparisons: Sequence[Mapping[str, Any]]) -> Table:
                   "ladder steps", "ΔMU", "ΔPrivLeak (%)", "verdict"), tuple(rows))
 
 
+def _steps_table(matched: Sequence[Mapping[str, Any]]) -> Table:
+    rows = []
+    for m in matched:
+        ladder = [k for k in m["ladder_steps"] if k is not None]
+        rows.append((m["method"], f"{m['step']:g}", str(m["seeds"]), f"{m['higher_utility']} of {m['seeds']}",
+                     _cell(m["model_utility"], "model_utility"),
+                     ", ".join(f"{k:+d}" if k else "0" for k in ladder) or "n/a",
+                     _cell(m["privleak"], "privleak"),
+                     _cell(m["retain_extraction_strength"], "retain_extraction_strength")))
+    return Table(("method", "step norm", "seeds", "utility above TV's", "ΔMU (method - TV)",
+                  "ΔFQ in ladder steps, per seed", f"Δ{metric('privleak').label}",
+                  f"Δ{metric('retain_extraction_strength').label}"), tuple(rows))
+
+
 def spread_blocks(spread: Mapping[str, Any], level: int = 2) -> list[Block]:
     """The cross-seed section: what was re-seeded, each method's front with its spread, the best setting within
     the budget over the seeds, and the answers with the rule and the per-seed comparisons (headings from
@@ -484,6 +535,14 @@ def spread_blocks(spread: Mapping[str, Any], level: int = 2) -> list[Block]:
                              "interval is the paired bootstrap's over the question rows (n/a: the per-question "
                              "results were not at hand)."),
                    _pairs_table(spread["comparisons"])]
+    if spread.get("matched_steps"):
+        blocks += [Heading("PerTA against TV at the same step norm", level + 1),
+                   Paragraph("The same size of update, ||alpha w ⊙ tau|| / ||tau||, for both (`apply --step`): what "
+                             "differs is where the weight map puts it. Differences method - TV over the seeds (mean ± "
+                             "sd [min, max]); forget quality as KS ladder steps per seed (one step is a tie); "
+                             "utility, PrivLeak (closer to 0 is better) and the retain authors' extraction strength "
+                             "(higher: more of the retained knowledge kept verbatim)."),
+                   _steps_table(spread["matched_steps"])]
     return blocks
 
 

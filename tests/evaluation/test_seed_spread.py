@@ -16,6 +16,7 @@ from perta_hub.evaluation.seeds import (
     B_WINS,
     TIE,
     ladder_steps,
+    matched_steps,
     seed_spread,
     seed_verdict,
     spread_markdown,
@@ -92,6 +93,24 @@ def test_the_front_and_the_best_point_over_three_seeds_as_computed_by_hand():
     assert (best["ga"]["within_budget"], best["ga"]["seeds"]) == (2, 3)  # seed 42: MU 0.5 is outside the budget
     assert best["ga"]["settings"]["42"] is None and best["ga"]["forget_quality"]["n"] == 2
     assert best["ga"]["privleak"]["sd"] is not None and best["ga"]["privleak"]["sd"] == pytest.approx(0.0)
+
+
+def test_perta_against_tv_at_the_same_step_norm_as_computed_by_hand():
+    matched = matched_steps(SEEDS)
+    assert [(m["method"], m["step"], m["seeds"]) for m in matched] == [("perta-fisher", 1.0, 3), ("perta-fisher", 2.0, 3)]
+    one, two = matched
+    # step 1: MU 0.99 against 0.97 / 0.96 / 0.98; FQ 0.165 / 0.0971 / 0.405 against 0.0541 / 0.405 / 0.266
+    assert one["model_utility"]["mean"] == pytest.approx((0.02 + 0.03 + 0.01) / 3)
+    assert one["higher_utility"] == 3
+    assert one["ladder_steps"] == [2, -3, 1]  # 0.0541 -> 0.0971 -> 0.165; 0.0971 -> ... -> 0.405; 0.266 -> 0.405
+    assert one["privleak"]["mean"] == pytest.approx(((5 - 10) + (5 + 4) + (5 - 3)) / 3)
+    assert one["retain_extraction_strength"] is None  # not in these summaries
+    # step 2: MU 0.97 against 0.90 in every seed; PrivLeak 1 against -20
+    assert two["model_utility"]["min"] == pytest.approx(0.07) and two["higher_utility"] == 3
+    assert two["privleak"]["mean"] == pytest.approx(21.0)
+    assert spread_markdown(seed_spread(SEEDS)).count("| perta-fisher | 2 | 3 | 3 of 3 |") == 1
+    # a step only one of them ran, and the baselines, are not compared
+    assert all(m["method"].startswith("perta") for m in matched)
 
 
 def test_the_verdict_rule_on_constructed_cases():
