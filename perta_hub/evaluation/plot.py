@@ -104,18 +104,22 @@ def _sweep_panel(ax: Any, scored: Sequence[dict[str, Any]], results: Sequence[di
     return labels
 
 
-def plot_methods(summary: dict[str, Any], path: Path, title: str = "TOFU-mini: forgetting vs utility") -> Path:
+def plot_methods(summary: dict[str, Any], path: Path, title: str | None = None) -> Path:
     """Forget quality (log) against model utility: one curve per method (ordered by alpha, or by setting for
     the gradient methods), the target as a star, the retain model (the forget-quality reference, so it has
     none) as a vertical line at its utility, the utility budget as a dotted one and forget quality 0.05 (reaching
     the retain model) as a dashed horizontal line. When the rows have PrivLeak, a second panel shows it (%, linear,
     0 marked) against model utility the same way. Point labels (alpha or setting) are placed so that none overlaps
-    another label or a point (:func:`perta_hub.evaluation.plot.place_labels`). A PNG, written atomically."""
+    another label or a point (:func:`perta_hub.evaluation.plot.place_labels`). ``title``: the first panel's
+    (default: ``TOFU <forget split>: forgetting vs utility``). A PNG, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if title is None:
+        split = (summary.get("evaluation") or {}).get("forget_split")
+        title = f"TOFU{' ' + split if split else ''}: forgetting vs utility"
     floor = 1e-300
     leaky = any(r.get("privleak") is not None for r in summary["rows"] if r["method"] != "retain")
     fig, axes = plt.subplots(1, 2 if leaky else 1, figsize=(13.0 if leaky else 7.2, 5.4), dpi=120, squeeze=False)
