@@ -26,8 +26,8 @@ class DemoOptions(Options):
         "--model",
         help="A pretrained model (Hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, or a folder) to fine-tune "
              "instead of the tiny Llama; then GradAscent, GradDiff and NPO run beside TV and PerTA "
-             "(docs/results-weak-target.md: 34 min 36 s measured for SmolLM2-135M-Instruct on 2 CPU cores; --quick: fewer "
-             "settings).")
+             "(the recipe smollm2.yaml, follow-ups included: 48 min 9 s measured for SmolLM2-135M-Instruct on 2 CPU "
+             "cores, docs/results-weak-target.md; --quick: fewer settings).")
     seeds: int | None = option(
         "--seeds", type=Range(int, min=1),
         help="Run the unlearning stage (task-vector fine-tune, unlearn baselines and what follows them) once per "
