@@ -199,10 +199,17 @@ def _point(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
             "privleak": row.get("privleak")}
 
 
-def _difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {k: None if a[k] is None or b[k] is None else a[k] - b[k] for k in SPREAD_KEYS}
-    out["abs_privleak"] = None if out["privleak"] is None else abs(a["privleak"]) - abs(b["privleak"])
-    return out
+def _difference(a: Mapping[str, Any], b: Mapping[str, Any], keys: Sequence[str] = SPREAD_KEYS
+                ) -> dict[str, float | None]:
+    """``a[k] - b[k]`` per key (None where either is missing)."""
+    return {k: None if a.get(k) is None or b.get(k) is None else a[k] - b[k] for k in keys}
+
+
+def _fq_steps(a: Mapping[str, Any], b: Mapping[str, Any], n: int | None) -> int | None:
+    """A's forget quality minus B's in KS ladder steps (None without both or without a ladder)."""
+    if a.get("forget_quality") is None or b.get("forget_quality") is None:
+        return None
+    return ladder_steps(a["forget_quality"], b["forget_quality"], n)
 
 
 def seed_verdict(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None, n: int | None,
@@ -252,9 +259,9 @@ def compare_seed(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None, n: in
                            "bootstrap": None, "bootstrap_note": None}
     boot = None
     if a is not None and b is not None:
-        out["difference"] = _difference(out["a"], out["b"])
-        if a.get("forget_quality") is not None and b.get("forget_quality") is not None:
-            out["ladder_steps"] = ladder_steps(a["forget_quality"], b["forget_quality"], n)
+        diff = out["difference"] = _difference(out["a"], out["b"])
+        diff["abs_privleak"] = None if diff["privleak"] is None else abs(a["privleak"]) - abs(b["privleak"])
+        out["ladder_steps"] = _fq_steps(a, b, n)
         ra, rb = ((results or {}).get(str(r["model"])) for r in (a, b))
         if ra is None or rb is None:
             out["bootstrap_note"] = "the per-question results of both points are not at hand"
@@ -394,12 +401,10 @@ def matched_steps(summaries: Mapping[Any, Mapping[str, Any]]) -> list[dict[str, 
                     pairs.setdefault(float(step), []).append((row, tv[float(step)], _forget_rows(summary)))
         for step in sorted(pairs):
             both = pairs[step]
-            diffs = {key: stats([None if a.get(key) is None or b.get(key) is None else a[key] - b[key]
-                                 for a, b, _ in both]) for key in STEP_KEYS}
-            ladder = [None if a.get("forget_quality") is None or b.get("forget_quality") is None
-                      else ladder_steps(a["forget_quality"], b["forget_quality"], n) for a, b, n in both]
-            higher = sum(1 for a, b, _ in both if a.get("model_utility") is not None
-                         and b.get("model_utility") is not None and a["model_utility"] > b["model_utility"])
+            per_seed = [_difference(a, b, STEP_KEYS) for a, b, _ in both]
+            diffs = {key: stats([d[key] for d in per_seed]) for key in STEP_KEYS}
+            ladder = [_fq_steps(a, b, n) for a, b, n in both]
+            higher = sum(1 for d in per_seed if d["model_utility"] is not None and d["model_utility"] > 0)
             out.append({"method": method, "step": step, "seeds": len(both), "ladder_steps": ladder,
                         "higher_utility": higher, **diffs})
     return out

@@ -21,6 +21,7 @@ from typing import Any
 
 from perta_hub.errors import InputError, RecipeError
 from perta_hub.recipes import data as data_mod
+from perta_hub.recipes.bundled import bundled_recipes
 from perta_hub.recipes.kinds import EXCLUSIVE, RECIPE_KEYS, StepKind, fields_of, kinds, owned_name
 from perta_hub.recipes.values import BUILTINS, NAME, Ref, check_number, check_value, placeholder, plain, refs_in, shown
 
@@ -221,8 +222,6 @@ def load_recipe(path: str | Path, *, sets: Sequence[str] = (), seeds: int | None
     except IsADirectoryError:
         raise RecipeError(f"{path}: a folder, not a recipe file (a run's folder holds recipe.resolved.yaml)") from None
     except (FileNotFoundError, NotADirectoryError):
-        from perta_hub.recipes.bundled import bundled_recipes
-
         raise RecipeError(f"{path}: no such recipe file (bundled recipes: {', '.join(bundled_recipes())})") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not a text file (UTF-8)") from None

@@ -220,9 +220,9 @@ def run_one(plan: Plan, inst: Instance, counter: str, recipe_file: Path, result:
 
 def write_seed_index(plan: Plan, selected: list[Instance]) -> list[Path]:
     """The ``results.json`` of every report the run has; a report run once per seed also gets ``OUT/results.md``
-    and ``OUT/results.json`` gathering every seed's (listed last). Both start with the spread over the seeds (with
-    one seed: its paired comparisons) (:func:`perta_hub.evaluation.seeds.seed_spread`: ``"spread"`` in the JSON, a section
-    before the seeds' reports in the markdown)."""
+    and ``OUT/results.json`` gathering every seed's (listed last). Both start with the spread over the seeds,
+    with one seed its paired comparisons (:func:`perta_hub.evaluation.seeds.seed_spread`: ``"spread"`` in the
+    JSON, a section before the seeds' reports in the markdown)."""
     from perta_hub.evaluation.seeds import seed_spread, spread_markdown
     from perta_hub.io.atomic import write_atomic
 
